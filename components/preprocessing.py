@@ -1,0 +1,97 @@
+"""TFT `preprocessing_fn`: raw MovieLens-style features -> model features.
+
+Ids become vocabulary indices with OOV buckets (vocabularies written under the
+names in towers.features, so the trainer reads their sizes back), text becomes
+padded token ids, numbers are z-scored and the timestamp becomes cyclic
+time-of-day / day-of-week context.
+"""
+import math
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from towers import features as F
+
+_SECONDS_PER_DAY = 86400.0
+_SECONDS_PER_WEEK = 7 * _SECONDS_PER_DAY
+
+
+def _squeeze(x: tf.Tensor) -> tf.Tensor:
+    """[batch, 1] -> [batch] for the schema's shape-[1] scalars."""
+    return tf.squeeze(x, axis=1)
+
+
+def _lookup(values: tf.Tensor, vocab_name: str) -> tf.Tensor:
+    return tft.compute_and_apply_vocabulary(values, num_oov_buckets=F.NUM_OOV_BUCKETS, vocab_filename=vocab_name)
+
+
+def _padded_ids(tokens: tf.RaggedTensor, vocab_name: str, max_len: int) -> tf.Tensor:
+    """Ragged strings [batch, None] -> int64 ids [batch, max_len]; 0 pads, ids are shifted by 1."""
+    ids = tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=F.NUM_OOV_BUCKETS, vocab_filename=vocab_name)
+    return (ids + 1).to_tensor(default_value=0, shape=[None, max_len])
+
+
+def title_tokens(titles: tf.Tensor) -> tf.RaggedTensor:
+    """Lower-cased word tokens of a title; punctuation is dropped.
+
+    Args:
+      titles: string [batch].
+    Returns:
+      ragged string [batch, None].
+    """
+    cleaned = tf.strings.regex_replace(tf.strings.lower(titles), r"[^a-z0-9' ]", " ")
+    return tf.strings.split(cleaned)
+
+
+def time_context(timestamps: tf.Tensor) -> tf.Tensor:
+    """Unix seconds [batch] -> [batch, 4]: sin/cos of hour of day and day of week."""
+    seconds = tf.cast(timestamps, tf.float64)
+    day = 2 * math.pi * tf.math.floormod(seconds, _SECONDS_PER_DAY) / _SECONDS_PER_DAY
+    week = 2 * math.pi * tf.math.floormod(seconds, _SECONDS_PER_WEEK) / _SECONDS_PER_WEEK
+    return tf.cast(tf.stack([tf.sin(day), tf.cos(day), tf.sin(week), tf.cos(week)], axis=1), tf.float32)
+
+
+def _year_z(years: tf.Tensor) -> tf.Tensor:
+    """Z-scores known years; unknown (0) maps to 0 = the mean."""
+    known = years > 0
+    as_float = tf.cast(years, tf.float32)
+    mean = tft.mean(tf.boolean_mask(as_float, known))
+    std = tf.sqrt(tft.var(tf.boolean_mask(as_float, known)))
+    return tf.where(known, (as_float - mean) / tf.maximum(std, 1e-6), 0.0)
+
+
+def _query_features(inputs: dict) -> dict:
+    zip_prefix = tf.strings.substr(_squeeze(inputs[F.ZIP_CODE]), 0, F.ZIP_PREFIX_LENGTH)
+    return {
+        F.USER_INDEX: _lookup(_squeeze(inputs[F.USER_ID]), F.VOCAB_USER),
+        F.GENDER_INDEX: _lookup(_squeeze(inputs[F.GENDER]), F.VOCAB_GENDER),
+        F.OCCUPATION_INDEX: _lookup(_squeeze(inputs[F.OCCUPATION]), F.VOCAB_OCCUPATION),
+        F.ZIP_PREFIX_INDEX: _lookup(zip_prefix, F.VOCAB_ZIP_PREFIX),
+        F.AGE_Z: tft.scale_to_z_score(tf.cast(_squeeze(inputs[F.AGE]), tf.float32)),
+        F.TIME_CONTEXT: time_context(_squeeze(inputs[F.TIMESTAMP])),
+    }
+
+
+def _item_features(inputs: dict) -> dict:
+    item_ids = _squeeze(inputs[F.ITEM_ID])
+    # Interaction counts per item, read by the trainer for the logQ correction.
+    tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM_FREQUENCY, store_frequency=True)
+    genres = tf.RaggedTensor.from_sparse(inputs[F.GENRES])
+    return {
+        F.ITEM_INDEX: _lookup(item_ids, F.VOCAB_ITEM),
+        F.TITLE_TOKENS: _padded_ids(title_tokens(_squeeze(inputs[F.TITLE])), F.VOCAB_TITLE_TOKENS, F.TITLE_MAX_TOKENS),
+        F.GENRE_TOKENS: _padded_ids(genres, F.VOCAB_GENRES, F.MAX_GENRES),
+        F.YEAR_Z: _year_z(_squeeze(inputs[F.YEAR])),
+    }
+
+
+def preprocessing_fn(inputs: dict) -> dict:
+    """TFT entry point (named by dotted path in the pipeline).
+
+    Args:
+      inputs: raw features per the curated schema: scalars as [batch, 1] dense
+        tensors, genres as a SparseTensor [batch, None].
+    Returns:
+      transformed features named in towers.features.
+    """
+    return {**_query_features(inputs), **_item_features(inputs)}

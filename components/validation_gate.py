@@ -1,0 +1,55 @@
+"""ValidationGate: stops the pipeline before Transform/Trainer when ExampleValidator found anomalies.
+
+ExampleValidator records anomalies but does not stop a run; this component
+fails with a message naming each split, feature and anomaly, so that nothing
+downstream trains on data that broke the curated schema.
+"""
+
+import os
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import v1 as tfx
+from tfx.types import artifact_utils
+
+ANOMALIES_FILE = "SchemaDiff.pb"
+
+
+class DataValidationError(RuntimeError):
+    """Raised when validated data has anomalies against the curated schema."""
+
+
+def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
+    """One line per (split, feature) anomaly: 'split 'train': feature 'age': <description>'."""
+    lines = []
+    for split, anomalies in sorted(anomalies_by_split.items()):
+        for feature, info in sorted(anomalies.anomaly_info.items()):
+            reasons = "; ".join(reason.description or reason.short_description for reason in info.reason) or info.description
+            lines.append(f"split '{split}': feature '{feature}': {reasons}")
+        if anomalies.HasField("dataset_anomaly_info"):
+            lines.append(f"split '{split}': dataset: {anomalies.dataset_anomaly_info.description}")
+    return lines
+
+
+def read_anomalies(artifact) -> dict[str, anomalies_pb2.Anomalies]:
+    out = {}
+    for split in artifact_utils.decode_split_names(artifact.split_names):
+        path = os.path.join(artifact.uri, f"Split-{split}", ANOMALIES_FILE)
+        with tf.io.gfile.GFile(path, "rb") as f:
+            out[split] = anomalies_pb2.Anomalies.FromString(f.read())
+    return out
+
+
+def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> None:
+    lines = describe_anomalies(anomalies_by_split)
+    if lines:
+        raise DataValidationError(
+            "ExampleValidator found anomalies against the curated schema; stopping before Transform and Trainer:\n  "
+            + "\n  ".join(lines)
+        )
+
+
+@tfx.dsl.components.component
+def ValidationGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
+    """Fails the run if `anomalies` holds any anomaly."""
+    check(read_anomalies(anomalies))

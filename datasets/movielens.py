@@ -1,0 +1,135 @@
+"""MovieLens-100K from the `recbole` package (installed at setup, --no-deps).
+
+RecBole ships the files as tab-separated text with typed headers
+(`user_id:token`, `rating:float`, ...) under recbole/dataset_example/ml-100k/.
+The package is located without importing it (importing recbole pulls torch).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pandas as pd
+
+from datasets.records import QuarantinedRow
+from towers import features as F
+
+PACKAGE = "recbole"
+SUBDIR = os.path.join("dataset_example", "ml-100k")
+MISSING_YEAR = 0
+
+
+def source_dir() -> str:
+    """Folder holding ml-100k.{inter,item,user}; a clear error if recbole is absent."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "MovieLens-100K comes from the 'recbole' package, which is not installed. "
+            "Run `make setup` (it installs requirements.lock into .venv)."
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], SUBDIR)
+
+
+def _read_table(path: str, columns: list[str], parse, quarantined: list[QuarantinedRow]) -> pd.DataFrame:
+    """Reads a RecBole atomic file row by row; rows that fail `parse` are quarantined."""
+    rows = []
+    source = os.path.basename(path)
+    with open(path, encoding="latin-1") as f:
+        next(f)  # typed header
+        for number, line in enumerate(f, start=2):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != len(columns):
+                quarantined.append(QuarantinedRow(source, number, "*", f"expected {len(columns)} fields, got {len(fields)}", line.rstrip("\n")))
+                continue
+            raw = dict(zip(columns, fields))
+
+            def keep_with_issue(bad: _BadField) -> None:
+                quarantined.append(QuarantinedRow(source, number, bad.field, bad.reason, line.rstrip("\n"), kept=True))
+
+            try:
+                rows.append(parse(raw, keep_with_issue))
+            except _BadField as bad:
+                quarantined.append(QuarantinedRow(source, number, bad.field, bad.reason, line.rstrip("\n")))
+    return pd.DataFrame(rows, columns=columns)
+
+
+class _BadField(ValueError):
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+def _as_int(raw: dict, field: str, low: int, high: int) -> int:
+    try:
+        value = int(float(raw[field]))
+    except ValueError:
+        raise _BadField(field, f"not a number: {raw[field]!r}") from None
+    if not low <= value <= high:
+        raise _BadField(field, f"{value} outside [{low}, {high}]")
+    return value
+
+
+def _nonempty(raw: dict, field: str) -> str:
+    value = raw[field].strip()
+    if not value:
+        raise _BadField(field, "empty")
+    return value
+
+
+def _parse_item(raw: dict, keep_with_issue) -> dict:
+    year = MISSING_YEAR
+    if raw[F.YEAR].strip():
+        try:
+            year = _as_int(raw, F.YEAR, 1800, 2100)
+        except _BadField as bad:  # an unusable year loses the year, not the item
+            keep_with_issue(bad)
+    return {
+        F.ITEM_ID: _nonempty(raw, F.ITEM_ID),
+        F.TITLE: _nonempty(raw, F.TITLE),
+        F.YEAR: year,
+        F.GENRES: raw[F.GENRES].split() or ["unknown"],
+    }
+
+
+def _parse_user(raw: dict, keep_with_issue) -> dict:
+    return {
+        F.USER_ID: _nonempty(raw, F.USER_ID),
+        F.AGE: _as_int(raw, F.AGE, 1, 120),
+        F.GENDER: _nonempty(raw, F.GENDER),
+        F.OCCUPATION: _nonempty(raw, F.OCCUPATION),
+        F.ZIP_CODE: _nonempty(raw, F.ZIP_CODE),
+    }
+
+
+def _parse_interaction(raw: dict, keep_with_issue) -> dict:
+    return {
+        F.USER_ID: _nonempty(raw, F.USER_ID),
+        F.ITEM_ID: _nonempty(raw, F.ITEM_ID),
+        F.RATING: float(_as_int(raw, F.RATING, 1, 5)),
+        F.TIMESTAMP: _as_int(raw, F.TIMESTAMP, 0, 2**40),
+    }
+
+
+def load(root: str | None = None, max_users: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
+    """Loads MovieLens-100K as (interactions with joined features, catalog, users, quarantined rows).
+
+    Args:
+      root: folder with ml-100k.{inter,item,user}; defaults to the recbole package.
+      max_users: keep only the interactions of the first `max_users` users by id
+        (a small, deterministic slice for tests); the catalog stays complete.
+    """
+    root = root or source_dir()
+    quarantined: list[QuarantinedRow] = []
+    items = _read_table(os.path.join(root, "ml-100k.item"), [F.ITEM_ID, F.TITLE, F.YEAR, F.GENRES], _parse_item, quarantined)
+    users = _read_table(os.path.join(root, "ml-100k.user"), [F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, F.ZIP_CODE], _parse_user, quarantined)
+    inter = _read_table(os.path.join(root, "ml-100k.inter"), [F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP], _parse_interaction, quarantined)
+    if max_users is not None:
+        keep = sorted(users[F.USER_ID], key=int)[:max_users]
+        inter = inter[inter[F.USER_ID].isin(keep)]
+    joined = inter.merge(users, on=F.USER_ID, how="left", indicator="_user").merge(items, on=F.ITEM_ID, how="left", indicator="_item")
+    for flag, field in (("_user", F.USER_ID), ("_item", F.ITEM_ID)):
+        for row in joined[joined[flag] != "both"].itertuples():
+            key = getattr(row, field)
+            quarantined.append(QuarantinedRow("ml-100k.inter", -1, field, f"unknown {field} {key!r}", f"{row.user_id}\t{row.item_id}"))
+    joined = joined[(joined["_user"] == "both") & (joined["_item"] == "both")].drop(columns=["_user", "_item"])
+    return joined.reset_index(drop=True), items, users, quarantined

@@ -1,0 +1,189 @@
+"""Raw rows -> tf.Example records, the temporal split, and the quarantine file.
+
+Everything the dataset builders share: they produce pandas frames of raw rows
+(column names from towers.features), this module splits them by time and writes
+what ImportExampleGen reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from towers import features as F
+
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+EXAMPLES_DIR = "examples"
+CATALOG_FILE = "catalog/catalog.tfrecord.gz"
+USERS_FILE = "users/users.tfrecord.gz"
+QUARANTINE_FILE = "quarantine.jsonl"
+MANIFEST_FILE = "manifest.json"
+RECORD_FILE = "data.tfrecord.gz"
+
+
+@dataclass
+class QuarantinedRow:
+    """A source row with a field that could not be converted, and the reason.
+
+    `kept` rows stay in the dataset without that field's value (e.g. an item whose
+    year is unreadable); the others were left out.
+    """
+
+    source: str
+    line: int
+    field: str
+    reason: str
+    raw: str
+    kept: bool = False
+
+
+@dataclass
+class Manifest:
+    """What a dataset build produced; written next to the records."""
+
+    dataset: str
+    cutoff_timestamp: int
+    eval_fraction: float
+    num_train: int
+    num_eval: int
+    num_items: int
+    num_users: int
+    num_quarantined: int
+    max_users: int | None = None
+    quarantined_by_field: dict = field(default_factory=dict)
+
+    def write(self, data_dir: str) -> None:
+        with open(os.path.join(data_dir, MANIFEST_FILE), "w") as f:
+            json.dump(asdict(self), f, indent=2)
+
+    @classmethod
+    def read(cls, data_dir: str) -> "Manifest":
+        with open(os.path.join(data_dir, MANIFEST_FILE)) as f:
+            return cls(**json.load(f))
+
+
+def temporal_split(interactions: pd.DataFrame, eval_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Splits interactions at one global time cutoff.
+
+    Every interaction strictly after the cutoff is evaluation data; the cutoff is
+    the timestamp at the (1 - eval_fraction) quantile, so ties at the cutoff stay
+    in training and no evaluation event precedes a training event.
+
+    Args:
+      interactions: rows with a `timestamp` column.
+      eval_fraction: wanted share of evaluation rows, in (0, 1).
+
+    Returns:
+      (train, eval, cutoff_timestamp).
+    """
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    times = interactions[F.TIMESTAMP].to_numpy()
+    cutoff = int(np.quantile(times, 1.0 - eval_fraction, method="lower"))
+    is_eval = times > cutoff
+    return interactions[~is_eval], interactions[is_eval], cutoff
+
+
+def to_example(row: dict):
+    """One raw row (feature name -> value) as a tf.train.Example."""
+    import tensorflow as tf
+
+    feats = {}
+    for name, value in row.items():
+        if name in F.RAW_STRING_FEATURES:
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
+        elif name in F.RAW_INT_FEATURES:
+            feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+        elif name in F.RAW_FLOAT_FEATURES:
+            feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+        elif name in F.RAW_LIST_FEATURES:
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in value]))
+        else:
+            raise KeyError(f"column {name!r} is not a declared raw feature")
+    return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
+def write_records(frame: pd.DataFrame, path: str) -> int:
+    """Writes every row of `frame` as a gzipped TFRecord of tf.Examples."""
+    import tensorflow as tf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for row in frame.to_dict("records"):
+            writer.write(to_example(row).SerializeToString())
+    return len(frame)
+
+
+def read_records(path: str) -> list[dict]:
+    """Reads a TFRecord file written by `write_records` back into plain dicts."""
+    import tensorflow as tf
+
+    rows = []
+    for raw in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
+        ex = tf.train.Example.FromString(raw)
+        row = {}
+        for name, feat in ex.features.feature.items():
+            kind = feat.WhichOneof("kind")
+            values = list(getattr(feat, kind).value)
+            if kind == "bytes_list":
+                values = [v.decode() for v in values]
+            row[name] = values if name in F.RAW_LIST_FEATURES else values[0]
+        rows.append(row)
+    return rows
+
+
+def split_dir(data_dir: str, split: str) -> str:
+    return os.path.join(data_dir, EXAMPLES_DIR, split)
+
+
+def write_dataset(
+    name: str,
+    data_dir: str,
+    interactions: pd.DataFrame,
+    catalog: pd.DataFrame,
+    users: pd.DataFrame,
+    quarantined: list[QuarantinedRow],
+    eval_fraction: float,
+    max_users: int | None = None,
+) -> Manifest:
+    """Splits and writes a dataset: examples/{train,eval}, catalog, users, quarantine, manifest.
+
+    Args:
+      name: registry name of the dataset.
+      data_dir: output folder.
+      interactions: one row per interaction, with user and item features joined.
+      catalog: one row per item (F.ITEM_FEATURES); the full candidate set.
+      users: one row per user with the user features (for serving queries).
+      quarantined: rows the builder could not convert.
+      eval_fraction: share of interactions (latest by time) held out.
+    """
+    interactions = interactions.sort_values([F.TIMESTAMP, F.USER_ID, F.ITEM_ID], kind="stable")
+    train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
+    write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
+    write_records(evaluation, os.path.join(split_dir(data_dir, EVAL_SPLIT), RECORD_FILE))
+    write_records(catalog[list(F.ITEM_FEATURES)], os.path.join(data_dir, CATALOG_FILE))
+    write_records(users, os.path.join(data_dir, USERS_FILE))
+    with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
+        for row in quarantined:
+            f.write(json.dumps(asdict(row)) + "\n")
+    by_field: dict[str, int] = {}
+    for row in quarantined:
+        by_field[row.field] = by_field.get(row.field, 0) + 1
+    manifest = Manifest(
+        dataset=name,
+        cutoff_timestamp=cutoff,
+        eval_fraction=eval_fraction,
+        num_train=len(train),
+        num_eval=len(evaluation),
+        num_items=len(catalog),
+        num_users=int(interactions[F.USER_ID].nunique()),
+        num_quarantined=len(quarantined),
+        max_users=max_users,
+        quarantined_by_field=by_field,
+    )
+    manifest.write(data_dir)
+    return manifest

@@ -1,0 +1,50 @@
+"""The datasets `mmtower run --dataset NAME` knows, and how to build one."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from datasets import movielens
+from datasets.records import Manifest, write_dataset
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its loader, schema folder and default split."""
+
+    name: str
+    description: str
+    loader: Callable  # (max_users) -> (interactions, catalog, users, quarantined)
+    schema_name: str  # folder under schemas/
+    eval_fraction: float = 0.1
+
+
+DATASETS = {
+    "movielens-100k": DatasetSpec(
+        name="movielens-100k",
+        description="MovieLens-100K (recbole package): 100,000 real ratings, 943 users, 1,682 movies with title, year, genres",
+        loader=lambda max_users=None: movielens.load(max_users=max_users),
+        schema_name="movielens",
+    ),
+}
+DEFAULT_DATASET = "movielens-100k"
+
+
+def get(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None) -> Manifest:
+    """Builds dataset `name` into `data_dir` unless an identical build is already there."""
+    spec = get(name)
+    eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
+    if os.path.exists(os.path.join(data_dir, "manifest.json")):
+        manifest = Manifest.read(data_dir)
+        if manifest.dataset == name and manifest.eval_fraction == eval_fraction and manifest.max_users == max_users:
+            return manifest
+    interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
+    os.makedirs(data_dir, exist_ok=True)
+    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users)

@@ -1,0 +1,116 @@
+"""The mmtower DAG. Builds a tfx.dsl.Pipeline; runners own paths and metadata.
+
+ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
+ValidationGate -> Transform -> Trainer -> Evaluator (+ last blessed model) ->
+Pusher, with MostPopularBaseline scored on the same split.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components.baseline import MostPopularBaseline
+from components.validation_gate import ValidationGate
+
+PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
+RUN_FN = "components.trainer.run_fn"
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    examples_dir: str,
+    schema_path: str,
+    trainer_custom_config: dict,
+    eval_config: tfma.EvalConfig,
+    serving_model_dir: str,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: Optional[list[str]] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Builds the retrieval pipeline.
+
+    Args:
+      pipeline_name: name in metadata ([a-z0-9-] to compile for Kubeflow).
+      pipeline_root: where component outputs go.
+      examples_dir: folder with `train/` and `eval/` TFRecords of tf.Example.
+      schema_path: curated raw schema.pbtxt.
+      trainer_custom_config: passed to run_fn (hyperparameters, catalog path).
+      eval_config: TFMA config with the blessing thresholds.
+      serving_model_dir: Pusher base directory; versions land in subfolders.
+      metadata_connection_config: ML Metadata store.
+      beam_pipeline_args: Beam options for the Beam-based components.
+      enable_cache: reuse outputs of unchanged components.
+    """
+    input_config = tfx.proto.Input(
+        splits=[tfx.proto.Input.Split(name=split, pattern=f"{split}/*") for split in (TRAIN_SPLIT, EVAL_SPLIT)]
+    )
+    example_gen = tfx.components.ImportExampleGen(input_base=examples_dir, input_config=input_config)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    validation_gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN_SPLIT], transform=[TRAIN_SPLIT, EVAL_SPLIT]),
+    )
+    transform.add_upstream_node(validation_gate)
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
+        custom_config=trainer_custom_config,
+    )
+    baseline = MostPopularBaseline(examples=example_gen.outputs["examples"])
+    baseline.add_upstream_node(validation_gate)
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config,
+        example_splits=[EVAL_SPLIT],
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            validation_gate,
+            transform,
+            trainer,
+            baseline,
+            model_resolver,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [],
+    )

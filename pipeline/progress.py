@@ -1,0 +1,66 @@
+"""Progress lines for a LocalDagRunner run: one line when a component starts and finishes.
+
+TFX logs everything at INFO; the full log goes to a file and the terminal gets
+only the component transitions, with wall times.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+
+_RUNNING = re.compile(r"Component (\S+) is running\.")
+_FINISHED = re.compile(r"Component (\S+) is finished\.")
+_CACHED = re.compile(r"A cached execution \d+ is used\.")
+
+
+class ProgressHandler(logging.Handler):
+    """Prints component start/finish lines and records each component's wall time."""
+
+    def __init__(self, stream=None):
+        super().__init__(level=logging.INFO)
+        self.stream = stream or sys.stdout
+        self.started = time.monotonic()
+        self._current: str | None = None
+        self._current_start = 0.0
+        self._cached = False
+        self.wall_times: dict[str, float] = {}
+        self.cached: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if match := _RUNNING.search(message):
+            self._current, self._current_start, self._cached = match.group(1), time.monotonic(), False
+            self.say(f"▶ {self._current} ...")
+        elif _CACHED.search(message):
+            self._cached = True
+        elif match := _FINISHED.search(message):
+            name = match.group(1)
+            seconds = time.monotonic() - self._current_start
+            self.wall_times[name] = seconds
+            if self._cached:
+                self.cached.add(name)
+            self.say(f"✔ {name} {'(cached) ' if self._cached else ''}{seconds:.1f}s")
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.stream.write(f"[{elapsed:6.1f}s] {text}\n")
+        self.stream.flush()
+
+
+def install(log_file: str) -> ProgressHandler:
+    """Routes INFO logs to `log_file` and component progress to stdout."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    progress = ProgressHandler()
+    root.addHandler(file_handler)
+    root.addHandler(progress)
+    root.setLevel(logging.INFO)
+    return progress

@@ -1,0 +1,73 @@
+"""`mmtower recommend`: top-K for one user from the newest pushed model, in process."""
+from __future__ import annotations
+
+import os
+import time
+
+from datasets.records import CATALOG_FILE, EXAMPLES_DIR, TRAIN_SPLIT, USERS_FILE, read_records
+from pipeline.runs import RunPaths, latest_version_dir
+from towers import features as F
+
+
+class SetupError(RuntimeError):
+    """Something a previous command should have produced is missing."""
+
+
+def load_model(paths: RunPaths):
+    """The newest pushed SavedModel under <output>/serving/<model>/."""
+    import tensorflow as tf
+
+    version_dir = latest_version_dir(paths.serving_model_dir())
+    if version_dir is None:
+        raise SetupError(f"no pushed model under {paths.serving_model_dir()}: run `mmtower run --output {paths.output}` (or `make run`) first")
+    return tf.saved_model.load(version_dir), version_dir
+
+
+def _read(paths: RunPaths, relative: str) -> list[dict]:
+    path = os.path.join(paths.data_dir, relative)
+    if not os.path.exists(path):
+        raise SetupError(f"{path} is missing: run `mmtower run --dataset {paths.dataset} --output {paths.output}` first")
+    return read_records(path)
+
+
+def query_inputs(user: dict, timestamp: int) -> dict:
+    """Raw inputs of the `query` signature for one user, as batch-of-one tensors."""
+    import tensorflow as tf
+
+    values = {**{name: user[name] for name in F.QUERY_FEATURES if name != F.TIMESTAMP}, F.TIMESTAMP: timestamp}
+    return {name: tf.constant([values[name]], dtype=tf.int64 if name in F.RAW_INT_FEATURES else tf.string) for name in F.QUERY_FEATURES}
+
+
+def recommend(model, user: dict, k: int, timestamp: int | None = None) -> list[tuple[str, float]]:
+    """(item_id, score) best first, from the model's `query` signature."""
+    from towers import exporter
+
+    outputs = model.signatures[exporter.QUERY_SIGNATURE](**query_inputs(user, int(timestamp or time.time())))
+    ids = [v.decode() for v in outputs[exporter.ITEM_IDS_OUTPUT].numpy()[0][:k]]
+    return list(zip(ids, outputs[exporter.SCORES_OUTPUT].numpy()[0][:k].tolist()))
+
+
+def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
+    """Most-popular fallback: (item_id, training interactions) best first."""
+    from components.baseline import read_pairs
+
+    counts: dict[str, int] = {}
+    for _, item in read_pairs(os.path.join(paths.data_dir, EXAMPLES_DIR, TRAIN_SPLIT)):
+        counts[item.decode()] = counts.get(item.decode(), 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def main(output: str, dataset: str, user_id: str, k: int) -> int:
+    paths = RunPaths(os.path.abspath(output), dataset)
+    model, version_dir = load_model(paths)
+    users = {row[F.USER_ID]: row for row in _read(paths, USERS_FILE)}
+    titles = {row[F.ITEM_ID]: row[F.TITLE] for row in _read(paths, CATALOG_FILE)}
+    if user_id in users:
+        print(f"Top {k} for user {user_id} from {version_dir}:")
+        results, score_label = recommend(model, users[user_id], k), "score"
+    else:
+        print(f"User {user_id!r} is not in dataset {dataset} ({len(users)} users); showing the {k} most popular items instead.")
+        results, score_label = popular_items(paths, k), "interactions"
+    for rank, (item_id, score) in enumerate(results, start=1):
+        print(f"{rank:>3}. {titles.get(item_id, '?'):<60} {score_label} {score:.4f}  (item {item_id})")
+    return 0

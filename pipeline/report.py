@@ -1,0 +1,30 @@
+"""Plain-text run summary: model next to most-popular, blessing, push location, wall times."""
+from __future__ import annotations
+
+from pipeline.summary import RunSummary
+from towers import metrics
+
+
+def format_metrics_table(model: dict[str, float], baseline: dict[str, float]) -> str:
+    rows = [f"{'metric':<14}{'two-tower':>12}{'most-popular':>14}{'ratio':>8}"]
+    for name in metrics.METRIC_NAMES:
+        m, b = model.get(name), baseline.get(name)
+        ratio = f"{m / b:.2f}x" if m is not None and b else "-"
+        rows.append(f"{name:<14}{_fmt(m):>12}{_fmt(b):>14}{ratio:>8}")
+    return "\n".join(rows)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
+    lines = ["", "== mmtower run summary ==", format_metrics_table(summary.model_metrics, summary.baseline_metrics), ""]
+    if summary.blessed is None:
+        lines.append("Evaluator: no blessing recorded")
+    else:
+        lines.append(f"Evaluator: model {'BLESSED' if summary.blessed else 'NOT blessed (thresholds failed)'}")
+    lines.append(f"Pushed to: {summary.pushed_to}" if summary.pushed_to else "Pushed to: nothing pushed")
+    times = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in wall_times.items() if name != "total")
+    lines.append(f"Wall time: {wall_times.get('total', 0):.0f}s ({times})")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""What a run produced, read back from ML Metadata and the artifacts it points to."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from pipeline.runs import RunPaths
+
+BASELINE_COMPONENT = "MostPopularBaseline"
+EVALUATOR_COMPONENT = "Evaluator"
+PUSHER_COMPONENT = "Pusher"
+TRAINER_COMPONENT = "Trainer"
+
+
+@dataclass
+class RunSummary:
+    model_metrics: dict[str, float] = field(default_factory=dict)
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    blessed: bool | None = None
+    pushed_to: str | None = None
+    model_uri: str | None = None
+
+
+def _latest(store, type_name: str, component: str, pipeline_root: str):
+    """Newest artifact of `type_name` written by `component` under this pipeline root."""
+    prefix = os.path.join(pipeline_root, component) + os.sep
+    artifacts = [a for a in store.get_artifacts_by_type(type_name) if a.uri.startswith(prefix)]
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def model_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
+    """Overall-slice metrics of the candidate model from a TFMA output folder, by output name."""
+    import tensorflow_model_analysis as tfma
+
+    out = {}
+    for per_slice in tfma.load_metrics(evaluation_uri):
+        if per_slice.slice_key.single_slice_keys:
+            continue
+        for kv in per_slice.metric_keys_and_values:
+            key = kv.key
+            if key.model_name in ("", "candidate") and key.output_name and not key.is_diff:
+                out[key.output_name] = kv.value.double_value.value
+    return out
+
+
+def read(paths: RunPaths) -> RunSummary:
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = paths.metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+    summary = RunSummary()
+    root = paths.pipeline_root
+    if baseline := _latest(store, "ModelEvaluation", BASELINE_COMPONENT, root):
+        with open(os.path.join(baseline.uri, "metrics.json")) as f:
+            summary.baseline_metrics = json.load(f)
+    if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, root):
+        summary.model_metrics = model_metrics_from_tfma(evaluation.uri)
+    if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, root):
+        summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+    if model := _latest(store, "Model", TRAINER_COMPONENT, root):
+        summary.model_uri = model.uri
+    if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, root):
+        if pushed.custom_properties["pushed"].int_value:
+            summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
+    return summary

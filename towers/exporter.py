@@ -1,0 +1,116 @@
+"""Every serving signature of the retrieval SavedModel, in one module.
+
+The exported module carries the Transform graph, the query tower and the
+embeddings of the whole catalog, and scores all items by brute force:
+
+- `serving_default(examples)`: serialized tf.Example with the raw query
+  features -> `item_ids` [batch, K] and `scores` [batch, K];
+- `query(user_id, timestamp, age, gender, occupation, zip_code)`: the same from
+  raw tensors [batch];
+- `embed_candidates(examples)`: serialized item tf.Examples -> `embeddings`
+  [batch, dim];
+- `evaluate(examples)`: serialized eval examples (query features + the
+  held-out `item_id`) -> per-example recall@10/50/100 and ndcg@10 (read by TFMA).
+
+Items a user interacted with in training are never recommended to them again.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from towers import features as F
+from towers import metrics
+
+SERVING_DEFAULT = "serving_default"
+QUERY_SIGNATURE = "query"
+EMBED_SIGNATURE = "embed_candidates"
+EVALUATE_SIGNATURE = "evaluate"
+EXAMPLES_INPUT = "examples"
+ITEM_IDS_OUTPUT = "item_ids"
+SCORES_OUTPUT = "scores"
+EMBEDDINGS_OUTPUT = "embeddings"
+
+_RAW_DTYPES = {F.USER_ID: tf.string, F.TIMESTAMP: tf.int64, F.AGE: tf.int64, F.GENDER: tf.string, F.OCCUPATION: tf.string, F.ZIP_CODE: tf.string}
+
+
+def _feature_spec(raw_spec: dict, names) -> dict:
+    return {name: raw_spec[name] for name in names}
+
+
+class RetrievalModule(tf.Module):
+    """Brute-force top-K retrieval over the full catalog, with per-user exclusions.
+
+    Args:
+      tft_layer: `TFTransformOutput.transform_features_layer()`.
+      query_tower: maps transformed query features to [batch, dim].
+      candidate_tower: maps transformed item features to [batch, dim].
+      raw_feature_spec: raw feature spec from the curated schema.
+      catalog_ids: string [N], the candidate item ids.
+      catalog_embeddings: float32 [N, dim], candidate_tower output for each.
+      seen_positions: one list of catalog positions per user index (the last
+        row, for OOV users, is empty): items to exclude for that user.
+      k: number of results.
+    """
+
+    def __init__(self, tft_layer, query_tower, candidate_tower, raw_feature_spec: dict, catalog_ids, catalog_embeddings, seen_positions: list[list[int]], k: int):
+        super().__init__()
+        self.tft_layer = tft_layer
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.k = min(k, len(catalog_ids))
+        self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
+        self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
+        self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
+        self.catalog_ids = tf.Variable(np.asarray(catalog_ids, dtype=object).astype(bytes), trainable=False, name="catalog_ids")
+        self.catalog_embeddings = tf.Variable(np.asarray(catalog_embeddings, np.float32), trainable=False, name="catalog_embeddings")
+        lengths = [len(row) for row in seen_positions]
+        values = np.concatenate([np.asarray(row, np.int64) for row in seen_positions]) if sum(lengths) else np.zeros([0], np.int64)
+        self.seen_values = tf.Variable(values, trainable=False, name="seen_values")
+        self.seen_row_splits = tf.Variable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), trainable=False, name="seen_row_splits")
+
+    def _top_k(self, transformed: dict) -> dict:
+        queries = self.query_tower(transformed)
+        scores = tf.matmul(queries, self.catalog_embeddings, transpose_b=True)  # [batch, N]
+        seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_row_splits)
+        rows = tf.gather(seen, transformed[F.USER_INDEX])  # [batch, None] catalog positions
+        mask = tf.scatter_nd(
+            tf.stack([rows.value_rowids(), rows.values], axis=1),
+            tf.ones_like(rows.values, tf.float32),
+            tf.shape(scores, out_type=tf.int64),
+        )
+        scores = tf.where(mask > 0, tf.float32.min, scores)
+        top_scores, top_positions = tf.math.top_k(scores, k=self.k)
+        return {ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids, top_positions), SCORES_OUTPUT: top_scores}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def serving_default(self, examples):
+        raw = tf.io.parse_example(examples, self._query_spec)
+        return self._top_k(self.tft_layer(raw))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], dtype, name=name) for name, dtype in _RAW_DTYPES.items()])
+    def query(self, user_id, timestamp, age, gender, occupation, zip_code):
+        raw = dict(zip(_RAW_DTYPES, (user_id, timestamp, age, gender, occupation, zip_code)))
+        return self._top_k(self.tft_layer({name: tf.expand_dims(value, 1) for name, value in raw.items()}))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def embed_candidates(self, examples):
+        raw = tf.io.parse_example(examples, self._item_spec)
+        return {EMBEDDINGS_OUTPUT: self.candidate_tower(self.tft_layer(raw))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def evaluate(self, examples):
+        raw = tf.io.parse_example(examples, self._eval_spec)
+        top = self._top_k(self.tft_layer(raw))
+        return metrics.retrieval_metrics(top[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
+
+
+def export(module: RetrievalModule, path: str) -> None:
+    """Saves `module` with all four signatures."""
+    signatures = {
+        SERVING_DEFAULT: module.serving_default,
+        QUERY_SIGNATURE: module.query,
+        EMBED_SIGNATURE: module.embed_candidates,
+        EVALUATE_SIGNATURE: module.evaluate,
+    }
+    tf.saved_model.save(module, path, signatures=signatures)

@@ -1,0 +1,71 @@
+"""Every feature and vocabulary name, declared once.
+
+Raw names are the columns the dataset builders write and the curated schema
+declares; transformed names are what `preprocessing_fn` emits and the towers,
+exporter and evaluation read.
+"""
+
+# Raw features (tf.Example keys written by datasets/, declared in schemas/).
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+RATING = "rating"
+TIMESTAMP = "timestamp"
+AGE = "age"
+GENDER = "gender"
+OCCUPATION = "occupation"
+ZIP_CODE = "zip_code"
+TITLE = "title"
+YEAR = "year"
+GENRES = "genres"
+
+# What a query (user at a time) and a candidate (item) are made of.
+QUERY_FEATURES = (USER_ID, TIMESTAMP, AGE, GENDER, OCCUPATION, ZIP_CODE)
+ITEM_FEATURES = (ITEM_ID, TITLE, YEAR, GENRES)
+# Scalar string / integer raw features (everything else is a float or a list).
+RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE)
+RAW_INT_FEATURES = (TIMESTAMP, AGE, YEAR)
+RAW_FLOAT_FEATURES = (RATING,)
+RAW_LIST_FEATURES = (GENRES,)
+
+# Transformed features (outputs of components.preprocessing.preprocessing_fn).
+USER_INDEX = "user_index"
+ITEM_INDEX = "item_index"
+GENDER_INDEX = "gender_index"
+OCCUPATION_INDEX = "occupation_index"
+ZIP_PREFIX_INDEX = "zip_prefix_index"
+AGE_Z = "age_z"
+TIME_CONTEXT = "time_context"  # [sin, cos] hour of day, [sin, cos] day of week
+TITLE_TOKENS = "title_tokens"  # padded token ids, 0 = padding
+GENRE_TOKENS = "genre_tokens"  # padded genre ids, 0 = padding
+YEAR_Z = "year_z"
+
+TIME_CONTEXT_DIM = 4
+TITLE_MAX_TOKENS = 12
+MAX_GENRES = 6
+ZIP_PREFIX_LENGTH = 3
+NUM_OOV_BUCKETS = 1
+
+# Vocabularies written by Transform; the towers size their embeddings from
+# `vocabulary_size_by_name(...)` on these names.
+VOCAB_USER = "user_id"
+VOCAB_ITEM = "item_id"
+VOCAB_ITEM_FREQUENCY = "item_frequency"
+VOCAB_GENDER = "gender"
+VOCAB_OCCUPATION = "occupation"
+VOCAB_ZIP_PREFIX = "zip_prefix"
+VOCAB_TITLE_TOKENS = "title_tokens"
+VOCAB_GENRES = "genres"
+
+# Categorical id features and the vocabulary each one is looked up in.
+ID_FEATURE_VOCABS = {
+    USER_INDEX: VOCAB_USER,
+    ITEM_INDEX: VOCAB_ITEM,
+    GENDER_INDEX: VOCAB_GENDER,
+    OCCUPATION_INDEX: VOCAB_OCCUPATION,
+    ZIP_PREFIX_INDEX: VOCAB_ZIP_PREFIX,
+}
+# Padded token-list features and their vocabularies.
+TOKEN_FEATURE_VOCABS = {
+    TITLE_TOKENS: VOCAB_TITLE_TOKENS,
+    GENRE_TOKENS: VOCAB_GENRES,
+}

@@ -1,0 +1,52 @@
+"""Hyperparameters: the one typed place the trainer, tests and CLI read them from."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Two-tower retrieval hyperparameters.
+
+    Attributes:
+      embedding_dim: size of the shared query/candidate space.
+      id_embedding_dim: size of user and item id embeddings.
+      feature_embedding_dim: size of small categorical and token embeddings.
+      hidden_units: hidden layer widths of each tower's MLP.
+      temperature: softmax temperature on cosine similarities.
+      use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
+      learning_rate: Adam learning rate.
+      batch_size: training batch size (also the number of in-batch negatives).
+      epochs: passes over the training split.
+      top_k: number of items the serving signatures return.
+      seed: seed for initialisers and shuffling.
+    """
+
+    embedding_dim: int = 64
+    id_embedding_dim: int = 32
+    feature_embedding_dim: int = 16
+    hidden_units: tuple[int, ...] = (128,)
+    temperature: float = 0.1
+    use_logq: bool = True
+    learning_rate: float = 0.003
+    batch_size: int = 512
+    epochs: int = 8
+    top_k: int = 100
+    seed: int = 42
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "HParams":
+        if not text:
+            return cls()
+        values = json.loads(text)
+        if "hidden_units" in values:
+            values["hidden_units"] = tuple(values["hidden_units"])
+        return cls(**values)
+
+    def replace(self, **changes) -> "HParams":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
