@@ -1,0 +1,31 @@
+# The two commands: `make run` (set up + run the pipeline on the default
+# dataset) and `make test`. Everything installs into .venv from requirements.lock.
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.mmtower-installed
+# TFX 1.16 declares Requires-Python <3.11 but works on 3.11 (see README).
+export PIP_IGNORE_REQUIRES_PYTHON := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run setup test test-fast clean
+
+run: setup
+	$(VENV)/bin/mmtower run
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --no-deps -r requirements.lock
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip check >/dev/null || true
+	touch $(STAMP)
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) output *.egg-info

@@ -1,0 +1,63 @@
+"""Dataset builder: parsing with quarantine, the temporal split, the records round trip."""
+import os
+
+import pandas as pd
+import pytest
+
+from datasets import movielens, registry
+from datasets.records import Manifest, read_records, temporal_split, write_dataset
+from towers import features as F
+
+pytestmark = pytest.mark.unit
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ml-mini")
+
+
+def _load():
+    return movielens.load(root=FIXTURE)
+
+
+def test_bad_rows_are_quarantined_with_record_and_field():
+    interactions, items, users, quarantined = _load()
+    reasons = {(q.source, q.line, q.field, q.kept) for q in quarantined}
+    assert ("ml-100k.item", 4, F.YEAR, True) in reasons  # year 'V': item kept, year unknown
+    assert ("ml-100k.item", 5, F.TITLE, False) in reasons  # empty title
+    assert ("ml-100k.user", 4, F.AGE, False) in reasons  # age 'abc'
+    assert ("ml-100k.user", 5, "*", False) in reasons  # too few fields
+    assert ("ml-100k.inter", 7, F.RATING, False) in reasons  # rating 9
+    unknown_items = sorted(q.reason for q in quarantined if q.source == "ml-100k.inter" and q.field == F.ITEM_ID)
+    assert unknown_items == ["unknown item_id '4'", "unknown item_id '99'"]
+    assert list(items[F.ITEM_ID]) == ["1", "2", "3"]
+    assert items.set_index(F.ITEM_ID).loc["3", F.YEAR] == movielens.MISSING_YEAR
+    assert list(users[F.USER_ID]) == ["1", "2"]
+    assert len(interactions) == 6
+    assert interactions[F.GENDER].notna().all() and interactions[F.TITLE].notna().all()
+
+
+def test_temporal_split_keeps_time_order():
+    frame = pd.DataFrame({F.TIMESTAMP: [100, 200, 300, 400, 500, 800]})
+    train, evaluation, cutoff = temporal_split(frame, eval_fraction=0.34)
+    assert cutoff == 400  # the 'lower' 66th percentile of the six timestamps
+    assert list(evaluation[F.TIMESTAMP]) == [500, 800]
+    assert train[F.TIMESTAMP].max() <= cutoff < evaluation[F.TIMESTAMP].min()
+
+
+def test_temporal_split_rejects_bad_fraction():
+    with pytest.raises(ValueError, match="eval_fraction"):
+        temporal_split(pd.DataFrame({F.TIMESTAMP: [1, 2]}), eval_fraction=1.0)
+
+
+def test_written_dataset_round_trips(tmp_path):
+    interactions, items, users, quarantined = _load()
+    manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
+    assert (manifest.num_train, manifest.num_eval, manifest.num_items) == (4, 2, 3)
+    assert Manifest.read(str(tmp_path)) == manifest
+    evaluation = read_records(str(tmp_path / "examples" / "eval" / "data.tfrecord.gz"))
+    assert [(row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP]) for row in evaluation] == [("1", "3", 500), ("2", "2", 800)]
+    assert evaluation[0][F.GENRES] == ["Thriller"] and evaluation[0][F.YEAR] == 0
+    assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == len(quarantined)
+
+
+def test_registry_rejects_unknown_dataset():
+    with pytest.raises(KeyError, match="movielens-100k"):
+        registry.get("nope")

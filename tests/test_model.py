@@ -1,0 +1,94 @@
+"""Towers, logQ correction and the loss, on tiny vocabularies with hand-computed values."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from towers import features as F
+from towers.hparams import HParams
+from towers.model import TwoTowerModel, item_sampling_probability
+from towers.towers import CandidateTower, MaskedMeanEmbedding, QueryTower
+
+pytestmark = pytest.mark.unit
+
+VOCAB_SIZES = {
+    F.VOCAB_USER: 3,
+    F.VOCAB_ITEM: 4,
+    F.VOCAB_GENDER: 2,
+    F.VOCAB_OCCUPATION: 5,
+    F.VOCAB_ZIP_PREFIX: 6,
+    F.VOCAB_TITLE_TOKENS: 7,
+    F.VOCAB_GENRES: 3,
+}
+HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidden_units=(16,))
+
+
+def _batch(n: int = 3) -> dict:
+    return {
+        F.USER_INDEX: tf.constant([0, 2, 3][:n], tf.int64),  # 3 = the OOV bucket
+        F.GENDER_INDEX: tf.constant([0, 1, 2][:n], tf.int64),
+        F.OCCUPATION_INDEX: tf.constant([1, 4, 5][:n], tf.int64),
+        F.ZIP_PREFIX_INDEX: tf.constant([0, 6, 3][:n], tf.int64),
+        F.AGE_Z: tf.constant([0.1, -1.0, 2.0][:n]),
+        F.TIME_CONTEXT: tf.zeros([n, F.TIME_CONTEXT_DIM]),
+        F.ITEM_INDEX: tf.constant([0, 3, 4][:n], tf.int64),  # 4 = OOV: an item unseen in training
+        F.TITLE_TOKENS: tf.constant([[1, 2] + [0] * (F.TITLE_MAX_TOKENS - 2)] * n, tf.int64),
+        F.GENRE_TOKENS: tf.constant([[1] + [0] * (F.MAX_GENRES - 1)] * n, tf.int64),
+        F.YEAR_Z: tf.constant([0.0, 1.0, -1.0][:n]),
+    }
+
+
+def test_sampling_probability_hand_computed():
+    probs = item_sampling_probability(["a", "b", "c"], {"a": 6, "b": 2, "c": 0})
+    # a: 6/8, b: 2/8, c unseen -> floor (smallest observed) 2/8, OOV bucket -> floor.
+    np.testing.assert_allclose(probs, [0.75, 0.25, 0.25, 0.25])
+
+
+@pytest.mark.parametrize("tower_cls", [QueryTower, CandidateTower])
+def test_towers_embed_to_unit_vectors(tower_cls):
+    out = tower_cls(VOCAB_SIZES, HP)(_batch()).numpy()
+    assert out.shape == (3, HP.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_masked_mean_ignores_padding():
+    layer = MaskedMeanEmbedding(vocab_size=4, dim=3)
+    table = layer.embedding(tf.constant([1, 2])).numpy()
+    out = layer(tf.constant([[1, 2, 0, 0], [0, 0, 0, 0]])).numpy()
+    np.testing.assert_allclose(out[0], table.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(out[1], 0.0)  # all padding -> zeros, not NaN
+
+
+def test_logq_corrected_loss_hand_computed():
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0))
+    q = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    c = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    p = tf.constant([0.5, 0.25])
+    loss = model.task(q, c, candidate_sampling_probability=p, candidate_ids=tf.constant([0, 1]), compute_metrics=False)
+    # logits[i, j] = q_i . c_j - log p_j ; softmax cross-entropy on the diagonal, summed.
+    logits = np.array([[1 - math.log(0.5), -math.log(0.25)], [-math.log(0.5), 1 - math.log(0.25)]])
+    expected = -sum(logits[i, i] - np.log(np.exp(logits[i]).sum()) for i in range(2))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_accidental_hits_are_not_negatives():
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0))
+    q = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    c = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    # Both rows hold item 7: each row's other column is the same item, so it is masked out.
+    loss = model.task(q, c, candidate_ids=tf.constant([7, 7]), compute_metrics=False)
+    assert float(loss) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_compute_loss_uses_item_frequencies():
+    """compute_loss gathers p(item) by item index: with identical weights, turning logQ off changes the loss."""
+    probs = np.array([0.5, 0.1, 0.1, 0.1, 0.2], np.float32)
+    batch = _batch()
+    with_logq = TwoTowerModel(VOCAB_SIZES, probs, HP)
+    without = TwoTowerModel(VOCAB_SIZES, probs, HP.replace(use_logq=False))
+    loss = float(with_logq.compute_loss(batch))
+    without.compute_loss(batch)  # builds the layers
+    without.set_weights(with_logq.get_weights())
+    assert np.isfinite(loss) and loss > 0
+    assert float(without.compute_loss(batch)) != pytest.approx(loss, rel=1e-4)

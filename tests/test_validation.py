@@ -1,0 +1,43 @@
+"""The curated schema catches out-of-schema rows, and the gate stops the run naming the feature."""
+import os
+
+import pytest
+import tensorflow_data_validation as tfdv
+
+from components import validation_gate
+from datasets import movielens
+from datasets.records import write_records
+from towers import features as F
+
+pytestmark = pytest.mark.unit
+
+SCHEMA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schemas", "movielens", "schema.pbtxt")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ml-mini")
+
+
+def _anomalies(frame, tmp_path):
+    path = str(tmp_path / "data.tfrecord.gz")
+    write_records(frame, path)
+    stats = tfdv.generate_statistics_from_tfrecord(data_location=path)
+    return tfdv.validate_statistics(stats, tfdv.load_schema_text(SCHEMA))
+
+
+def test_clean_rows_pass(tmp_path):
+    interactions, *_ = movielens.load(root=FIXTURE)
+    anomalies = _anomalies(interactions, tmp_path)
+    assert validation_gate.describe_anomalies({"train": anomalies}) == []
+    validation_gate.check({"train": anomalies})  # does not raise
+
+
+def test_corrupted_rows_stop_the_run_naming_each_feature(tmp_path):
+    interactions, *_ = movielens.load(root=FIXTURE)
+    corrupted = interactions.copy()
+    corrupted.loc[0, F.GENDER] = "X"  # outside the curated domain
+    corrupted.loc[1, F.AGE] = 300  # outside [1, 120]
+    anomalies = _anomalies(corrupted, tmp_path)
+    with pytest.raises(validation_gate.DataValidationError) as error:
+        validation_gate.check({"train": anomalies})
+    message = str(error.value)
+    assert "split 'train': feature 'gender'" in message
+    assert "split 'train': feature 'age'" in message
+    assert "stopping before Transform and Trainer" in message
