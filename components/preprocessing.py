@@ -25,10 +25,14 @@ def _lookup(values: tf.Tensor, vocab_name: str) -> tf.Tensor:
     return tft.compute_and_apply_vocabulary(values, num_oov_buckets=F.NUM_OOV_BUCKETS, vocab_filename=vocab_name)
 
 
-def _padded_ids(tokens: tf.RaggedTensor, vocab_name: str, max_len: int) -> tf.Tensor:
-    """Ragged strings [batch, None] -> int64 ids [batch, max_len]; 0 pads, ids are shifted by 1."""
-    ids = tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=F.NUM_OOV_BUCKETS, vocab_filename=vocab_name)
+def _pad(ids: tf.RaggedTensor, max_len: int) -> tf.Tensor:
+    """Ragged ids [batch, None] -> int64 [batch, max_len]; ids shift by 1 so that 0 pads."""
     return (ids + 1).to_tensor(default_value=0, shape=[None, max_len])
+
+
+def _padded_ids(tokens: tf.RaggedTensor, vocab_name: str, max_len: int) -> tf.Tensor:
+    """Ragged strings [batch, None] -> padded vocabulary ids [batch, max_len] (see _pad)."""
+    return _pad(tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=F.NUM_OOV_BUCKETS, vocab_filename=vocab_name), max_len)
 
 
 def title_tokens(titles: tf.Tensor) -> tf.RaggedTensor:
@@ -60,7 +64,9 @@ def _year_z(years: tf.Tensor) -> tf.Tensor:
     return tf.where(known, (as_float - mean) / tf.maximum(std, 1e-6), 0.0)
 
 
-def _query_features(inputs: dict) -> dict:
+def _query_features(inputs: dict, item_vocab) -> dict:
+    history = tf.RaggedTensor.from_sparse(inputs[F.HISTORY])[:, -F.HISTORY_LENGTH :]
+    history_ids = tft.apply_vocabulary(history, item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS)
     zip_prefix = tf.strings.substr(_squeeze(inputs[F.ZIP_CODE]), 0, F.ZIP_PREFIX_LENGTH)
     return {
         F.USER_INDEX: _lookup(_squeeze(inputs[F.USER_ID]), F.VOCAB_USER),
@@ -69,16 +75,15 @@ def _query_features(inputs: dict) -> dict:
         F.ZIP_PREFIX_INDEX: _lookup(zip_prefix, F.VOCAB_ZIP_PREFIX),
         F.AGE_Z: tft.scale_to_z_score(tf.cast(_squeeze(inputs[F.AGE]), tf.float32)),
         F.TIME_CONTEXT: time_context(_squeeze(inputs[F.TIMESTAMP])),
+        F.RECENCY_BUCKET: tft.bucketize(_squeeze(inputs[F.TIMESTAMP]), F.RECENCY_BUCKETS),
+        F.HISTORY_TOKENS: _pad(history_ids, F.HISTORY_LENGTH),
     }
 
 
-def _item_features(inputs: dict) -> dict:
-    item_ids = _squeeze(inputs[F.ITEM_ID])
-    # Interaction counts per item, read by the trainer for the logQ correction.
-    tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM_FREQUENCY, store_frequency=True)
+def _item_features(inputs: dict, item_vocab) -> dict:
     genres = tf.RaggedTensor.from_sparse(inputs[F.GENRES])
     return {
-        F.ITEM_INDEX: _lookup(item_ids, F.VOCAB_ITEM),
+        F.ITEM_INDEX: tft.apply_vocabulary(_squeeze(inputs[F.ITEM_ID]), item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS),
         F.TITLE_TOKENS: _padded_ids(title_tokens(_squeeze(inputs[F.TITLE])), F.VOCAB_TITLE_TOKENS, F.TITLE_MAX_TOKENS),
         F.GENRE_TOKENS: _padded_ids(genres, F.VOCAB_GENRES, F.MAX_GENRES),
         F.YEAR_Z: _year_z(_squeeze(inputs[F.YEAR])),
@@ -90,8 +95,13 @@ def preprocessing_fn(inputs: dict) -> dict:
 
     Args:
       inputs: raw features per the curated schema: scalars as [batch, 1] dense
-        tensors, genres as a SparseTensor [batch, None].
+        tensors, genres and history as SparseTensors [batch, None]. Query
+        features alone (serving) transform without the item features.
     Returns:
       transformed features named in towers.features.
     """
-    return {**_query_features(inputs), **_item_features(inputs)}
+    item_ids = _squeeze(inputs[F.ITEM_ID])
+    item_vocab = tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM)
+    # Interaction counts per item, read by the trainer for the logQ correction.
+    tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM_FREQUENCY, store_frequency=True)
+    return {**_query_features(inputs, item_vocab), **_item_features(inputs, item_vocab)}

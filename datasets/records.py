@@ -88,6 +88,37 @@ def temporal_split(interactions: pd.DataFrame, eval_fraction: float) -> tuple[pd
     return interactions[~is_eval], interactions[is_eval], cutoff
 
 
+def add_history(interactions: pd.DataFrame, length: int) -> pd.DataFrame:
+    """Adds F.HISTORY: each user's latest `length` items strictly before the event's time.
+
+    Items rated at the same second as the event are left out, so no event sees
+    itself or a simultaneous one. Sorted by time; evaluation events see earlier
+    evaluation events too, as a deployed model would see a user's latest
+    interactions at query time.
+
+    Args:
+      interactions: rows with user_id, item_id, timestamp.
+      length: most items kept, oldest first.
+    """
+    ordered = interactions.sort_values([F.TIMESTAMP, F.USER_ID, F.ITEM_ID], kind="stable").reset_index(drop=True)
+    histories: list[list[str]] = [[] for _ in range(len(ordered))]
+    for _, rows in ordered.groupby(F.USER_ID, sort=False):
+        items, times = rows[F.ITEM_ID].tolist(), rows[F.TIMESTAMP].tolist()
+        start = 0  # first row of the current same-timestamp group
+        for i, index in enumerate(rows.index):
+            if times[i] != times[start]:
+                start = i
+            histories[index] = items[max(0, start - length) : start]
+    return ordered.assign(**{F.HISTORY: histories})
+
+
+def latest_history(interactions: pd.DataFrame, users: pd.DataFrame, length: int) -> pd.DataFrame:
+    """Adds F.HISTORY to `users`: their latest `length` items overall (for serving queries)."""
+    ordered = interactions.sort_values([F.TIMESTAMP, F.ITEM_ID], kind="stable")
+    latest = ordered.groupby(F.USER_ID)[F.ITEM_ID].agg(lambda items: list(items)[-length:])
+    return users.assign(**{F.HISTORY: [latest.get(user, []) for user in users[F.USER_ID]]})
+
+
 def to_example(row: dict):
     """One raw row (feature name -> value) as a tf.train.Example."""
     import tensorflow as tf
@@ -157,16 +188,17 @@ def write_dataset(
       data_dir: output folder.
       interactions: one row per interaction, with user and item features joined.
       catalog: one row per item (F.ITEM_FEATURES); the full candidate set.
-      users: one row per user with the user features (for serving queries).
+      users: one row per user with the user features; their latest items are
+        added (for serving queries).
       quarantined: rows the builder could not convert.
       eval_fraction: share of interactions (latest by time) held out.
     """
-    interactions = interactions.sort_values([F.TIMESTAMP, F.USER_ID, F.ITEM_ID], kind="stable")
+    interactions = add_history(interactions, F.HISTORY_LENGTH)
     train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
     write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
     write_records(evaluation, os.path.join(split_dir(data_dir, EVAL_SPLIT), RECORD_FILE))
     write_records(catalog[list(F.ITEM_FEATURES)], os.path.join(data_dir, CATALOG_FILE))
-    write_records(users, os.path.join(data_dir, USERS_FILE))
+    write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
         for row in quarantined:
             f.write(json.dumps(asdict(row)) + "\n")

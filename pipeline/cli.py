@@ -21,6 +21,8 @@ EPILOG = """examples:
 def _prepare_environment() -> None:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # TFRS, TFT and the TFX Trainer need Keras 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CUDA-probe noise on CPU machines
+    # Beam worker processes inherit this; the library deprecation chatter is not actionable.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datasets import registry
 from datasets.records import CATALOG_FILE, EXAMPLES_DIR
 from pipeline import eval_config, progress
+from pipeline.code_version import code_version
 from pipeline.runs import RunPaths
 from towers.hparams import HParams
 
@@ -61,6 +62,7 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         examples_dir=os.path.join(paths.data_dir, EXAMPLES_DIR),
         schema_path=schema_path(config.dataset),
         trainer_custom_config={HPARAMS_KEY: config.hparams.to_json(), CATALOG_KEY: os.path.join(paths.data_dir, CATALOG_FILE)},
+        code_version=code_version(),
         eval_config=eval_config.build(config.min_recall_at_100, config.max_regression),
         serving_model_dir=paths.serving_model_dir(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),

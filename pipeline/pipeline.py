@@ -19,6 +19,7 @@ PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+CODE_VERSION_KEY = "code_version"
 
 
 def create_pipeline(
@@ -27,6 +28,7 @@ def create_pipeline(
     examples_dir: str,
     schema_path: str,
     trainer_custom_config: dict,
+    code_version: str,
     eval_config: tfma.EvalConfig,
     serving_model_dir: str,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -41,6 +43,8 @@ def create_pipeline(
       examples_dir: folder with `train/` and `eval/` TFRecords of tf.Example.
       schema_path: curated raw schema.pbtxt.
       trainer_custom_config: passed to run_fn (hyperparameters, catalog path).
+      code_version: fingerprint of the module code (pipeline.code_version), part
+        of the cache key of the components that run it.
       eval_config: TFMA config with the blessing thresholds.
       serving_model_dir: Pusher base directory; versions land in subfolders.
       metadata_connection_config: ML Metadata store.
@@ -62,6 +66,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN_SPLIT], transform=[TRAIN_SPLIT, EVAL_SPLIT]),
+        custom_config={CODE_VERSION_KEY: code_version},
     )
     transform.add_upstream_node(validation_gate)
     trainer = tfx.components.Trainer(
@@ -71,9 +76,9 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
-        custom_config=trainer_custom_config,
+        custom_config={**trainer_custom_config, CODE_VERSION_KEY: code_version},
     )
-    baseline = MostPopularBaseline(examples=example_gen.outputs["examples"])
+    baseline = MostPopularBaseline(examples=example_gen.outputs["examples"], code_version=code_version)
     baseline.add_upstream_node(validation_gate)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

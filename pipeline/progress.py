@@ -57,6 +57,10 @@ def install(log_file: str) -> ProgressHandler:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    tf_logger = logging.getLogger("tensorflow")  # TF installs its own stderr handler
+    for handler in list(tf_logger.handlers):
+        tf_logger.removeHandler(handler)
+    tf_logger.propagate = True
     file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     progress = ProgressHandler()

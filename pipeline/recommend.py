@@ -31,11 +31,13 @@ def _read(paths: RunPaths, relative: str) -> list[dict]:
 
 
 def query_inputs(user: dict, timestamp: int) -> dict:
-    """Raw inputs of the `query` signature for one user, as batch-of-one tensors."""
+    """Raw inputs of the `query` signature for one user (with their latest items), batch of one."""
     import tensorflow as tf
 
     values = {**{name: user[name] for name in F.QUERY_FEATURES if name != F.TIMESTAMP}, F.TIMESTAMP: timestamp}
-    return {name: tf.constant([values[name]], dtype=tf.int64 if name in F.RAW_INT_FEATURES else tf.string) for name in F.QUERY_FEATURES}
+    inputs = {name: tf.constant([values[name]], dtype=tf.int64 if name in F.RAW_INT_FEATURES else tf.string) for name in F.QUERY_FEATURES if name != F.HISTORY}
+    inputs[F.HISTORY] = tf.constant([values[F.HISTORY]], dtype=tf.string, shape=[1, len(values[F.HISTORY])])
+    return inputs
 
 
 def recommend(model, user: dict, k: int, timestamp: int | None = None) -> list[tuple[str, float]]:
@@ -49,10 +51,10 @@ def recommend(model, user: dict, k: int, timestamp: int | None = None) -> list[t
 
 def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     """Most-popular fallback: (item_id, training interactions) best first."""
-    from components.baseline import read_pairs
+    from components.baseline import read_events
 
     counts: dict[str, int] = {}
-    for _, item in read_pairs(os.path.join(paths.data_dir, EXAMPLES_DIR, TRAIN_SPLIT)):
+    for _, item, _ in read_events(os.path.join(paths.data_dir, EXAMPLES_DIR, TRAIN_SPLIT)):
         counts[item.decode()] = counts.get(item.decode(), 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 

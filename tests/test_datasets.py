@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from datasets import movielens, registry
-from datasets.records import Manifest, read_records, temporal_split, write_dataset
+from datasets.records import Manifest, add_history, read_records, temporal_split, write_dataset
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -55,7 +55,19 @@ def test_written_dataset_round_trips(tmp_path):
     evaluation = read_records(str(tmp_path / "examples" / "eval" / "data.tfrecord.gz"))
     assert [(row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP]) for row in evaluation] == [("1", "3", 500), ("2", "2", 800)]
     assert evaluation[0][F.GENRES] == ["Thriller"] and evaluation[0][F.YEAR] == 0
+    assert evaluation[0][F.HISTORY] == ["1", "2"]  # user 1 before t=500
+    users = {row[F.USER_ID]: row for row in read_records(str(tmp_path / "users" / "users.tfrecord.gz"))}
+    assert users["1"][F.HISTORY] == ["1", "2", "3"] and users["2"][F.HISTORY] == ["1", "3", "2"]
     assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == len(quarantined)
+
+
+def test_history_holds_only_strictly_earlier_items():
+    frame = pd.DataFrame(
+        {F.USER_ID: ["u"] * 5 + ["v"], F.ITEM_ID: ["a", "b", "c", "d", "e", "z"], F.TIMESTAMP: [1, 2, 2, 3, 4, 2]}
+    )
+    out = add_history(frame, length=2)
+    by_item = dict(zip(out[F.ITEM_ID], out[F.HISTORY]))
+    assert by_item == {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["c", "d"], "z": []}
 
 
 def test_registry_rejects_unknown_dataset():

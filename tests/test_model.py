@@ -32,10 +32,12 @@ def _batch(n: int = 3) -> dict:
         F.ZIP_PREFIX_INDEX: tf.constant([0, 6, 3][:n], tf.int64),
         F.AGE_Z: tf.constant([0.1, -1.0, 2.0][:n]),
         F.TIME_CONTEXT: tf.zeros([n, F.TIME_CONTEXT_DIM]),
+        F.RECENCY_BUCKET: tf.constant([0, 5, 9][:n], tf.int64),
         F.ITEM_INDEX: tf.constant([0, 3, 4][:n], tf.int64),  # 4 = OOV: an item unseen in training
         F.TITLE_TOKENS: tf.constant([[1, 2] + [0] * (F.TITLE_MAX_TOKENS - 2)] * n, tf.int64),
         F.GENRE_TOKENS: tf.constant([[1] + [0] * (F.MAX_GENRES - 1)] * n, tf.int64),
         F.YEAR_Z: tf.constant([0.0, 1.0, -1.0][:n]),
+        F.HISTORY_TOKENS: tf.constant([[1, 5] + [0] * (F.HISTORY_LENGTH - 2)] * n, tf.int64),  # 5 = OOV + 1
     }
 
 

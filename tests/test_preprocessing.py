@@ -12,7 +12,7 @@ from tfx_bsl.public import tfxio
 
 from components import preprocessing
 from datasets import movielens
-from datasets.records import write_records
+from datasets.records import add_history, write_records
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -28,7 +28,7 @@ def transform_output(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tft")
     interactions, *_ = movielens.load(root=FIXTURE)
     path = str(tmp / "data.tfrecord.gz")
-    write_records(interactions, path)
+    write_records(add_history(interactions, F.HISTORY_LENGTH), path)
     schema = text_format.Parse(open(RAW_SCHEMA).read(), schema_pb2.Schema())
     source = tfxio.TFExampleRecord(file_pattern=path, schema=schema)
     with tft_beam.Context(temp_dir=str(tmp / "tmp")):
@@ -67,8 +67,12 @@ def test_query_features_alone_transform(transform_output):
         F.GENDER: tf.constant([[b"M"], [b"F"]]),
         F.OCCUPATION: tf.constant([[b"technician"], [b"other"]]),
         F.ZIP_CODE: tf.constant([[b"85711"], [b"94043"]]),
+        F.HISTORY: tf.sparse.from_dense(tf.constant([[b"1", b"2"], [b"3", b""]])),
     }
     out = layer(raw)
+    history = out[F.HISTORY_TOKENS].numpy()
+    assert history.shape == (2, F.HISTORY_LENGTH)
+    assert (history[0, :2] > 0).all() and (history[0, 2:] == 0).all() and (history[1, 1:] == 0).all()
     assert out[F.USER_INDEX].numpy()[1] == 2  # unknown user -> the OOV bucket, index = vocab size
     # 1970-01-01 00:00 was a Thursday: hour angle 0; 06:00 -> quarter day.
     np.testing.assert_allclose(out[F.TIME_CONTEXT].numpy()[0], [0, 1, 0, 1], atol=1e-6)

@@ -6,13 +6,18 @@ import tensorflow_data_validation as tfdv
 
 from components import validation_gate
 from datasets import movielens
-from datasets.records import write_records
+from datasets.records import add_history, write_records
 from towers import features as F
 
 pytestmark = pytest.mark.unit
 
 SCHEMA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schemas", "movielens", "schema.pbtxt")
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ml-mini")
+
+
+def _interactions():
+    interactions, *_ = movielens.load(root=FIXTURE)
+    return add_history(interactions, F.HISTORY_LENGTH)
 
 
 def _anomalies(frame, tmp_path):
@@ -23,15 +28,13 @@ def _anomalies(frame, tmp_path):
 
 
 def test_clean_rows_pass(tmp_path):
-    interactions, *_ = movielens.load(root=FIXTURE)
-    anomalies = _anomalies(interactions, tmp_path)
+    anomalies = _anomalies(_interactions(), tmp_path)
     assert validation_gate.describe_anomalies({"train": anomalies}) == []
     validation_gate.check({"train": anomalies})  # does not raise
 
 
 def test_corrupted_rows_stop_the_run_naming_each_feature(tmp_path):
-    interactions, *_ = movielens.load(root=FIXTURE)
-    corrupted = interactions.copy()
+    corrupted = _interactions()
     corrupted.loc[0, F.GENDER] = "X"  # outside the curated domain
     corrupted.loc[1, F.AGE] = 300  # outside [1, 120]
     anomalies = _anomalies(corrupted, tmp_path)

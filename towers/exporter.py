@@ -5,14 +5,15 @@ embeddings of the whole catalog, and scores all items by brute force:
 
 - `serving_default(examples)`: serialized tf.Example with the raw query
   features -> `item_ids` [batch, K] and `scores` [batch, K];
-- `query(user_id, timestamp, age, gender, occupation, zip_code)`: the same from
-  raw tensors [batch];
+- `query(user_id, timestamp, age, gender, occupation, zip_code, history)`: the
+  same from raw tensors [batch] (history: item ids [batch, None], '' pads);
 - `embed_candidates(examples)`: serialized item tf.Examples -> `embeddings`
   [batch, dim];
 - `evaluate(examples)`: serialized eval examples (query features + the
   held-out `item_id`) -> per-example recall@10/50/100 and ndcg@10 (read by TFMA).
 
-Items a user interacted with in training are never recommended to them again.
+Items the user is known to have interacted with (in training, or in the
+`history` the query carries) are never recommended to them again.
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ ITEM_IDS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 EMBEDDINGS_OUTPUT = "embeddings"
 
-_RAW_DTYPES = {F.USER_ID: tf.string, F.TIMESTAMP: tf.int64, F.AGE: tf.int64, F.GENDER: tf.string, F.OCCUPATION: tf.string, F.ZIP_CODE: tf.string}
+_QUERY_SCALARS = {F.USER_ID: tf.string, F.TIMESTAMP: tf.int64, F.AGE: tf.int64, F.GENDER: tf.string, F.OCCUPATION: tf.string, F.ZIP_CODE: tf.string}
+_QUERY_INPUTS = [tf.TensorSpec([None], dtype, name=name) for name, dtype in _QUERY_SCALARS.items()]
+_QUERY_INPUTS.append(tf.TensorSpec([None, None], tf.string, name=F.HISTORY))
 
 
 def _feature_spec(raw_spec: dict, names) -> dict:
@@ -63,22 +66,31 @@ class RetrievalModule(tf.Module):
         self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
         self.catalog_ids = tf.Variable(np.asarray(catalog_ids, dtype=object).astype(bytes), trainable=False, name="catalog_ids")
+        self.catalog_positions = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(catalog_ids)), tf.range(len(catalog_ids), dtype=tf.int64)),
+            default_value=-1,
+        )
         self.catalog_embeddings = tf.Variable(np.asarray(catalog_embeddings, np.float32), trainable=False, name="catalog_embeddings")
         lengths = [len(row) for row in seen_positions]
         values = np.concatenate([np.asarray(row, np.int64) for row in seen_positions]) if sum(lengths) else np.zeros([0], np.int64)
         self.seen_values = tf.Variable(values, trainable=False, name="seen_values")
         self.seen_row_splits = tf.Variable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), trainable=False, name="seen_row_splits")
 
-    def _top_k(self, transformed: dict) -> dict:
+    def _exclusions(self, user_index: tf.Tensor, history: tf.SparseTensor) -> tf.Tensor:
+        """[n, 2] (query row, catalog position) pairs not to recommend: training items + history."""
+        seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_row_splits)
+        rows = tf.gather(seen, user_index)  # [batch, None] catalog positions
+        history_positions = self.catalog_positions.lookup(history.values)
+        known = history_positions >= 0
+        from_history = tf.stack([tf.boolean_mask(history.indices[:, 0], known), tf.boolean_mask(history_positions, known)], axis=1)
+        return tf.concat([tf.stack([rows.value_rowids(), rows.values], axis=1), from_history], axis=0)
+
+    def _top_k(self, raw: dict) -> dict:
+        transformed = self.tft_layer(raw)
         queries = self.query_tower(transformed)
         scores = tf.matmul(queries, self.catalog_embeddings, transpose_b=True)  # [batch, N]
-        seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_row_splits)
-        rows = tf.gather(seen, transformed[F.USER_INDEX])  # [batch, None] catalog positions
-        mask = tf.scatter_nd(
-            tf.stack([rows.value_rowids(), rows.values], axis=1),
-            tf.ones_like(rows.values, tf.float32),
-            tf.shape(scores, out_type=tf.int64),
-        )
+        exclude = self._exclusions(transformed[F.USER_INDEX], raw[F.HISTORY])
+        mask = tf.scatter_nd(exclude, tf.ones_like(exclude[:, 0], tf.float32), tf.shape(scores, out_type=tf.int64))
         scores = tf.where(mask > 0, tf.float32.min, scores)
         top_scores, top_positions = tf.math.top_k(scores, k=self.k)
         return {ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids, top_positions), SCORES_OUTPUT: top_scores}
@@ -86,12 +98,14 @@ class RetrievalModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_default(self, examples):
         raw = tf.io.parse_example(examples, self._query_spec)
-        return self._top_k(self.tft_layer(raw))
+        return self._top_k(raw)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], dtype, name=name) for name, dtype in _RAW_DTYPES.items()])
-    def query(self, user_id, timestamp, age, gender, occupation, zip_code):
-        raw = dict(zip(_RAW_DTYPES, (user_id, timestamp, age, gender, occupation, zip_code)))
-        return self._top_k(self.tft_layer({name: tf.expand_dims(value, 1) for name, value in raw.items()}))
+    @tf.function(input_signature=_QUERY_INPUTS)
+    def query(self, user_id, timestamp, age, gender, occupation, zip_code, history):
+        scalars = dict(zip(_QUERY_SCALARS, (user_id, timestamp, age, gender, occupation, zip_code)))
+        raw = {name: tf.expand_dims(value, 1) for name, value in scalars.items()}
+        raw[F.HISTORY] = tf.sparse.from_dense(history)  # '' (padding) is dropped
+        return self._top_k(raw)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def embed_candidates(self, examples):
@@ -101,7 +115,7 @@ class RetrievalModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluate(self, examples):
         raw = tf.io.parse_example(examples, self._eval_spec)
-        top = self._top_k(self.tft_layer(raw))
+        top = self._top_k(raw)
         return metrics.retrieval_metrics(top[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
 
 

@@ -17,15 +17,16 @@ ZIP_CODE = "zip_code"
 TITLE = "title"
 YEAR = "year"
 GENRES = "genres"
+HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # What a query (user at a time) and a candidate (item) are made of.
-QUERY_FEATURES = (USER_ID, TIMESTAMP, AGE, GENDER, OCCUPATION, ZIP_CODE)
+QUERY_FEATURES = (USER_ID, TIMESTAMP, AGE, GENDER, OCCUPATION, ZIP_CODE, HISTORY)
 ITEM_FEATURES = (ITEM_ID, TITLE, YEAR, GENRES)
 # Scalar string / integer raw features (everything else is a float or a list).
 RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE)
 RAW_INT_FEATURES = (TIMESTAMP, AGE, YEAR)
 RAW_FLOAT_FEATURES = (RATING,)
-RAW_LIST_FEATURES = (GENRES,)
+RAW_LIST_FEATURES = (GENRES, HISTORY)
 
 # Transformed features (outputs of components.preprocessing.preprocessing_fn).
 USER_INDEX = "user_index"
@@ -35,13 +36,17 @@ OCCUPATION_INDEX = "occupation_index"
 ZIP_PREFIX_INDEX = "zip_prefix_index"
 AGE_Z = "age_z"
 TIME_CONTEXT = "time_context"  # [sin, cos] hour of day, [sin, cos] day of week
+RECENCY_BUCKET = "recency_bucket"  # training-time quantile bucket of the timestamp
 TITLE_TOKENS = "title_tokens"  # padded token ids, 0 = padding
 GENRE_TOKENS = "genre_tokens"  # padded genre ids, 0 = padding
 YEAR_Z = "year_z"
+HISTORY_TOKENS = "history_tokens"  # padded item ids of HISTORY, 0 = padding
 
 TIME_CONTEXT_DIM = 4
+RECENCY_BUCKETS = 10  # later times fall in the last bucket: "now" = the end of training
 TITLE_MAX_TOKENS = 12
 MAX_GENRES = 6
+HISTORY_LENGTH = 20
 ZIP_PREFIX_LENGTH = 3
 NUM_OOV_BUCKETS = 1
 
@@ -55,6 +60,7 @@ VOCAB_OCCUPATION = "occupation"
 VOCAB_ZIP_PREFIX = "zip_prefix"
 VOCAB_TITLE_TOKENS = "title_tokens"
 VOCAB_GENRES = "genres"
+HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # Categorical id features and the vocabulary each one is looked up in.
 ID_FEATURE_VOCABS = {
@@ -68,4 +74,5 @@ ID_FEATURE_VOCABS = {
 TOKEN_FEATURE_VOCABS = {
     TITLE_TOKENS: VOCAB_TITLE_TOKENS,
     GENRE_TOKENS: VOCAB_GENRES,
+    HISTORY_TOKENS: VOCAB_ITEM,
 }

@@ -15,7 +15,10 @@ class HParams:
       id_embedding_dim: size of user and item id embeddings.
       feature_embedding_dim: size of small categorical and token embeddings.
       hidden_units: hidden layer widths of each tower's MLP.
-      temperature: softmax temperature on cosine similarities.
+      temperature: softmax temperature on the similarities.
+      l2_normalize: unit-normalise both towers' outputs (cosine similarity).
+      id_dropout: share of user/item ids replaced by the OOV bucket in training,
+        so that unseen users and items get a trained embedding.
       use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
@@ -28,11 +31,13 @@ class HParams:
     id_embedding_dim: int = 32
     feature_embedding_dim: int = 16
     hidden_units: tuple[int, ...] = (128,)
-    temperature: float = 0.1
+    temperature: float = 0.05
+    l2_normalize: bool = True
+    id_dropout: float = 0.2
     use_logq: bool = True
     learning_rate: float = 0.003
     batch_size: int = 512
-    epochs: int = 8
+    epochs: int = 3
     top_k: int = 100
     seed: int = 42
 

@@ -43,8 +43,8 @@ class TwoTowerModel(tfrs.Model):
         self.task = tfrs.tasks.Retrieval(temperature=hp.temperature, remove_accidental_hits=True)
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
-        queries = self.query_tower(features)
-        candidates = self.candidate_tower(features)
+        queries = self.query_tower(features, training=training)
+        candidates = self.candidate_tower(features, training=training)
         item_index = features[F.ITEM_INDEX]
         probability = tf.gather(self.sampling_probability, item_index) if self.hp.use_logq else None
         return self.task(

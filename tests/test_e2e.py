@@ -1,0 +1,119 @@
+"""LocalDagRunner end to end on a tiny slice of MovieLens-100K.
+
+Asserts that every component executed, that a blessed model was pushed in TF
+Serving's layout, and that the pushed SavedModel, loaded in a fresh process,
+returns K valid catalog item ids for a known user.
+"""
+import json
+import re
+import os
+import subprocess
+import sys
+
+import pytest
+
+from datasets.records import CATALOG_FILE, USERS_FILE, read_records
+from pipeline import local_runner, summary
+from pipeline.runs import RunPaths, latest_version_dir
+from towers import exporter
+from towers import features as F
+from towers.hparams import HParams
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FRESH_PROCESS = """
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+from towers import exporter
+model = tf.saved_model.load(sys.argv[1])
+example = tf.train.Example.FromString(bytes.fromhex(sys.argv[2]))
+out = model.signatures[exporter.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
+sig = model.signatures[exporter.SERVING_DEFAULT]
+print(json.dumps({
+    "item_ids": [v.decode() for v in out[exporter.ITEM_IDS_OUTPUT].numpy()[0]],
+    "scores": out[exporter.SCORES_OUTPUT].numpy()[0].tolist(),
+    "signatures": sorted(model.signatures.keys()),
+    "inputs": sorted(sig.structured_input_signature[1].keys()),
+    "outputs": sorted(sig.structured_outputs.keys()),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("run"))
+    config = local_runner.RunConfig(
+        output=output,
+        hparams=HParams(epochs=1, batch_size=128, top_k=20),
+        max_users=40,
+        min_recall_at_100=0.0,
+        direct_num_workers=1,
+    )
+    paths, wall_times = local_runner.run(config)
+    return paths, wall_times
+
+
+def _executed_nodes(paths: RunPaths) -> set[str]:
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = paths.metadata_path
+    store = metadata_store.MetadataStore(config)
+    done = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
+    nodes = set()
+    for context in store.get_contexts_by_type("node"):
+        if any(e.last_known_state in done for e in store.get_executions_by_context(context.id)):
+            nodes.add(context.name.split(".", 1)[1])
+    return nodes
+
+
+def test_every_component_executed(run):
+    from tests.test_pipeline import EXPECTED_COMPONENTS
+
+    paths, wall_times = run
+    assert _executed_nodes(paths) >= set(EXPECTED_COMPONENTS)
+    assert set(wall_times) >= set(EXPECTED_COMPONENTS) - {"latest_blessed_model_resolver"}
+
+
+def test_blessed_model_pushed_in_tf_serving_layout(run):
+    paths, _ = run
+    result = summary.read(paths)
+    assert result.blessed is True
+    version_dir = latest_version_dir(paths.serving_model_dir())
+    assert version_dir is not None and os.path.basename(version_dir).isdigit()
+    assert os.path.exists(os.path.join(version_dir, "saved_model.pb"))
+    assert result.pushed_to and os.path.samefile(result.pushed_to, version_dir)
+    assert set(result.model_metrics) == set(result.baseline_metrics) - {"num_eval"}
+    assert all(0.0 <= v <= 1.0 for v in result.model_metrics.values())
+
+
+def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
+    paths, _ = run
+    from datasets.records import to_example
+
+    catalog = {row[F.ITEM_ID] for row in read_records(os.path.join(paths.data_dir, CATALOG_FILE))}
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
+    example = to_example({**{k: user[k] for k in F.QUERY_FEATURES if k != F.TIMESTAMP}, F.TIMESTAMP: 893286638})
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, latest_version_dir(paths.serving_model_dir()), example.SerializeToString().hex()],
+        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(out["item_ids"]) == 20 and len(set(out["item_ids"])) == 20
+    assert set(out["item_ids"]) <= catalog
+    assert out["scores"] == sorted(out["scores"], reverse=True)
+    assert out["signatures"] == sorted([exporter.SERVING_DEFAULT, exporter.QUERY_SIGNATURE, exporter.EMBED_SIGNATURE, exporter.EVALUATE_SIGNATURE])
+    assert out["inputs"] == [exporter.EXAMPLES_INPUT]
+    assert out["outputs"] == sorted([exporter.ITEM_IDS_OUTPUT, exporter.SCORES_OUTPUT])
+
+
+def test_recommend_cli(run):
+    paths, _ = run
+    cli = [sys.executable, "-m", "pipeline.cli", "recommend", "--output", paths.output]
+    known = subprocess.run(cli + ["--user", "1"], capture_output=True, text=True, check=True)
+    lines = [line for line in known.stdout.splitlines() if re.match(r"\s*\d+\. ", line)]
+    assert len(lines) == 10, known.stdout
+    unknown = subprocess.run(cli + ["--user", "no-such-user"], capture_output=True, text=True, check=True)
+    assert "not in dataset" in unknown.stdout and "Traceback" not in unknown.stderr
