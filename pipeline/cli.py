@@ -7,6 +7,7 @@ imports TensorFlow, so a user never has to.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import warnings
@@ -98,8 +99,22 @@ def _recommend(args) -> int:
     return recommend.main(args.output, args.dataset, args.user, args.k)
 
 
+def _environment_missing() -> str | None:
+    """Why mmtower cannot run in this interpreter, or None if it can."""
+    missing = [name for name in ("tfx", "tensorflow_recommenders", "pandas") if importlib.util.find_spec(name) is None]
+    if missing:
+        return (
+            f"{', '.join(missing)} not installed in {sys.executable}. "
+            "Run `make setup` in the mmtower checkout, then use .venv/bin/mmtower."
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     _prepare_environment()
+    if problem := _environment_missing():
+        print(f"mmtower: {problem}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     from components.validation_gate import DataValidationError
     from pipeline.recommend import SetupError

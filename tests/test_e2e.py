@@ -54,7 +54,7 @@ def run(tmp_path_factory):
     return paths, wall_times
 
 
-def _executed_nodes(paths: RunPaths) -> set[str]:
+def executed_nodes(paths: RunPaths) -> set[str]:
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -73,7 +73,7 @@ def test_every_component_executed(run):
     from tests.test_pipeline import EXPECTED_COMPONENTS
 
     paths, wall_times = run
-    assert _executed_nodes(paths) >= set(EXPECTED_COMPONENTS)
+    assert executed_nodes(paths) >= set(EXPECTED_COMPONENTS)
     assert set(wall_times) >= set(EXPECTED_COMPONENTS) - {"latest_blessed_model_resolver"}
 
 
