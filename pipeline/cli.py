@@ -26,6 +26,15 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    sys.unraisablehook = _ignore_tf_teardown_noise
+
+
+def _ignore_tf_teardown_noise(unraisable) -> None:
+    """TF 2.16 prints 'Exception ignored in AtomicFunction.__del__' for functions
+    collected after their graph is gone (harmless; dozens after Transform)."""
+    if unraisable.exc_type is TypeError and "AtomicFunction.__del__" in repr(unraisable.object):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _parser() -> argparse.ArgumentParser:
