@@ -110,6 +110,12 @@ def _parse_interaction(raw: dict, keep_with_issue) -> dict:
     }
 
 
+def item_text(item: dict) -> str:
+    """What the text encoder reads for a movie: 'Title (year). Genre, Genre'."""
+    year = f" ({item[F.YEAR]})" if item[F.YEAR] != MISSING_YEAR else ""
+    return f"{item[F.TITLE]}{year}. {', '.join(item[F.GENRES])}"
+
+
 def load(root: str | None = None, max_users: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
     """Loads MovieLens-100K as (interactions with joined features, catalog, users, quarantined rows).
 
@@ -132,4 +138,5 @@ def load(root: str | None = None, max_users: int | None = None) -> tuple[pd.Data
             key = getattr(row, field)
             quarantined.append(QuarantinedRow("ml-100k.inter", -1, field, f"unknown {field} {key!r}", f"{row.user_id}\t{row.item_id}"))
     joined = joined[(joined["_user"] == "both") & (joined["_item"] == "both")].drop(columns=["_user", "_item"])
+    items = items.assign(**{F.ITEM_TEXT: [item_text(row) for row in items.to_dict("records")]})
     return joined.reset_index(drop=True), items, users, quarantined

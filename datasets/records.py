@@ -187,7 +187,7 @@ def write_dataset(
       name: registry name of the dataset.
       data_dir: output folder.
       interactions: one row per interaction, with user and item features joined.
-      catalog: one row per item (F.ITEM_FEATURES); the full candidate set.
+      catalog: one row per item (F.CATALOG_FEATURES); the full candidate set.
       users: one row per user with the user features; their latest items are
         added (for serving queries).
       quarantined: rows the builder could not convert.
@@ -197,7 +197,7 @@ def write_dataset(
     train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
     write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
     write_records(evaluation, os.path.join(split_dir(data_dir, EVAL_SPLIT), RECORD_FILE))
-    write_records(catalog[list(F.ITEM_FEATURES)], os.path.join(data_dir, CATALOG_FILE))
+    write_records(catalog[list(F.CATALOG_FEATURES)], os.path.join(data_dir, CATALOG_FILE))
     write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
         for row in quarantined:

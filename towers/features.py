@@ -17,16 +17,21 @@ ZIP_CODE = "zip_code"
 TITLE = "title"
 YEAR = "year"
 GENRES = "genres"
+ITEM_TEXT = "item_text"  # catalog only: the text the content encoder reads
 HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # What a query (user at a time) and a candidate (item) are made of.
 QUERY_FEATURES = (USER_ID, TIMESTAMP, AGE, GENDER, OCCUPATION, ZIP_CODE, HISTORY)
 ITEM_FEATURES = (ITEM_ID, TITLE, YEAR, GENRES)
+CATALOG_FEATURES = ITEM_FEATURES + (ITEM_TEXT,)
 # Scalar string / integer raw features (everything else is a float or a list).
-RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE)
+RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE, ITEM_TEXT)
 RAW_INT_FEATURES = (TIMESTAMP, AGE, YEAR)
 RAW_FLOAT_FEATURES = (RATING,)
 RAW_LIST_FEATURES = (GENRES, HISTORY)
+
+# Content embeddings (components/content_embedder output, one record per item).
+TEXT_EMBEDDING = "text_embedding"
 
 # Transformed features (outputs of components.preprocessing.preprocessing_fn).
 USER_INDEX = "user_index"
@@ -60,6 +65,7 @@ VOCAB_OCCUPATION = "occupation"
 VOCAB_ZIP_PREFIX = "zip_prefix"
 VOCAB_TITLE_TOKENS = "title_tokens"
 VOCAB_GENRES = "genres"
+ITEM_TEXT = "item_text"  # catalog only: the text the content encoder reads
 HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # Categorical id features and the vocabulary each one is looked up in.

@@ -67,6 +67,7 @@ def export(name: str, encoders_dir: str | None = None, force: bool = False) -> s
 def load(handle: str):
     """A hub.KerasLayer over `handle` (local path, https://tfhub.dev/..., or a Kaggle handle)."""
     import tensorflow_hub as hub
+    import tensorflow_text  # noqa: F401  registers the WordPiece ops the text encoder's graph uses
 
     if "://" not in handle and not os.path.exists(os.path.join(handle, "saved_model.pb")):
         raise FileNotFoundError(f"no encoder SavedModel at {handle}: run `mmtower encoders export` (part of `make setup`)")

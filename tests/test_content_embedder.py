@@ -1,0 +1,83 @@
+"""ContentEmbedder: the Beam stage (assert_that) and the executor through Do() on a tiny catalog."""
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.content_embedder import executor, spec
+from datasets.records import to_example
+from towers import features as F
+from towers.encoders import registry
+
+pytestmark = pytest.mark.unit
+
+ITEMS = [
+    {F.ITEM_ID: "1", F.TITLE: "Toy Story", F.YEAR: 1995, F.GENRES: ["Animation"], F.ITEM_TEXT: "Toy Story (1995). Animation"},
+    {F.ITEM_ID: "2", F.TITLE: "Heat", F.YEAR: 1995, F.GENRES: ["Crime"], F.ITEM_TEXT: "   "},
+    {F.ITEM_ID: "3", F.TITLE: "Fargo", F.YEAR: 1996, F.GENRES: ["Crime"], F.ITEM_TEXT: "Fargo (1996). Crime, Drama"},
+]
+
+
+@pytest.fixture(scope="module")
+def text_handle(tmp_path_factory):
+    handle = registry.local_handle("text")
+    if os.path.exists(os.path.join(handle, "saved_model.pb")):
+        return handle
+    return registry.export("text", str(tmp_path_factory.mktemp("encoders")))
+
+
+def _records() -> list[bytes]:
+    return [to_example(item).SerializeToString() for item in ITEMS]
+
+
+def _direct(handle: str, texts: list[str]) -> np.ndarray:
+    return registry.load(handle)(tf.constant(texts)).numpy()
+
+
+def test_beam_stage_embeds_each_item_once_and_quarantines_empty_text(text_handle):
+    expected = dict(zip(["1", "3"], _direct(text_handle, [ITEMS[0][F.ITEM_TEXT], ITEMS[2][F.ITEM_TEXT]])))
+
+    def check_embeddings(serialized):
+        got = {}
+        for record in serialized:
+            feature = tf.train.Example.FromString(record).features.feature
+            got[feature[F.ITEM_ID].bytes_list.value[0].decode()] = np.array(feature[F.TEXT_EMBEDDING].float_list.value)
+        assert sorted(got) == ["1", "3"]
+        for item_id, embedding in got.items():
+            np.testing.assert_allclose(embedding, expected[item_id], atol=1e-6)
+
+    with TestPipeline() as p:
+        embedded, quarantined = executor.embed_items(p | beam.Create(_records()), text_handle)
+        assert_that(embedded, check_embeddings, label="embeddings")
+        assert_that(quarantined, equal_to([{"item_id": "2", "modality": "text", "reason": "empty text"}]), label="quarantine")
+
+
+def test_executor_do_on_a_tiny_catalog(tmp_path, text_handle):
+    catalog = standard_artifacts.Examples()
+    catalog.uri = str(tmp_path / "catalog")
+    catalog.split_names = artifact_utils.encode_split_names(["catalog"])
+    os.makedirs(catalog.uri + "/Split-catalog")
+    with tf.io.TFRecordWriter(catalog.uri + "/Split-catalog/data.gz", options="GZIP") as writer:
+        for record in _records():
+            writer.write(record)
+    output = standard_artifacts.Examples()
+    output.uri = str(tmp_path / "out")
+    executor.Executor().Do(
+        {spec.CATALOG_KEY: [catalog]},
+        {spec.ITEM_EMBEDDINGS_KEY: [output]},
+        {spec.ENCODER_HANDLES_KEY: json.dumps({"text": text_handle})},
+    )
+    files = tf.io.gfile.glob(os.path.join(output.uri, "Split-items", "*"))
+    ids = [
+        tf.train.Example.FromString(r).features.feature[F.ITEM_ID].bytes_list.value[0]
+        for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
+    ]
+    assert sorted(ids) == [b"1", b"3"]
+    assert output.get_int_custom_property("num_quarantined") == 1
+    assert "empty text" in open(os.path.join(output.uri, executor.QUARANTINE_FILE)).read()
