@@ -61,13 +61,17 @@ def most_popular(train: list[tuple], queries: list[tuple], k: int) -> np.ndarray
     return out
 
 
-def evaluate(train: list[tuple], evaluation: list[tuple], k: int = max(metrics.RECALL_KS)) -> dict[str, float]:
-    """Mean retrieval metrics of most-popular over (user, item, history) eval events."""
+def per_example(train: list[tuple], evaluation: list[tuple], k: int = max(metrics.RECALL_KS)) -> dict[str, tf.Tensor]:
+    """Most-popular's retrieval metrics for each (user, item, history) eval event: name -> [n]."""
     top = most_popular(train, [(user, history) for user, _, history in evaluation], k)
     top = np.where(top == None, b"", top).astype(bytes)  # noqa: E711 (elementwise)
     truth = np.array([event[1] for event in evaluation], dtype=bytes)
-    per_example = metrics.retrieval_metrics(tf.constant(top), tf.constant(truth))
-    return {name: float(tf.reduce_mean(values)) for name, values in per_example.items()}
+    return metrics.retrieval_metrics(tf.constant(top), tf.constant(truth))
+
+
+def evaluate(train: list[tuple], evaluation: list[tuple], k: int = max(metrics.RECALL_KS)) -> dict[str, float]:
+    """Mean retrieval metrics of most-popular over (user, item, history) eval events."""
+    return {name: float(tf.reduce_mean(values)) for name, values in per_example(train, evaluation, k).items()}
 
 
 @tfx.dsl.components.component

@@ -14,6 +14,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components.content_trainer import ITEM_EMBEDDINGS_URI
 from towers import exporter
 from towers import features as F
 from towers.hparams import HParams
@@ -42,9 +43,35 @@ def item_counts(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     return counts
 
 
-def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+def read_item_embeddings(uri: str) -> dict[str, np.ndarray]:
+    """item id -> text embedding, from the ContentEmbedder output folder."""
+    files = tf.io.gfile.glob(os.path.join(uri, "Split-*", "*"))
+    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.TEXT_EMBEDDING: tf.io.VarLenFeature(tf.float32)}
+    out = {}
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
+        parsed = tf.io.parse_example(batch, spec)
+        dense = tf.sparse.to_dense(parsed[F.TEXT_EMBEDDING]).numpy()
+        out.update(zip(_decode(parsed[F.ITEM_ID].numpy()), dense))
+    return out
+
+
+def embedding_rows(item_ids: list[str], embeddings: dict[str, np.ndarray], dim: int) -> np.ndarray:
+    """[len(item_ids), dim] float32: each item's embedding, zeros (= missing modality) where there is none."""
+    rows = np.zeros([len(item_ids), dim], np.float32)
+    for row, item in enumerate(item_ids):
+        if item in embeddings:
+            rows[row] = embeddings[item]
+    return rows
+
+
+def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, text_by_index=None) -> tf.data.Dataset:
+    """Transformed examples; with `text_by_index` [items + OOV, dim], each batch gets its items' text embeddings."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle)
-    return fn_args.data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
+    dataset = fn_args.data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
+    if text_by_index is not None:
+        table = tf.constant(text_by_index)
+        dataset = dataset.map(lambda f: {**f, F.TEXT_EMBEDDING: tf.gather(table, f[F.ITEM_INDEX])})
+    return dataset
 
 
 def seen_positions(dataset: tf.data.Dataset, num_user_rows: int, item_vocab: list[str], catalog_index: dict[str, int]) -> list[list[int]]:
@@ -59,26 +86,28 @@ def seen_positions(dataset: tf.data.Dataset, num_user_rows: int, item_vocab: lis
     return [sorted(row) for row in seen]
 
 
-def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
-    """Raw catalog TFRecord -> (item ids [N], candidate embeddings [N, dim])."""
+def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, text: dict[str, np.ndarray], text_dim: int, batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
+    """Raw catalog TFRecord + text embeddings by item id -> (item ids [N], candidate embeddings [N, dim])."""
     item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES}
     ids, embeddings = [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
     for batch in records:
         raw = tf.io.parse_example(batch, item_spec)
-        ids.extend(_decode(tf.squeeze(raw[F.ITEM_ID], 1).numpy()))
-        embeddings.append(candidate_tower(tft_layer(raw)).numpy())
+        batch_ids = _decode(tf.squeeze(raw[F.ITEM_ID], 1).numpy())
+        features = {**tft_layer(raw), F.TEXT_EMBEDDING: embedding_rows(batch_ids, text, text_dim)}
+        ids.extend(batch_ids)
+        embeddings.append(candidate_tower(features).numpy())
     return ids, np.concatenate(embeddings)
 
 
-def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams) -> TwoTowerModel:
+def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, text_by_index: np.ndarray) -> TwoTowerModel:
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
     model = TwoTowerModel(vocab_sizes(tft_output), probability, hp)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
-    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed)
-    eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed)
+    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, text_by_index=text_by_index)
+    eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, text_by_index=text_by_index)
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
     model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=[tensorboard], verbose=2)
     return model
@@ -89,16 +118,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     hp = HParams.from_json(fn_args.custom_config.get(HPARAMS_KEY))
     absl.logging.info("hyperparameters: %s", hp)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    model = train(fn_args, tft_output, hp)
+    item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
+    text = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI])
+    text_dim = len(next(iter(text.values())))
+    absl.logging.info("text embeddings for %d items (dim %d)", len(text), text_dim)
+    text_by_index = embedding_rows(item_vocab + [""] * F.NUM_OOV_BUCKETS, text, text_dim)
+    model = train(fn_args, tft_output, hp, text_by_index)
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    catalog_ids, catalog_embeddings = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec)
-    item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
+    catalog_ids, catalog_embeddings = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, text, text_dim)
     num_user_rows = tft_output.vocabulary_size_by_name(F.VOCAB_USER) + F.NUM_OOV_BUCKETS
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed)
     seen = seen_positions(train_ds, num_user_rows, item_vocab, {item: i for i, item in enumerate(catalog_ids)})
 
-    module = exporter.RetrievalModule(tft_layer, model.query_tower, model.candidate_tower, raw_spec, catalog_ids, catalog_embeddings, seen, hp.top_k)
+    module = exporter.RetrievalModule(tft_layer, model.query_tower, model.candidate_tower, raw_spec, catalog_ids, catalog_embeddings, seen, hp.top_k, text_dim)
     exporter.export(module, fn_args.serving_model_dir)
     absl.logging.info("exported %d catalog items to %s", len(catalog_ids), fn_args.serving_model_dir)

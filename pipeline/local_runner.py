@@ -10,6 +10,7 @@ from datasets.records import CATALOG_FILE, EXAMPLES_DIR
 from pipeline import eval_config, progress
 from pipeline.code_version import code_version
 from pipeline.runs import RunPaths
+from towers.encoders import registry as encoders
 from towers.hparams import HParams
 
 SCHEMAS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
@@ -28,6 +29,8 @@ class RunConfig:
       max_regression: allowed Recall@100 drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
       enable_cache: reuse unchanged components' outputs from ML Metadata.
+      encoder_handles: modality -> encoder handle; default: the local exports
+        (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
     """
 
     dataset: str = registry.DEFAULT_DATASET
@@ -38,6 +41,7 @@ class RunConfig:
     max_regression: float = 0.02
     direct_num_workers: int = 2
     enable_cache: bool = True
+    encoder_handles: dict[str, str] | None = None
 
 
 def schema_path(dataset: str) -> str:
@@ -60,6 +64,8 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         pipeline_name=paths.pipeline_name,
         pipeline_root=paths.pipeline_root,
         examples_dir=os.path.join(paths.data_dir, EXAMPLES_DIR),
+        catalog_dir=os.path.dirname(os.path.join(paths.data_dir, CATALOG_FILE)),
+        encoder_handles=config.encoder_handles or {name: encoders.local_handle(name) for name in encoders.ENCODERS},
         schema_path=schema_path(config.dataset),
         trainer_custom_config={HPARAMS_KEY: config.hparams.to_json(), CATALOG_KEY: os.path.join(paths.data_dir, CATALOG_FILE)},
         code_version=code_version(),

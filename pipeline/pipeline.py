@@ -2,7 +2,8 @@
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 ValidationGate -> Transform -> Trainer -> Evaluator (+ last blessed model) ->
-Pusher, with MostPopularBaseline scored on the same split.
+Pusher, with MostPopularBaseline scored on the same split, and the catalog
+(CatalogExampleGen) embedded once per item by ContentEmbedder for the Trainer.
 """
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components import content_trainer
 from components.baseline import MostPopularBaseline
+from components.content_embedder.component import ContentEmbedder
 from components.validation_gate import ValidationGate
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+CATALOG_SPLIT = "catalog"
 CODE_VERSION_KEY = "code_version"
 
 
@@ -26,6 +30,8 @@ def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
     examples_dir: str,
+    catalog_dir: str,
+    encoder_handles: dict[str, str],
     schema_path: str,
     trainer_custom_config: dict,
     code_version: str,
@@ -41,6 +47,8 @@ def create_pipeline(
       pipeline_name: name in metadata ([a-z0-9-] to compile for Kubeflow).
       pipeline_root: where component outputs go.
       examples_dir: folder with `train/` and `eval/` TFRecords of tf.Example.
+      catalog_dir: folder with the item catalog TFRecords (one tf.Example per item).
+      encoder_handles: modality -> content encoder handle (local path or TF-Hub/Kaggle).
       schema_path: curated raw schema.pbtxt.
       trainer_custom_config: passed to run_fn (hyperparameters, catalog path).
       code_version: fingerprint of the module code (pipeline.code_version), part
@@ -55,6 +63,11 @@ def create_pipeline(
         splits=[tfx.proto.Input.Split(name=split, pattern=f"{split}/*") for split in (TRAIN_SPLIT, EVAL_SPLIT)]
     )
     example_gen = tfx.components.ImportExampleGen(input_base=examples_dir, input_config=input_config)
+    catalog_gen = tfx.components.ImportExampleGen(
+        input_base=catalog_dir,
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=CATALOG_SPLIT, pattern="*")]),
+    ).with_id("CatalogExampleGen")
+    content_embedder = ContentEmbedder(catalog=catalog_gen.outputs["examples"], encoder_handles=encoder_handles)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
     example_validator = tfx.components.ExampleValidator(
@@ -69,7 +82,8 @@ def create_pipeline(
         custom_config={CODE_VERSION_KEY: code_version},
     )
     transform.add_upstream_node(validation_gate)
-    trainer = tfx.components.Trainer(
+    trainer = content_trainer.Trainer(
+        item_embeddings=content_embedder.outputs["item_embeddings"],
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -104,6 +118,8 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             example_gen,
+            catalog_gen,
+            content_embedder,
             statistics_gen,
             schema_gen,
             example_validator,

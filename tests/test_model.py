@@ -21,6 +21,7 @@ VOCAB_SIZES = {
     F.VOCAB_TITLE_TOKENS: 7,
     F.VOCAB_GENRES: 3,
 }
+TEXT_DIM = 5
 HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidden_units=(16,))
 
 
@@ -38,6 +39,7 @@ def _batch(n: int = 3) -> dict:
         F.GENRE_TOKENS: tf.constant([[1] + [0] * (F.MAX_GENRES - 1)] * n, tf.int64),
         F.YEAR_Z: tf.constant([0.0, 1.0, -1.0][:n]),
         F.HISTORY_TOKENS: tf.constant([[1, 5] + [0] * (F.HISTORY_LENGTH - 2)] * n, tf.int64),  # 5 = OOV + 1
+        F.TEXT_EMBEDDING: tf.constant([[0.5] * TEXT_DIM, [0.0] * TEXT_DIM, [-0.5] * TEXT_DIM][:n]),  # row 1: no text
     }
 
 
@@ -94,3 +96,35 @@ def test_compute_loss_uses_item_frequencies():
     without.set_weights(with_logq.get_weights())
     assert np.isfinite(loss) and loss > 0
     assert float(without.compute_loss(batch)) != pytest.approx(loss, rel=1e-4)
+
+
+def test_gate_ignores_missing_modalities():
+    """Row 0 has everything; row 1 has no text embedding; row 2's item is unseen (OOV id)."""
+    tower = CandidateTower(VOCAB_SIZES, HP)
+    weights = tower.modality_weights(_batch()).numpy()
+    id_, metadata, text = (CandidateTower.MODALITIES.index(m) for m in ("id", "metadata", "text"))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+    assert (weights[0] > 0).all()
+    assert weights[1, text] == 0 and weights[1, id_] > 0
+    assert weights[2, id_] == 0 and weights[2, text] > 0 and weights[2, metadata] > 0
+
+
+def test_unseen_item_embeds_from_content_alone():
+    """An OOV item's embedding does not depend on the (untrained) OOV id row."""
+    tower = CandidateTower(VOCAB_SIZES, HP)
+    batch = _batch()
+    before = tower(batch).numpy()
+    table = tower.item.embeddings
+    table.assign(table + 10.0)  # change every id row, OOV included
+    after = tower(batch).numpy()
+    np.testing.assert_allclose(after[2], before[2], rtol=1e-5)
+    assert not np.allclose(after[0], before[0])  # a warm item does use its id
+
+
+def test_id_only_tower_sees_no_content():
+    tower = CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("id",)))
+    weights = tower.modality_weights(_batch()).numpy()
+    np.testing.assert_allclose(weights[:2], [[1, 0, 0], [1, 0, 0]], atol=1e-6)
+    np.testing.assert_allclose(weights[2], 0.0)  # unseen item: nothing to go on
+    with pytest.raises(ValueError, match="item_modalities"):
+        CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("pixels",)))

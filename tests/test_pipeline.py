@@ -11,6 +11,8 @@ pytestmark = pytest.mark.pipeline
 
 EXPECTED_COMPONENTS = [
     "ImportExampleGen",
+    "CatalogExampleGen",
+    "ContentEmbedder",
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
@@ -40,6 +42,8 @@ def test_gate_precedes_transform_and_pusher_needs_blessing(built):
     assert "model_blessing" in by_id["Pusher"].inputs
     assert by_id["Evaluator"] in by_id["Pusher"].upstream_nodes
     assert by_id["latest_blessed_model_resolver"] in by_id["Evaluator"].upstream_nodes
+    assert by_id["ContentEmbedder"] in by_id["Trainer"].upstream_nodes
+    assert "item_embeddings" in by_id["Trainer"].inputs
 
 
 def test_code_change_changes_cache_key(tmp_path):

@@ -7,8 +7,9 @@ embeddings of the whole catalog, and scores all items by brute force:
   features -> `item_ids` [batch, K] and `scores` [batch, K];
 - `query(user_id, timestamp, age, gender, occupation, zip_code, history)`: the
   same from raw tensors [batch] (history: item ids [batch, None], '' pads);
-- `embed_candidates(examples)`: serialized item tf.Examples -> `embeddings`
-  [batch, dim];
+- `embed_candidates(examples)`: serialized item tf.Examples (item features +
+  `text_embedding` from the text encoder) -> `embeddings` [batch, dim] and
+  `modality_weights` [batch, 3] (id, metadata, text);
 - `evaluate(examples)`: serialized eval examples (query features + the
   held-out `item_id`) -> per-example recall@10/50/100 and ndcg@10 (read by TFMA).
 
@@ -31,6 +32,7 @@ EXAMPLES_INPUT = "examples"
 ITEM_IDS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 EMBEDDINGS_OUTPUT = "embeddings"
+MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 
 _QUERY_SCALARS = {F.USER_ID: tf.string, F.TIMESTAMP: tf.int64, F.AGE: tf.int64, F.GENDER: tf.string, F.OCCUPATION: tf.string, F.ZIP_CODE: tf.string}
 _QUERY_INPUTS = [tf.TensorSpec([None], dtype, name=name) for name, dtype in _QUERY_SCALARS.items()]
@@ -54,9 +56,10 @@ class RetrievalModule(tf.Module):
       seen_positions: one list of catalog positions per user index (the last
         row, for OOV users, is empty): items to exclude for that user.
       k: number of results.
+      text_dim: size of the text embeddings `embed_candidates` takes.
     """
 
-    def __init__(self, tft_layer, query_tower, candidate_tower, raw_feature_spec: dict, catalog_ids, catalog_embeddings, seen_positions: list[list[int]], k: int):
+    def __init__(self, tft_layer, query_tower, candidate_tower, raw_feature_spec: dict, catalog_ids, catalog_embeddings, seen_positions: list[list[int]], k: int, text_dim: int):
         super().__init__()
         self.tft_layer = tft_layer
         self.query_tower = query_tower
@@ -64,6 +67,8 @@ class RetrievalModule(tf.Module):
         self.k = min(k, len(catalog_ids))
         self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
         self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
+        # An item with no text embedding gets zeros: the tower treats text as missing.
+        self._text_spec = {F.TEXT_EMBEDDING: tf.io.FixedLenFeature([text_dim], tf.float32, default_value=[0.0] * text_dim)}
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
         self.catalog_ids = tf.Variable(np.asarray(catalog_ids, dtype=object).astype(bytes), trainable=False, name="catalog_ids")
         self.catalog_positions = tf.lookup.StaticHashTable(
@@ -109,8 +114,12 @@ class RetrievalModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def embed_candidates(self, examples):
-        raw = tf.io.parse_example(examples, self._item_spec)
-        return {EMBEDDINGS_OUTPUT: self.candidate_tower(self.tft_layer(raw))}
+        raw = tf.io.parse_example(examples, {**self._item_spec, **self._text_spec})
+        features = {**self.tft_layer({name: raw[name] for name in self._item_spec}), F.TEXT_EMBEDDING: raw[F.TEXT_EMBEDDING]}
+        return {
+            EMBEDDINGS_OUTPUT: self.candidate_tower(features),
+            MODALITY_WEIGHTS_OUTPUT: self.candidate_tower.modality_weights(features),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluate(self, examples):

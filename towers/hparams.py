@@ -18,7 +18,12 @@ class HParams:
       temperature: softmax temperature on the similarities.
       l2_normalize: unit-normalise both towers' outputs (cosine similarity).
       id_dropout: share of user/item ids replaced by the OOV bucket in training,
-        so that unseen users and items get a trained embedding.
+        so that unseen users get a trained embedding.
+      fusion_dim: size each item modality is projected to before gating.
+      modality_dropout: chance that an item's id or text modality is hidden in
+        training (cold-start robustness).
+      item_modalities: which of the item tower's modalities (id, metadata,
+        text) it uses; the others count as missing (ablations).
       use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
@@ -34,6 +39,9 @@ class HParams:
     temperature: float = 0.05
     l2_normalize: bool = True
     id_dropout: float = 0.2
+    fusion_dim: int = 64
+    modality_dropout: float = 0.2
+    item_modalities: tuple[str, ...] = ("id", "metadata", "text")
     use_logq: bool = True
     learning_rate: float = 0.003
     batch_size: int = 512
@@ -49,8 +57,9 @@ class HParams:
         if not text:
             return cls()
         values = json.loads(text)
-        if "hidden_units" in values:
-            values["hidden_units"] = tuple(values["hidden_units"])
+        for key in ("hidden_units", "item_modalities"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def replace(self, **changes) -> "HParams":

@@ -102,25 +102,70 @@ class QueryTower(tf.keras.Model):
 
 
 class CandidateTower(tf.keras.Model):
-    """Item id + title tokens + genres + year -> candidate embedding [batch, embedding_dim].
+    """Item id + metadata + pretrained text embedding -> candidate embedding [batch, embedding_dim].
 
-    Title, genres and year are content: an item never seen in training (its id
-    falls in the OOV bucket) is still placed by them.
+    Each modality (id, metadata = title tokens + genres + year, text) is
+    projected to `fusion_dim`; a learned gate scores each projection and a
+    softmax over the *available* modalities weighs them. The id is unavailable
+    for items unseen in training (OOV), text for items without an embedding
+    (all zeros). In training, modality dropout hides id and text at random so
+    that items missing them still embed well; an unseen item is then placed by
+    its content alone.
     """
+
+    MODALITIES = ("id", "metadata", "text")
 
     def __init__(self, vocab_sizes: dict[str, int], hp: HParams):
         super().__init__(name="candidate_tower")
+        self.oov_item = vocab_sizes[F.VOCAB_ITEM]
+        self.modality_dropout = hp.modality_dropout
+        unknown = set(hp.item_modalities) - set(self.MODALITIES)
+        if unknown or not hp.item_modalities:
+            raise ValueError(f"item_modalities must be a non-empty subset of {self.MODALITIES}, got {hp.item_modalities}")
+        self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.MODALITIES]])
+        self.seed = hp.seed
         self.item = id_embedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, "item_embedding")
-        self.item_dropout = IdDropout(vocab_sizes[F.VOCAB_ITEM], 0.0, hp.seed, name="item_id_dropout")
         self.title = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_TITLE_TOKENS], hp.feature_embedding_dim, name="title_embedding")
         self.genres = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_GENRES], hp.feature_embedding_dim, name="genre_embedding")
+        self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.MODALITIES}
+        self.gate = tf.keras.layers.Dense(1, name="modality_gate")
         self.mlp = _mlp(hp, "candidate_mlp")
 
+    def _modalities(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
+        """-> projections [batch, M, fusion_dim] and availability [batch, M] (1 = present)."""
+        item_index = inputs[F.ITEM_INDEX]
+        text = tf.cast(inputs[F.TEXT_EMBEDDING], tf.float32)
+        metadata = tf.concat(
+            [self.title(inputs[F.TITLE_TOKENS]), self.genres(inputs[F.GENRE_TOKENS]), tf.expand_dims(inputs[F.YEAR_Z], -1)], axis=-1
+        )
+        raw = {"id": self.item(item_index), "metadata": metadata, "text": text}
+        vectors = tf.stack([self.project[m](raw[m]) for m in self.MODALITIES], axis=1)
+        present = tf.stack(
+            [
+                tf.cast(item_index < self.oov_item, tf.float32),
+                tf.ones_like(inputs[F.YEAR_Z]),
+                tf.cast(tf.reduce_sum(tf.abs(text), axis=-1) > 0, tf.float32),
+            ],
+            axis=1,
+        )
+        present = present * self.enabled
+        if training and self.modality_dropout > 0:
+            keep = tf.cast(tf.random.uniform(tf.shape(present), seed=self.seed) >= self.modality_dropout, tf.float32)
+            keep = tf.concat([keep[:, :1], tf.ones_like(keep[:, 1:2]), keep[:, 2:]], axis=1)  # metadata always kept
+            present = present * keep
+        return vectors, present
+
+    def _gated(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
+        vectors, present = self._modalities(inputs, training)
+        logits = tf.squeeze(self.gate(vectors), -1) + (1.0 - present) * -1e9
+        # "* present": an item with no usable modality (e.g. unseen, in an ID-only
+        # tower) gets all-zero weights, not a uniform mix of unused inputs.
+        return vectors, tf.nn.softmax(logits, axis=-1) * present
+
+    def modality_weights(self, inputs: dict, training=None) -> tf.Tensor:
+        """Gate weights over the available modalities [batch, M] (order: MODALITIES); explains an item's embedding."""
+        return self._gated(inputs, training)[1]
+
     def call(self, inputs: dict, training=None) -> tf.Tensor:
-        parts = [
-            self.item(self.item_dropout(inputs[F.ITEM_INDEX], training=training)),
-            self.title(inputs[F.TITLE_TOKENS]),
-            self.genres(inputs[F.GENRE_TOKENS]),
-            tf.expand_dims(inputs[F.YEAR_Z], -1),
-        ]
-        return self.mlp(tf.concat(parts, axis=-1))
+        vectors, weights = self._gated(inputs, training)
+        return self.mlp(tf.reduce_sum(vectors * weights[..., tf.newaxis], axis=1))
