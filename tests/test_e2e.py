@@ -30,12 +30,15 @@ model = tf.saved_model.load(sys.argv[1])
 example = tf.train.Example.FromString(bytes.fromhex(sys.argv[2]))
 out = model.signatures[exporter.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
 sig = model.signatures[exporter.SERVING_DEFAULT]
+item = model.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant([bytes.fromhex(sys.argv[3])]))
 print(json.dumps({
     "item_ids": [v.decode() for v in out[exporter.ITEM_IDS_OUTPUT].numpy()[0]],
     "scores": out[exporter.SCORES_OUTPUT].numpy()[0].tolist(),
     "signatures": sorted(model.signatures.keys()),
     "inputs": sorted(sig.structured_input_signature[1].keys()),
     "outputs": sorted(sig.structured_outputs.keys()),
+    "item_embedding_shape": list(item[exporter.EMBEDDINGS_OUTPUT].shape),
+    "modality_weights": item[exporter.MODALITY_WEIGHTS_OUTPUT].numpy()[0].tolist(),
 }))
 """
 
@@ -93,11 +96,13 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     paths, _ = run
     from datasets.records import to_example
 
-    catalog = {row[F.ITEM_ID] for row in read_records(os.path.join(paths.data_dir, CATALOG_FILE))}
+    catalog_rows = read_records(os.path.join(paths.data_dir, CATALOG_FILE))
+    catalog = {row[F.ITEM_ID] for row in catalog_rows}
+    item = to_example({name: catalog_rows[0][name] for name in F.ITEM_FEATURES})  # no text embedding: text missing
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
     example = to_example({**{k: user[k] for k in F.QUERY_FEATURES if k != F.TIMESTAMP}, F.TIMESTAMP: 893286638})
     result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, latest_version_dir(paths.serving_model_dir()), example.SerializeToString().hex()],
+        [sys.executable, "-c", FRESH_PROCESS, latest_version_dir(paths.serving_model_dir()), example.SerializeToString().hex(), item.SerializeToString().hex()],
         capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -107,6 +112,9 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     assert out["signatures"] == sorted([exporter.SERVING_DEFAULT, exporter.QUERY_SIGNATURE, exporter.EMBED_SIGNATURE, exporter.EVALUATE_SIGNATURE])
     assert out["inputs"] == [exporter.EXAMPLES_INPUT]
     assert out["outputs"] == sorted([exporter.ITEM_IDS_OUTPUT, exporter.SCORES_OUTPUT])
+    assert out["item_embedding_shape"] == [1, HParams().embedding_dim]
+    id_weight, metadata_weight, text_weight = out["modality_weights"]
+    assert text_weight == 0.0 and abs(id_weight + metadata_weight - 1.0) < 1e-5
 
 
 def test_recommend_cli(run):
