@@ -44,14 +44,15 @@ def item_counts(tft_output: tft.TFTransformOutput) -> dict[str, int]:
 
 
 def read_item_embeddings(uri: str) -> dict[str, np.ndarray]:
-    """item id -> text embedding, from the ContentEmbedder output folder."""
+    """item id -> text embedding, from the ContentEmbedder output folder (items with text only)."""
     files = tf.io.gfile.glob(os.path.join(uri, "Split-*", "*"))
-    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.TEXT_EMBEDDING: tf.io.VarLenFeature(tf.float32)}
+    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.TEXT_EMBEDDING: tf.io.RaggedFeature(tf.float32)}
     out = {}
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
         parsed = tf.io.parse_example(batch, spec)
-        dense = tf.sparse.to_dense(parsed[F.TEXT_EMBEDDING]).numpy()
-        out.update(zip(_decode(parsed[F.ITEM_ID].numpy()), dense))
+        for item, vector in zip(_decode(parsed[F.ITEM_ID].numpy()), parsed[F.TEXT_EMBEDDING].to_list()):
+            if vector:  # items whose text could not be encoded have none
+                out[item] = np.asarray(vector, np.float32)
     return out
 
 

@@ -131,6 +131,8 @@ def to_example(row: dict):
             feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
         elif name in F.RAW_FLOAT_FEATURES:
             feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+        elif name in F.RAW_BYTES_FEATURES:
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(value)]))
         elif name in F.RAW_LIST_FEATURES:
             feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in value]))
         else:
@@ -160,7 +162,7 @@ def read_records(path: str) -> list[dict]:
         for name, feat in ex.features.feature.items():
             kind = feat.WhichOneof("kind")
             values = list(getattr(feat, kind).value)
-            if kind == "bytes_list":
+            if kind == "bytes_list" and name not in F.RAW_BYTES_FEATURES:
                 values = [v.decode() for v in values]
             row[name] = values if name in F.RAW_LIST_FEATURES else values[0]
         rows.append(row)

@@ -24,12 +24,21 @@ ITEMS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def text_handle(tmp_path_factory):
-    handle = registry.local_handle("text")
+def _handle(name: str, tmp_path_factory) -> str:
+    handle = registry.local_handle(name)
     if os.path.exists(os.path.join(handle, "saved_model.pb")):
         return handle
-    return registry.export("text", str(tmp_path_factory.mktemp("encoders")))
+    return registry.export(name, str(tmp_path_factory.mktemp("encoders")))
+
+
+@pytest.fixture(scope="module")
+def text_handle(tmp_path_factory):
+    return _handle("text", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def image_handle(tmp_path_factory):
+    return _handle("image", tmp_path_factory)
 
 
 def _records() -> list[bytes]:
@@ -53,7 +62,7 @@ def test_beam_stage_embeds_each_item_once_and_quarantines_empty_text(text_handle
             np.testing.assert_allclose(embedding, expected[item_id], atol=1e-6)
 
     with TestPipeline() as p:
-        embedded, quarantined = executor.embed_items(p | beam.Create(_records()), text_handle)
+        embedded, quarantined = executor.embed_items(p | beam.Create(_records()), {"text": text_handle})
         assert_that(embedded, check_embeddings, label="embeddings")
         assert_that(quarantined, equal_to([{"item_id": "2", "modality": "text", "reason": "empty text"}]), label="quarantine")
 
@@ -81,3 +90,44 @@ def test_executor_do_on_a_tiny_catalog(tmp_path, text_handle):
     assert sorted(ids) == [b"1", b"3"]
     assert output.get_int_custom_property("num_quarantined") == 1
     assert "empty text" in open(os.path.join(output.uri, executor.QUARANTINE_FILE)).read()
+
+
+PNG = tf.io.encode_png(tf.fill([40, 30, 3], tf.constant(90, tf.uint8))).numpy()
+IMAGE_ITEMS = {
+    "ok": PNG,
+    "truncated": PNG[: len(PNG) // 2],
+    "not-an-image": b"this is text, not a picture",
+    "no-image": None,
+}
+
+
+def test_broken_images_are_quarantined_and_items_keep_their_text(text_handle, image_handle):
+    records = []
+    for item_id, data in IMAGE_ITEMS.items():
+        row = {F.ITEM_ID: item_id, F.ITEM_TEXT: f"item {item_id}"}
+        if data is not None:
+            row[F.IMAGE] = data
+        records.append(to_example(row).SerializeToString())
+    expected_image = registry.load(image_handle)(tf.constant([PNG])).numpy()[0]
+
+    def check(serialized):
+        got = {}
+        for record in serialized:
+            feature = tf.train.Example.FromString(record).features.feature
+            got[feature[F.ITEM_ID].bytes_list.value[0].decode()] = feature
+        assert sorted(got) == sorted(IMAGE_ITEMS)  # every item kept
+        assert all(F.TEXT_EMBEDDING in f for f in got.values())
+        assert [k for k, f in got.items() if F.IMAGE_EMBEDDING in f] == ["ok"]
+        np.testing.assert_allclose(got["ok"][F.IMAGE_EMBEDDING].float_list.value, expected_image, atol=1e-4)
+
+    def check_quarantine(rows):
+        reasons = {row["item_id"]: row["reason"] for row in rows}
+        assert sorted(reasons) == ["no-image", "not-an-image", "truncated"], rows
+        assert reasons["no-image"] == "no image"
+        assert reasons["truncated"].startswith("undecodable image")
+        assert all(row["modality"] == "image" for row in rows)
+
+    with TestPipeline() as p:
+        embedded, quarantined = executor.embed_items(p | beam.Create(records), {"text": text_handle, "image": image_handle})
+        assert_that(embedded, check, label="embeddings")
+        assert_that(quarantined, check_quarantine, label="quarantine")

@@ -18,6 +18,7 @@ TITLE = "title"
 YEAR = "year"
 GENRES = "genres"
 ITEM_TEXT = "item_text"  # catalog only: the text the content encoder reads
+IMAGE = "image"  # catalog only: encoded image bytes (PNG, JPEG, ...), optional
 HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # What a query (user at a time) and a candidate (item) are made of.
@@ -29,9 +30,11 @@ RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE, IT
 RAW_INT_FEATURES = (TIMESTAMP, AGE, YEAR)
 RAW_FLOAT_FEATURES = (RATING,)
 RAW_LIST_FEATURES = (GENRES, HISTORY)
+RAW_BYTES_FEATURES = (IMAGE,)
 
 # Content embeddings (components/content_embedder output, one record per item).
 TEXT_EMBEDDING = "text_embedding"
+IMAGE_EMBEDDING = "image_embedding"
 
 # Transformed features (outputs of components.preprocessing.preprocessing_fn).
 USER_INDEX = "user_index"
@@ -65,8 +68,6 @@ VOCAB_OCCUPATION = "occupation"
 VOCAB_ZIP_PREFIX = "zip_prefix"
 VOCAB_TITLE_TOKENS = "title_tokens"
 VOCAB_GENRES = "genres"
-ITEM_TEXT = "item_text"  # catalog only: the text the content encoder reads
-HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # Categorical id features and the vocabulary each one is looked up in.
 ID_FEATURE_VOCABS = {

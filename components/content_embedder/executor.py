@@ -1,8 +1,9 @@
-"""ContentEmbedder executor: a Beam pipeline of parse -> RunInference -> tf.Example per item.
+"""ContentEmbedder executor: a Beam pipeline of parse -> RunInference per modality -> tf.Example per item.
 
-Items whose content cannot be encoded (today: empty text) keep their record
-without that embedding and are listed, with item id and reason, in
-`quarantine.jsonl` beside the output; the run goes on.
+Content that cannot be encoded (empty text, a missing, truncated or
+unsupported image) leaves the item with its other modalities; each failure is
+listed with item id, modality and reason in `quarantine.jsonl` beside the
+output and counted in the artifact's `num_quarantined`; the run goes on.
 """
 import json
 import os
@@ -22,6 +23,8 @@ SPLIT = "items"
 RECORDS_FILE = "item_embeddings"
 QUARANTINE_FILE = "quarantine.jsonl"
 TEXT = "text"
+IMAGE = "image"
+MODALITIES = (TEXT, IMAGE)
 QUARANTINE_TAG = "quarantine"
 
 
@@ -48,41 +51,81 @@ class EncoderModelHandler(ModelHandler[str, PredictionResult, Any]):
         return False
 
 
+def _first_bytes(feature, name: str) -> bytes:
+    values = feature[name].bytes_list.value if name in feature else []
+    return values[0] if values else b""
+
+
+def check_image(data: bytes) -> Optional[str]:
+    """None if `data` decodes as an image, else the reason it does not."""
+    if not data:
+        return "no image"
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        return f"undecodable image: {error.message.splitlines()[0][:120]}"
+    return None
+
+
 class ParseItem(beam.DoFn):
-    """Serialized catalog tf.Example -> (item_id, text); items with no text go to the quarantine output."""
+    """Serialized catalog tf.Example -> (item_id, content) per modality it has.
+
+    Main output: text (item_id, str); tagged IMAGE: (item_id, encoded bytes),
+    only for images that decode; tagged QUARANTINE: {item_id, modality, reason}
+    for content that is missing or broken. The item itself is never dropped.
+    """
+
+    def __init__(self, modalities: Sequence[str]):
+        self.modalities = set(modalities)
 
     def process(self, serialized: bytes):
-        example = tf.train.Example.FromString(serialized)
-        feature = example.features.feature
-        item_id = feature[F.ITEM_ID].bytes_list.value[0].decode()
-        texts = feature[F.ITEM_TEXT].bytes_list.value if F.ITEM_TEXT in feature else []
-        text = texts[0].decode().strip() if texts else ""
-        if not text:
-            yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": TEXT, "reason": "empty text"})
-            return
-        yield item_id, text
+        feature = tf.train.Example.FromString(serialized).features.feature
+        item_id = _first_bytes(feature, F.ITEM_ID).decode()
+        if TEXT in self.modalities:
+            text = _first_bytes(feature, F.ITEM_TEXT).decode().strip()
+            if text:
+                yield item_id, text
+            else:
+                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": TEXT, "reason": "empty text"})
+        if IMAGE in self.modalities:
+            data = _first_bytes(feature, F.IMAGE)
+            problem = check_image(data)
+            if problem is None:
+                yield beam.pvalue.TaggedOutput(IMAGE, (item_id, data))
+            else:
+                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": IMAGE, "reason": problem})
 
 
-def to_example(item_id: str, embedding: np.ndarray) -> bytes:
-    """(item_id, text embedding [dim]) -> serialized tf.Example."""
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item_id.encode()])),
-                F.TEXT_EMBEDDING: tf.train.Feature(float_list=tf.train.FloatList(value=embedding.tolist())),
-            }
+EMBEDDING_FEATURES = {TEXT: F.TEXT_EMBEDDING, IMAGE: F.IMAGE_EMBEDDING}
+
+
+def to_example(item_id: str, embeddings: dict[str, np.ndarray]) -> bytes:
+    """(item_id, modality -> embedding [dim]) -> serialized tf.Example; absent modalities are left out."""
+    feature = {F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item_id.encode()]))}
+    for modality, embedding in embeddings.items():
+        feature[EMBEDDING_FEATURES[modality]] = tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(embedding).tolist()))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _merge(item_id: str, grouped: dict) -> bytes:
+    return to_example(item_id, {modality: values[0] for modality, values in grouped.items() if values})
+
+
+def embed_items(records, handles: dict[str, str]):
+    """Beam: serialized catalog records -> (serialized embedding examples, quarantine dicts).
+
+    Each modality with a handle is encoded by its own RunInference; the results
+    are joined per item, so every item is embedded once per modality.
+    """
+    parsed = records | "Parse" >> beam.ParDo(ParseItem(list(handles))).with_outputs(QUARANTINE_TAG, IMAGE, main=TEXT)
+    by_modality = {}
+    for modality in handles:
+        by_modality[modality] = (
+            parsed[modality]
+            | f"Encode{modality.title()}" >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[modality])))
+            | f"Unwrap{modality.title()}" >> beam.MapTuple(lambda item_id, result: (item_id, result.inference))
         )
-    ).SerializeToString()
-
-
-def embed_items(records, text_handle: str):
-    """Beam: serialized catalog records -> (serialized embedding examples, quarantine dicts)."""
-    parsed = records | "Parse" >> beam.ParDo(ParseItem()).with_outputs(QUARANTINE_TAG, main="items")
-    embedded = (
-        parsed.items
-        | "EncodeText" >> RunInference(KeyedModelHandler(EncoderModelHandler(text_handle)))
-        | "ToExample" >> beam.MapTuple(lambda item_id, result: to_example(item_id, result.inference))
-    )
+    embedded = by_modality | "JoinModalities" >> beam.CoGroupByKey() | "ToExample" >> beam.MapTuple(_merge)
     return embedded, parsed[QUARANTINE_TAG]
 
 
@@ -100,7 +143,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         out_dir = os.path.join(output.uri, f"Split-{SPLIT}")
         with self._make_beam_pipeline() as pipeline:
             records = pipeline | "ReadCatalog" >> beam.Create(files) | beam.io.ReadAllFromTFRecord()
-            embedded, quarantined = embed_items(records, handles[TEXT])
+            embedded, quarantined = embed_items(records, {m: handles[m] for m in MODALITIES if m in handles})
             _ = embedded | "Write" >> beam.io.WriteToTFRecord(os.path.join(out_dir, RECORDS_FILE), file_name_suffix=".gz")
             _ = (
                 quarantined
