@@ -17,6 +17,7 @@ class DatasetSpec:
     description: str
     loader: Callable  # (max_users) -> (interactions, catalog, users, quarantined)
     schema_name: str  # folder under schemas/
+    modalities: tuple[str, ...] = ("text",)  # item content the catalog carries (encoder names)
     eval_fraction: float = 0.1
 
 

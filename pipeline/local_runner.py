@@ -65,7 +65,7 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         pipeline_root=paths.pipeline_root,
         examples_dir=os.path.join(paths.data_dir, EXAMPLES_DIR),
         catalog_dir=os.path.dirname(os.path.join(paths.data_dir, CATALOG_FILE)),
-        encoder_handles=config.encoder_handles or {name: encoders.local_handle(name) for name in encoders.ENCODERS},
+        encoder_handles=config.encoder_handles or {name: encoders.local_handle(name) for name in registry.get(config.dataset).modalities},
         schema_path=schema_path(config.dataset),
         trainer_custom_config={HPARAMS_KEY: config.hparams.to_json(), CATALOG_KEY: os.path.join(paths.data_dir, CATALOG_FILE)},
         code_version=code_version(),

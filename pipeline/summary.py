@@ -11,6 +11,7 @@ BASELINE_COMPONENT = "MostPopularBaseline"
 EVALUATOR_COMPONENT = "Evaluator"
 PUSHER_COMPONENT = "Pusher"
 TRAINER_COMPONENT = "Trainer"
+CONTENT_COMPONENT = "ContentEmbedder"
 
 
 @dataclass
@@ -20,6 +21,8 @@ class RunSummary:
     blessed: bool | None = None
     pushed_to: str | None = None
     model_uri: str | None = None
+    content_quarantined: int | None = None
+    content_quarantine_file: str | None = None
 
 
 def _latest(store, type_name: str, component: str, pipeline_root: str):
@@ -61,6 +64,9 @@ def read(paths: RunPaths) -> RunSummary:
         summary.model_metrics = model_metrics_from_tfma(evaluation.uri)
     if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, root):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+    if content := _latest(store, "Examples", CONTENT_COMPONENT, root):
+        summary.content_quarantined = content.custom_properties["num_quarantined"].int_value
+        summary.content_quarantine_file = os.path.join(content.uri, "quarantine.jsonl")
     if model := _latest(store, "Model", TRAINER_COMPONENT, root):
         summary.model_uri = model.uri
     if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, root):

@@ -90,6 +90,7 @@ def test_blessed_model_pushed_in_tf_serving_layout(run):
     assert result.pushed_to and os.path.samefile(result.pushed_to, version_dir)
     assert set(result.model_metrics) == set(result.baseline_metrics) - {"num_eval"}
     assert all(0.0 <= v <= 1.0 for v in result.model_metrics.values())
+    assert result.content_quarantined == 0  # every MovieLens item has text; it has no images to check
 
 
 def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
