@@ -6,7 +6,7 @@ trained model's `evaluate` signature on the same eval split, split by whether
 the held-out item appeared in training (warm) or not (cold, reachable only
 through content). Most-popular is scored on the same rows.
 
-    .venv/bin/python bench/cold_start.py [--output /tmp/mmtower-cold] [--epochs 3]
+    .venv/bin/python -m bench.cold_start [--output /tmp/mmtower-cold] [--epochs 3]
 
 Writes bench/results/cold_start.md.
 """
@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 from components import baseline  # noqa: E402
 from datasets.records import EVAL_SPLIT, EXAMPLES_DIR, TRAIN_SPLIT  # noqa: E402
+from bench import results  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
 from towers import exporter, metrics  # noqa: E402
 from towers.hparams import HParams  # noqa: E402
@@ -34,7 +35,6 @@ VARIANTS = {
     "ID + text": ("id", "text"),
     "all (ID + metadata + text)": ("id", "metadata", "text"),
 }
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cold_start.md")
 KS = (10, 50)
 
 
@@ -83,10 +83,7 @@ def main() -> int:
         ratio = float(cold_scores[1]) / max(float(warm[1]), 1e-9)
         overall = per_example[metrics.recall_name(10)].mean()
         lines.append(f"| {label} | {warm[0]} | {warm[1]} | {cold_scores[0]} | {cold_scores[1]} | {overall:.4f} | {ratio:.2f} | {seconds:.0f} |")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    results.write("cold_start", lines)
     return 0
 
 

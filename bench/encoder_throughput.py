@@ -5,7 +5,7 @@ figure is end to end for the stage (parse, batching, RunInference, serialize,
 model load included), on the DirectRunner; the direct figure is the encoder
 called in batches of 128 after loading. Bar: Beam >= 0.7x direct.
 
-    .venv/bin/python bench/encoder_throughput.py [--catalog PATH] [--repeat 3]
+    .venv/bin/python -m bench.encoder_throughput [--catalog PATH] [--repeat 3]
 
 Writes bench/results/encoder_throughput.md.
 """
@@ -23,11 +23,11 @@ import apache_beam as beam  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
+from bench import results  # noqa: E402
 from components.content_embedder import executor  # noqa: E402
 from towers import features as F  # noqa: E402
 from towers.encoders import registry  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "encoder_throughput.md")
 
 
 def direct(handle: str, texts: list[str], batch: int = 128) -> float:
@@ -67,10 +67,7 @@ def main() -> int:
              "| path | items/s | ratio to direct |", "|---|---|---|"]
     lines += [f"| {label} | {rate:,.0f} | {rate / base:.2f}x |" for label, rate in rows]
     lines += ["", f"Peak RSS of the bench process: {peak:,.0f} MiB (worker processes not included)."]
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    results.write("encoder_throughput", lines)
     return 0
 
 

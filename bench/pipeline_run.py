@@ -4,7 +4,7 @@ Records wall time per component and in total (bar: <= 6 minutes on 2 cores),
 peak resident memory of the run, and the model's metrics beside most-popular on
 the same split, as a markdown table in bench/results/pipeline_run.md.
 
-    .venv/bin/python bench/pipeline_run.py [--dataset movielens-100k] [--output /tmp/mmtower-bench]
+    .venv/bin/python -m bench.pipeline_run [--dataset movielens-100k] [--output /tmp/mmtower-bench]
 """
 import argparse
 import os
@@ -17,9 +17,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
 
+from bench import results  # noqa: E402
 from pipeline import local_runner, report, summary  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "pipeline_run.md")
 
 
 def main() -> int:
@@ -46,10 +46,7 @@ def main() -> int:
         "```",
         "",
     ]
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    results.write("pipeline_run", lines)
     return 0
 
 

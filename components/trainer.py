@@ -22,7 +22,7 @@ from towers.model import TwoTowerModel, item_sampling_probability
 
 HPARAMS_KEY = "hparams"
 CATALOG_KEY = "catalog_path"
-_VOCABS = (F.VOCAB_USER, F.VOCAB_ITEM, F.VOCAB_GENDER, F.VOCAB_OCCUPATION, F.VOCAB_ZIP_PREFIX, F.VOCAB_TITLE_TOKENS, F.VOCAB_GENRES)
+_VOCABS = sorted(set(F.ID_FEATURE_VOCABS.values()) | set(F.TOKEN_FEATURE_VOCABS.values()))
 
 
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
