@@ -6,7 +6,10 @@ trained model's `evaluate` signature on the same eval split, split by whether
 the held-out item appeared in training (warm) or not (cold, reachable only
 through content). Most-popular is scored on the same rows.
 
-    .venv/bin/python -m bench.cold_start [--output /tmp/mmtower-cold] [--epochs 3]
+    .venv/bin/python -m bench.cold_start [--output /tmp/mmtower-cold] [--epochs 3] [--cold-items 0.1]
+
+Cold items are those of the eval split held out of training (`--cold-items`)
+plus any that simply never occurred before the cutoff.
 
 Writes bench/results/cold_start.md.
 """
@@ -56,11 +59,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="/tmp/mmtower-cold")
     parser.add_argument("--epochs", type=int, default=HParams().epochs)
+    parser.add_argument("--cold-items", type=float, default=0.1, help="share of eval items held out of training (default: 0.1)")
     args = parser.parse_args()
     rows, paths = [], None
     for label, modalities in VARIANTS.items():
         started = time.monotonic()
-        config = local_runner.RunConfig(output=args.output, hparams=HParams(epochs=args.epochs, item_modalities=modalities), min_recall_at_100=0.0)
+        config = local_runner.RunConfig(
+            output=args.output,
+            hparams=HParams(epochs=args.epochs, item_modalities=modalities),
+            cold_item_fraction=args.cold_items,
+            min_recall_at_100=0.0,
+        )
         paths, _ = local_runner.run(config)
         model_dir = os.path.join(summary.read(paths).model_uri, "Format-Serving")
         rows.append((label, model_dir, time.monotonic() - started))

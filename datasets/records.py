@@ -22,6 +22,7 @@ CATALOG_FILE = "catalog/catalog.tfrecord.gz"
 USERS_FILE = "users/users.tfrecord.gz"
 QUARANTINE_FILE = "quarantine.jsonl"
 MANIFEST_FILE = "manifest.json"
+COLD_ITEMS_FILE = "cold_items.txt"
 RECORD_FILE = "data.tfrecord.gz"
 
 
@@ -54,6 +55,8 @@ class Manifest:
     num_users: int
     num_quarantined: int
     max_users: int | None = None
+    cold_item_fraction: float = 0.0
+    num_cold_items: int = 0
     quarantined_by_field: dict = field(default_factory=dict)
 
     def write(self, data_dir: str) -> None:
@@ -119,6 +122,23 @@ def latest_history(interactions: pd.DataFrame, users: pd.DataFrame, length: int)
     return users.assign(**{F.HISTORY: [latest.get(user, []) for user in users[F.USER_ID]]})
 
 
+def hold_out_items(train: pd.DataFrame, evaluation: pd.DataFrame, fraction: float, seed: int = 7) -> tuple[pd.DataFrame, list[str]]:
+    """Makes a seeded `fraction` of the items seen in evaluation cold: their training rows are removed.
+
+    They stay in the catalog and in the eval split, so their Recall@K measures
+    recommendation from content alone.
+
+    Returns:
+      (train without the cold items, sorted cold item ids).
+    """
+    if fraction <= 0:
+        return train, []
+    candidates = sorted(evaluation[F.ITEM_ID].unique())
+    rng = np.random.default_rng(seed)
+    cold = sorted(rng.choice(candidates, size=max(1, int(round(fraction * len(candidates)))), replace=False).tolist())
+    return train[~train[F.ITEM_ID].isin(cold)], cold
+
+
 def to_example(row: dict):
     """One raw row (feature name -> value) as a tf.train.Example."""
     import tensorflow as tf
@@ -182,6 +202,7 @@ def write_dataset(
     quarantined: list[QuarantinedRow],
     eval_fraction: float,
     max_users: int | None = None,
+    cold_item_fraction: float = 0.0,
 ) -> Manifest:
     """Splits and writes a dataset: examples/{train,eval}, catalog, users, quarantine, manifest.
 
@@ -194,9 +215,14 @@ def write_dataset(
         added (for serving queries).
       quarantined: rows the builder could not convert.
       eval_fraction: share of interactions (latest by time) held out.
+      max_users: recorded in the manifest (the loader applied it).
+      cold_item_fraction: share of the eval split's items made cold (see hold_out_items).
     """
     interactions = add_history(interactions, F.HISTORY_LENGTH)
     train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
+    train, cold_items = hold_out_items(train, evaluation, cold_item_fraction)
+    with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
+        f.write("".join(f"{item}\n" for item in cold_items))
     write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
     write_records(evaluation, os.path.join(split_dir(data_dir, EVAL_SPLIT), RECORD_FILE))
     write_records(catalog[list(F.CATALOG_FEATURES)], os.path.join(data_dir, CATALOG_FILE))
@@ -217,6 +243,8 @@ def write_dataset(
         num_users=int(interactions[F.USER_ID].nunique()),
         num_quarantined=len(quarantined),
         max_users=max_users,
+        cold_item_fraction=cold_item_fraction,
+        num_cold_items=len(cold_items),
         quarantined_by_field=by_field,
     )
     manifest.write(data_dir)

@@ -38,14 +38,14 @@ def get(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None) -> Manifest:
+def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float = 0.0) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there."""
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
-        if manifest.dataset == name and manifest.eval_fraction == eval_fraction and manifest.max_users == max_users:
+        if manifest.dataset == name and manifest.eval_fraction == eval_fraction and manifest.max_users == max_users and manifest.cold_item_fraction == cold_item_fraction:
             return manifest
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)
-    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users)
+    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction)

@@ -25,6 +25,8 @@ class RunConfig:
       output: output folder (see pipeline.runs.RunPaths).
       hparams: model hyperparameters.
       max_users: build the dataset from the first N users only (tests, demos).
+      cold_item_fraction: share of the eval split's items kept out of training
+        entirely, to measure cold-start recommendation from content.
       min_recall_at_100: blessing floor on Recall@100.
       max_regression: allowed Recall@100 drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
@@ -37,6 +39,7 @@ class RunConfig:
     output: str = "output"
     hparams: HParams = field(default_factory=HParams)
     max_users: int | None = None
+    cold_item_fraction: float = 0.0
     min_recall_at_100: float = 0.05
     max_regression: float = 0.02
     direct_num_workers: int = 2
@@ -88,10 +91,10 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     handler = progress.install(paths.log_file)
     started = time.monotonic()
     handler.say(f"building dataset {config.dataset} -> {paths.data_dir}")
-    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users)
+    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction)
     handler.say(
         f"✔ dataset: {manifest.num_train:,} train / {manifest.num_eval:,} eval interactions, "
-        f"{manifest.num_items:,} items, {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, 'quarantine.jsonl')})"
+        f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, 'quarantine.jsonl')})"
     )
     wall_times = {"dataset": time.monotonic() - started}
     from tfx import v1 as tfx

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from datasets import movielens, registry
-from datasets.records import Manifest, add_history, read_records, temporal_split, write_dataset
+from datasets.records import Manifest, add_history, hold_out_items, read_records, temporal_split, write_dataset
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -73,3 +73,14 @@ def test_history_holds_only_strictly_earlier_items():
 def test_registry_rejects_unknown_dataset():
     with pytest.raises(KeyError, match="movielens-100k"):
         registry.get("nope")
+
+
+def test_held_out_items_never_train_but_stay_in_eval():
+    train = pd.DataFrame({F.ITEM_ID: ["a", "b", "c", "a"], F.USER_ID: ["u"] * 4})
+    evaluation = pd.DataFrame({F.ITEM_ID: ["a", "b", "c", "d"], F.USER_ID: ["v"] * 4})
+    kept, cold = hold_out_items(train, evaluation, fraction=0.5, seed=1)
+    assert len(cold) == 2 and set(cold) <= {"a", "b", "c", "d"}
+    assert not set(kept[F.ITEM_ID]) & set(cold)
+    assert len(kept) == sum(item not in cold for item in train[F.ITEM_ID])
+    assert hold_out_items(train, evaluation, fraction=0.5, seed=1)[1] == cold  # seeded
+    assert hold_out_items(train, evaluation, fraction=0.0)[1] == []
