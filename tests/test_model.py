@@ -128,3 +128,9 @@ def test_id_only_tower_sees_no_content():
     np.testing.assert_allclose(weights[2], 0.0)  # unseen item: nothing to go on
     with pytest.raises(ValueError, match="item_modalities"):
         CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("pixels",)))
+
+
+def test_masked_mean_ignores_oov_tokens():
+    layer = MaskedMeanEmbedding(vocab_size=4, dim=3)
+    oov = 4 + 1  # vocabulary index 4 (the OOV bucket), shifted by 1
+    np.testing.assert_allclose(layer(tf.constant([[1, oov, 0]])).numpy(), layer(tf.constant([[1, 0, 0]])).numpy())

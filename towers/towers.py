@@ -18,7 +18,12 @@ def id_embedding(vocab_size: int, dim: int, name: str) -> tf.keras.layers.Embedd
 
 
 class MaskedMeanEmbedding(tf.keras.layers.Layer):
-    """Padded token ids [batch, len] (0 = padding) -> mean of their embeddings [batch, dim]."""
+    """Padded token ids [batch, len] (0 = padding) -> mean of their embeddings [batch, dim].
+
+    Out-of-vocabulary tokens (words or items unseen in training) are left out
+    like padding: one shared OOV row would otherwise stand for every unknown
+    word and pull new items towards whatever it learned.
+    """
 
     def __init__(self, vocab_size: int, dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -27,7 +32,8 @@ class MaskedMeanEmbedding(tf.keras.layers.Layer):
         self.embedding = tf.keras.layers.Embedding(vocab_size + F.NUM_OOV_BUCKETS + 1, dim)
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
-        mask = tf.cast(ids > 0, tf.float32)[..., tf.newaxis]
+        known = tf.logical_and(ids > 0, ids <= self.vocab_size)  # ids are vocabulary index + 1
+        mask = tf.cast(known, tf.float32)[..., tf.newaxis]
         total = tf.reduce_sum(self.embedding(ids) * mask, axis=1)
         return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
