@@ -81,3 +81,50 @@ def test_image_decoding_composites_transparency_on_white():
     np.testing.assert_allclose(pixels, 255.0, atol=1e-3)
     red = tf.io.encode_jpeg(tf.fill([16, 16, 3], tf.constant(200, tf.uint8)))
     np.testing.assert_allclose(image_efficientnet.decode_image(red).numpy(), 200.0, atol=3.0)
+
+
+MUSICNN_REFERENCE = os.path.join(os.path.dirname(__file__), "fixtures", "encoders", "musicnn_reference.json")
+LOGMEL_REFERENCE = os.path.join(os.path.dirname(__file__), "fixtures", "encoders", "logmel_reference.json")
+
+
+@pytest.fixture(scope="module")
+def musicnn_encoder():
+    from towers.encoders import audio_musicnn
+
+    return audio_musicnn.build()
+
+
+def test_musicnn_tf2_export_matches_the_tf1_graph(musicnn_encoder, tmp_path):
+    """The original TF1 graph + Saver.restore (make_musicnn_reference.py) vs the TF2 SavedModel, same input patches."""
+    with open(MUSICNN_REFERENCE) as f:
+        reference = json.load(f)
+    patches = (np.random.RandomState(reference["seed"]).rand(*reference["shape"]) * reference["scale"]).astype(np.float32)
+    path = str(tmp_path / "audio")
+    tf.saved_model.save(musicnn_encoder, path)
+    loaded = tf.saved_model.load(path)  # keep a reference: its variables live as long as it does
+    out = loaded.embed_patches(tf.constant(patches))
+    assert np.abs(out["penultimate"].numpy() - np.array(reference["penultimate"])).max() < 1e-5
+    assert np.abs(out["taggram"].numpy() - np.array(reference["taggram"])).max() < 1e-6
+
+
+def test_log_mel_front_end_matches_librosa():
+    from towers.encoders import audio_musicnn
+
+    with open(LOGMEL_REFERENCE) as f:
+        reference = json.load(f)
+    sr, seconds = reference["sr"], reference["seconds"]
+    t = np.arange(int(sr * seconds)) / sr
+    chirp = 0.4 * np.sin(2 * np.pi * (220 * t + (3520 - 220) / (2 * seconds) * t**2))
+    signal = (chirp + 0.05 * np.random.RandomState(reference["seed"]).randn(len(t))).astype(np.float32)
+    got = audio_musicnn.log_mel(tf.constant(signal), tf.constant(audio_musicnn.mel_filterbank())).numpy()
+    assert got.shape == (1 + len(signal) // audio_musicnn.HOP, audio_musicnn.N_MELS)
+    assert np.abs(got - np.array(reference["log_mel"])).max() < 1e-4
+
+
+def test_musicnn_embeds_waveforms_of_any_length(musicnn_encoder):
+    short = np.zeros([1, 8000], np.float32)  # 0.5 s: repeated to fill one 3 s patch
+    t = np.arange(16000 * 7) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]  # 7 s: two patches
+    for waveform in (short, tone):
+        features = musicnn_encoder(tf.constant(waveform)).numpy()
+        assert features.shape == (1, 200) and np.isfinite(features).all()

