@@ -221,6 +221,7 @@ def write_dataset(
     interactions = add_history(interactions, F.HISTORY_LENGTH)
     train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
     train, cold_items = hold_out_items(train, evaluation, cold_item_fraction)
+    os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
         f.write("".join(f"{item}\n" for item in cold_items))
     write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
