@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from datasets import registry
-from datasets.records import CATALOG_FILE, EXAMPLES_DIR
+from datasets.records import CATALOG_FILE, EXAMPLES_DIR, QUARANTINE_FILE
 from pipeline import eval_config, progress
 from pipeline.code_version import code_version
 from pipeline.runs import RunPaths
@@ -94,7 +94,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction)
     handler.say(
         f"✔ dataset: {manifest.num_train:,} train / {manifest.num_eval:,} eval interactions, "
-        f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, 'quarantine.jsonl')})"
+        f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
     wall_times = {"dataset": time.monotonic() - started}
     from tfx import v1 as tfx

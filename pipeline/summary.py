@@ -48,6 +48,8 @@ def model_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
 
 
 def read(paths: RunPaths) -> RunSummary:
+    from components import baseline as baseline_component
+    from components.content_embedder import executor as content_executor
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -58,15 +60,15 @@ def read(paths: RunPaths) -> RunSummary:
     summary = RunSummary()
     root = paths.pipeline_root
     if baseline := _latest(store, "ModelEvaluation", BASELINE_COMPONENT, root):
-        with open(os.path.join(baseline.uri, "metrics.json")) as f:
+        with open(os.path.join(baseline.uri, baseline_component.METRICS_FILE)) as f:
             summary.baseline_metrics = json.load(f)
     if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, root):
         summary.model_metrics = model_metrics_from_tfma(evaluation.uri)
     if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, root):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
     if content := _latest(store, "Examples", CONTENT_COMPONENT, root):
-        summary.content_quarantined = content.custom_properties["num_quarantined"].int_value
-        summary.content_quarantine_file = os.path.join(content.uri, "quarantine.jsonl")
+        summary.content_quarantined = content.custom_properties[content_executor.NUM_QUARANTINED_PROPERTY].int_value
+        summary.content_quarantine_file = os.path.join(content.uri, content_executor.QUARANTINE_FILE)
     if model := _latest(store, "Model", TRAINER_COMPONENT, root):
         summary.model_uri = model.uri
     if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, root):

@@ -22,6 +22,7 @@ from towers import features as F
 SPLIT = "items"
 RECORDS_FILE = "item_embeddings"
 QUARANTINE_FILE = "quarantine.jsonl"
+NUM_QUARANTINED_PROPERTY = "num_quarantined"
 TEXT = "text"
 IMAGE = "image"
 MODALITIES = (TEXT, IMAGE)
@@ -151,4 +152,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "WriteQuarantine" >> beam.io.WriteToText(os.path.join(output.uri, QUARANTINE_FILE), shard_name_template="")
             )
         with tf.io.gfile.GFile(os.path.join(output.uri, QUARANTINE_FILE)) as f:
-            output.set_int_custom_property("num_quarantined", sum(1 for line in f if line.strip()))
+            output.set_int_custom_property(NUM_QUARANTINED_PROPERTY, sum(1 for line in f if line.strip()))
