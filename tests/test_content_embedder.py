@@ -131,3 +131,47 @@ def test_broken_images_are_quarantined_and_items_keep_their_text(text_handle, im
         embedded, quarantined = executor.embed_items(p | beam.Create(records), {"text": text_handle, "image": image_handle})
         assert_that(embedded, check, label="embeddings")
         assert_that(quarantined, check_quarantine, label="quarantine")
+
+
+@pytest.fixture(scope="module")
+def audio_handle(tmp_path_factory):
+    return _handle("audio", tmp_path_factory)
+
+
+def _wav(rate: int, seconds: float) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return tf.audio.encode_wav((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[:, None], rate).numpy()
+
+
+def test_decode_audio_resamples_to_16k_mono():
+    waveform = executor.decode_audio(_wav(22050, 1.0))
+    assert waveform.dtype == np.float32 and abs(len(waveform) - 16000) <= 1
+    assert 0.25 < np.abs(waveform).max() < 0.35  # amplitude kept through int16 and resampling
+    for data, reason in [(b"", "no audio"), (b"GIF89a...", "unsupported audio format"), (_wav(16000, 1.0)[:30], "undecodable audio")]:
+        with pytest.raises(executor.AudioError, match=reason):
+            executor.decode_audio(data)
+
+
+def test_sounds_are_embedded_and_broken_ones_quarantined(text_handle, audio_handle):
+    sounds = {"wav-22k": _wav(22050, 2.0), "garbage": b"RIFF but not really a wave file", "silent-item": None}
+    records = []
+    for item_id, data in sounds.items():
+        row = {F.ITEM_ID: item_id, F.ITEM_TEXT: f"item {item_id}"}
+        if data is not None:
+            row[F.AUDIO] = data
+        records.append(to_example(row).SerializeToString())
+
+    def check(serialized):
+        features = {tf.train.Example.FromString(r).features.feature[F.ITEM_ID].bytes_list.value[0].decode(): tf.train.Example.FromString(r).features.feature for r in serialized}
+        assert sorted(features) == sorted(sounds)
+        assert [k for k, f in features.items() if F.AUDIO_EMBEDDING in f] == ["wav-22k"]
+        assert len(features["wav-22k"][F.AUDIO_EMBEDDING].float_list.value) == 200
+
+    def check_quarantine(rows):
+        assert sorted(row["item_id"] for row in rows) == ["garbage", "silent-item"], rows
+        assert all(row["modality"] == "audio" for row in rows)
+
+    with TestPipeline() as p:
+        embedded, quarantined = executor.embed_items(p | beam.Create(records), {"text": text_handle, "audio": audio_handle})
+        assert_that(embedded, check, label="embeddings")
+        assert_that(quarantined, check_quarantine, label="quarantine")

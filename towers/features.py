@@ -19,6 +19,7 @@ YEAR = "year"
 GENRES = "genres"
 ITEM_TEXT = "item_text"  # catalog only: the text the content encoder reads
 IMAGE = "image"  # catalog only: encoded image bytes (PNG, JPEG, ...), optional
+AUDIO = "audio"  # catalog only: encoded sound bytes (WAV, OGG, FLAC, MP3), optional
 HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
 # What a query (user at a time) and a candidate (item) are made of.
@@ -30,11 +31,12 @@ RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE, IT
 RAW_INT_FEATURES = (TIMESTAMP, AGE, YEAR)
 RAW_FLOAT_FEATURES = (RATING,)
 RAW_LIST_FEATURES = (GENRES, HISTORY)
-RAW_BYTES_FEATURES = (IMAGE,)
+RAW_BYTES_FEATURES = (IMAGE, AUDIO)
 
 # Content embeddings (components/content_embedder output, one record per item).
 TEXT_EMBEDDING = "text_embedding"
 IMAGE_EMBEDDING = "image_embedding"
+AUDIO_EMBEDDING = "audio_embedding"
 
 # Transformed features (outputs of components.preprocessing.preprocessing_fn).
 USER_INDEX = "user_index"

@@ -1,7 +1,7 @@
 """ContentEmbedder executor: a Beam pipeline of parse -> RunInference per modality -> tf.Example per item.
 
-Content that cannot be encoded (empty text, a missing, truncated or
-unsupported image) leaves the item with its other modalities; each failure is
+Content that cannot be encoded (empty text; a missing, truncated or
+unsupported image or sound) leaves the item with its other modalities; each failure is
 listed with item id, modality and reason in `quarantine.jsonl` beside the
 output and counted in the artifact's `num_quarantined`; the run goes on.
 """
@@ -25,7 +25,12 @@ QUARANTINE_FILE = "quarantine.jsonl"
 NUM_QUARANTINED_PROPERTY = "num_quarantined"
 TEXT = "text"
 IMAGE = "image"
-MODALITIES = (TEXT, IMAGE)
+AUDIO = "audio"
+MODALITIES = (TEXT, IMAGE, AUDIO)
+AUDIO_SAMPLE_RATE = 16000  # what the audio encoder expects
+MAX_AUDIO_SECONDS = 30
+# Container formats tensorflow-io reads, by their magic bytes.
+_AUDIO_SUFFIXES = {b"RIFF": ".wav", b"OggS": ".ogg", b"fLaC": ".flac", b"ID3": ".mp3", b"\xff\xfb": ".mp3", b"\xff\xf3": ".mp3"}
 QUARANTINE_TAG = "quarantine"
 
 
@@ -41,8 +46,9 @@ class EncoderModelHandler(ModelHandler[str, PredictionResult, Any]):
 
         return registry.load(self._handle)
 
-    def run_inference(self, batch: Sequence[str], model, inference_args: Optional[dict] = None) -> Iterable[PredictionResult]:
-        outputs = model(tf.constant(list(batch))).numpy()
+    def run_inference(self, batch: Sequence[Any], model, inference_args: Optional[dict] = None) -> Iterable[PredictionResult]:
+        inputs = np.stack(batch) if isinstance(batch[0], np.ndarray) else list(batch)
+        outputs = model(tf.constant(inputs)).numpy()
         return [PredictionResult(example, output) for example, output in zip(batch, outputs)]
 
     def batch_elements_kwargs(self):
@@ -68,11 +74,49 @@ def check_image(data: bytes) -> Optional[str]:
     return None
 
 
+class AudioError(ValueError):
+    """Audio bytes that cannot be decoded to a waveform."""
+
+
+def decode_audio(data: bytes) -> np.ndarray:
+    """Encoded WAV/OGG/FLAC/MP3 -> float32 mono waveform at 16 kHz, at most MAX_AUDIO_SECONDS.
+
+    Raises:
+      AudioError: empty, unsupported or undecodable (e.g. truncated) audio.
+    """
+    import tempfile
+
+    import tensorflow_io as tfio
+
+    if not data:
+        raise AudioError("no audio")
+    suffix = next((s for magic, s in _AUDIO_SUFFIXES.items() if data.startswith(magic)), None)
+    if suffix is None:
+        raise AudioError(f"unsupported audio format (starts with {data[:4]!r})")
+    with tempfile.NamedTemporaryFile(suffix=suffix) as f:  # tensorflow-io reads audio from files
+        f.write(data)
+        f.flush()
+        try:
+            audio = tfio.audio.AudioIOTensor(f.name)
+            rate = int(audio.rate)
+            samples = audio[: rate * MAX_AUDIO_SECONDS]
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, tf.errors.UnknownError) as error:
+            raise AudioError(f"undecodable audio: {error.message.splitlines()[0][:120]}") from None
+    if samples.dtype.is_integer:
+        samples = tf.cast(samples, tf.float32) / float(samples.dtype.max)
+    mono = tf.reduce_mean(tf.cast(samples, tf.float32), axis=1)
+    if int(tf.size(mono)) == 0:
+        raise AudioError("empty audio")
+    if rate != AUDIO_SAMPLE_RATE:
+        mono = tfio.audio.resample(mono, rate, AUDIO_SAMPLE_RATE)
+    return mono.numpy().astype(np.float32)
+
+
 class ParseItem(beam.DoFn):
     """Serialized catalog tf.Example -> (item_id, content) per modality it has.
 
     Main output: text (item_id, str); tagged IMAGE: (item_id, encoded bytes),
-    only for images that decode; tagged QUARANTINE: {item_id, modality, reason}
+    only for images that decode; tagged AUDIO: (item_id, 16 kHz waveform); tagged QUARANTINE: {item_id, modality, reason}
     for content that is missing or broken. The item itself is never dropped.
     """
 
@@ -95,9 +139,16 @@ class ParseItem(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(IMAGE, (item_id, data))
             else:
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": IMAGE, "reason": problem})
+        if AUDIO in self.modalities:
+            try:
+                yield beam.pvalue.TaggedOutput(AUDIO, (item_id, decode_audio(_first_bytes(feature, F.AUDIO))))
+            except AudioError as error:
+                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": AUDIO, "reason": str(error)})
 
 
-EMBEDDING_FEATURES = {TEXT: F.TEXT_EMBEDDING, IMAGE: F.IMAGE_EMBEDDING}
+EMBEDDING_FEATURES = {TEXT: F.TEXT_EMBEDDING, IMAGE: F.IMAGE_EMBEDDING, AUDIO: F.AUDIO_EMBEDDING}
+# Waveforms differ in length: the audio encoder gets one clip per call.
+_BATCHING = {AUDIO: {"min_batch_size": 1, "max_batch_size": 1}}
 
 
 def to_example(item_id: str, embeddings: dict[str, np.ndarray]) -> bytes:
@@ -118,12 +169,12 @@ def embed_items(records, handles: dict[str, str]):
     Each modality with a handle is encoded by its own RunInference; the results
     are joined per item, so every item is embedded once per modality.
     """
-    parsed = records | "Parse" >> beam.ParDo(ParseItem(list(handles))).with_outputs(QUARANTINE_TAG, IMAGE, main=TEXT)
+    parsed = records | "Parse" >> beam.ParDo(ParseItem(list(handles))).with_outputs(QUARANTINE_TAG, IMAGE, AUDIO, main=TEXT)
     by_modality = {}
     for modality in handles:
         by_modality[modality] = (
             parsed[modality]
-            | f"Encode{modality.title()}" >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[modality])))
+            | f"Encode{modality.title()}" >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[modality], **_BATCHING.get(modality, {}))))
             | f"Unwrap{modality.title()}" >> beam.MapTuple(lambda item_id, result: (item_id, result.inference))
         )
     embedded = by_modality | "JoinModalities" >> beam.CoGroupByKey() | "ToExample" >> beam.MapTuple(_merge)
