@@ -43,17 +43,28 @@ def item_counts(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     return counts
 
 
-def read_item_embeddings(uri: str) -> dict[str, np.ndarray]:
-    """item id -> text embedding, from the ContentEmbedder output folder (items with text only)."""
+def read_item_embeddings(uri: str) -> dict[str, dict[str, np.ndarray]]:
+    """Content modality -> (item id -> embedding), from the ContentEmbedder output folder.
+
+    Only modalities some item has are returned; an item appears under a
+    modality only if that content of it could be encoded.
+    """
     files = tf.io.gfile.glob(os.path.join(uri, "Split-*", "*"))
-    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.TEXT_EMBEDDING: tf.io.RaggedFeature(tf.float32)}
-    out = {}
+    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string)}
+    spec.update({feature: tf.io.RaggedFeature(tf.float32) for feature in F.CONTENT_EMBEDDINGS.values()})
+    out: dict[str, dict[str, np.ndarray]] = {modality: {} for modality in F.CONTENT_EMBEDDINGS}
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
         parsed = tf.io.parse_example(batch, spec)
-        for item, vector in zip(_decode(parsed[F.ITEM_ID].numpy()), parsed[F.TEXT_EMBEDDING].to_list()):
-            if vector:  # items whose text could not be encoded have none
-                out[item] = np.asarray(vector, np.float32)
-    return out
+        items = _decode(parsed[F.ITEM_ID].numpy())
+        for modality, feature in F.CONTENT_EMBEDDINGS.items():
+            for item, vector in zip(items, parsed[feature].to_list()):
+                if vector:
+                    out[modality][item] = np.asarray(vector, np.float32)
+    return {modality: embeddings for modality, embeddings in out.items() if embeddings}
+
+
+def content_dims(content: dict[str, dict[str, np.ndarray]]) -> dict[str, int]:
+    return {modality: len(next(iter(embeddings.values()))) for modality, embeddings in content.items()}
 
 
 def embedding_rows(item_ids: list[str], embeddings: dict[str, np.ndarray], dim: int) -> np.ndarray:
@@ -65,13 +76,19 @@ def embedding_rows(item_ids: list[str], embeddings: dict[str, np.ndarray], dim: 
     return rows
 
 
-def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, text_by_index=None) -> tf.data.Dataset:
-    """Transformed examples; with `text_by_index` [items + OOV, dim], each batch gets its items' text embeddings."""
+def content_features(item_ids: list[str], content: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Content embedding features (F.CONTENT_EMBEDDINGS names) for `item_ids`, zeros where missing."""
+    dims = content_dims(content)
+    return {F.CONTENT_EMBEDDINGS[m]: embedding_rows(item_ids, embeddings, dims[m]) for m, embeddings in content.items()}
+
+
+def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None) -> tf.data.Dataset:
+    """Transformed examples; with `content_by_index` (feature -> [items + OOV, dim]), batches get their items' content embeddings."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle)
     dataset = fn_args.data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
-    if text_by_index is not None:
-        table = tf.constant(text_by_index)
-        dataset = dataset.map(lambda f: {**f, F.TEXT_EMBEDDING: tf.gather(table, f[F.ITEM_INDEX])})
+    if content_by_index:
+        tables = {name: tf.constant(rows) for name, rows in content_by_index.items()}
+        dataset = dataset.map(lambda f: {**f, **{name: tf.gather(table, f[F.ITEM_INDEX]) for name, table in tables.items()}})
     return dataset
 
 
@@ -87,28 +104,28 @@ def seen_positions(dataset: tf.data.Dataset, num_user_rows: int, item_vocab: lis
     return [sorted(row) for row in seen]
 
 
-def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, text: dict[str, np.ndarray], text_dim: int, batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
-    """Raw catalog TFRecord + text embeddings by item id -> (item ids [N], candidate embeddings [N, dim])."""
+def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
+    """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim])."""
     item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES}
     ids, embeddings = [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
     for batch in records:
         raw = tf.io.parse_example(batch, item_spec)
         batch_ids = _decode(tf.squeeze(raw[F.ITEM_ID], 1).numpy())
-        features = {**tft_layer(raw), F.TEXT_EMBEDDING: embedding_rows(batch_ids, text, text_dim)}
         ids.extend(batch_ids)
-        embeddings.append(candidate_tower(features).numpy())
+        embeddings.append(candidate_tower({**tft_layer(raw), **content_features(batch_ids, content)}).numpy())
     return ids, np.concatenate(embeddings)
 
 
-def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, text_by_index: np.ndarray) -> TwoTowerModel:
+def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]]) -> TwoTowerModel:
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
-    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp)
+    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content))
+    content_by_index = content_features(item_vocab + [""] * F.NUM_OOV_BUCKETS, content)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
-    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, text_by_index=text_by_index)
-    eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, text_by_index=text_by_index)
+    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index)
+    eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
     model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=[tensorboard], verbose=2)
     return model
@@ -120,19 +137,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     absl.logging.info("hyperparameters: %s", hp)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
-    text = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI])
-    text_dim = len(next(iter(text.values())))
-    absl.logging.info("text embeddings for %d items (dim %d)", len(text), text_dim)
-    text_by_index = embedding_rows(item_vocab + [""] * F.NUM_OOV_BUCKETS, text, text_dim)
-    model = train(fn_args, tft_output, hp, text_by_index)
+    content = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI])
+    for modality, embeddings in content.items():
+        absl.logging.info("%s embeddings for %d items", modality, len(embeddings))
+    model = train(fn_args, tft_output, hp, content)
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    catalog_ids, catalog_embeddings = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, text, text_dim)
+    catalog_ids, catalog_embeddings = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, content)
     num_user_rows = tft_output.vocabulary_size_by_name(F.VOCAB_USER) + F.NUM_OOV_BUCKETS
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed)
     seen = seen_positions(train_ds, num_user_rows, item_vocab, {item: i for i, item in enumerate(catalog_ids)})
 
-    module = exporter.RetrievalModule(tft_layer, model.query_tower, model.candidate_tower, raw_spec, catalog_ids, catalog_embeddings, seen, hp.top_k, text_dim)
+    module = exporter.RetrievalModule(tft_layer, model.query_tower, model.candidate_tower, raw_spec, catalog_ids, catalog_embeddings, seen, hp.top_k, content_dims(content))
     exporter.export(module, fn_args.serving_model_dir)
     absl.logging.info("exported %d catalog items to %s", len(catalog_ids), fn_args.serving_model_dir)

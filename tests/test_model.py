@@ -22,6 +22,7 @@ VOCAB_SIZES = {
     F.VOCAB_GENRES: 3,
 }
 TEXT_DIM = 5
+CONTENT_DIMS = {"text": TEXT_DIM}  # a catalog with text only (no image, no audio)
 HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidden_units=(16,))
 
 
@@ -51,7 +52,8 @@ def test_sampling_probability_hand_computed():
 
 @pytest.mark.parametrize("tower_cls", [QueryTower, CandidateTower])
 def test_towers_embed_to_unit_vectors(tower_cls):
-    out = tower_cls(VOCAB_SIZES, HP)(_batch()).numpy()
+    tower = tower_cls(VOCAB_SIZES, HP, CONTENT_DIMS) if tower_cls is CandidateTower else tower_cls(VOCAB_SIZES, HP)
+    out = tower(_batch()).numpy()
     assert out.shape == (3, HP.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
@@ -65,7 +67,7 @@ def test_masked_mean_ignores_padding():
 
 
 def test_logq_corrected_loss_hand_computed():
-    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0))
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0), CONTENT_DIMS)
     q = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     c = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     p = tf.constant([0.5, 0.25])
@@ -77,7 +79,7 @@ def test_logq_corrected_loss_hand_computed():
 
 
 def test_accidental_hits_are_not_negatives():
-    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0))
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0), CONTENT_DIMS)
     q = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     c = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     # Both rows hold item 7: each row's other column is the same item, so it is masked out.
@@ -89,8 +91,8 @@ def test_compute_loss_uses_item_frequencies():
     """compute_loss gathers p(item) by item index: with identical weights, turning logQ off changes the loss."""
     probs = np.array([0.5, 0.1, 0.1, 0.1, 0.2], np.float32)
     batch = _batch()
-    with_logq = TwoTowerModel(VOCAB_SIZES, probs, HP)
-    without = TwoTowerModel(VOCAB_SIZES, probs, HP.replace(use_logq=False))
+    with_logq = TwoTowerModel(VOCAB_SIZES, probs, HP, CONTENT_DIMS)
+    without = TwoTowerModel(VOCAB_SIZES, probs, HP.replace(use_logq=False), CONTENT_DIMS)
     loss = float(with_logq.compute_loss(batch))
     without.compute_loss(batch)  # builds the layers
     without.set_weights(with_logq.get_weights())
@@ -100,9 +102,10 @@ def test_compute_loss_uses_item_frequencies():
 
 def test_gate_ignores_missing_modalities():
     """Row 0 has everything; row 1 has no text embedding; row 2's item is unseen (OOV id)."""
-    tower = CandidateTower(VOCAB_SIZES, HP)
+    tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS)
     weights = tower.modality_weights(_batch()).numpy()
-    id_, metadata, text = (CandidateTower.MODALITIES.index(m) for m in ("id", "metadata", "text"))
+    assert tower.modalities == ("id", "metadata", "text")  # no image or audio in this catalog
+    id_, metadata, text = (tower.modalities.index(m) for m in ("id", "metadata", "text"))
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
     assert (weights[0] > 0).all()
     assert weights[1, text] == 0 and weights[1, id_] > 0
@@ -111,7 +114,7 @@ def test_gate_ignores_missing_modalities():
 
 def test_unseen_item_embeds_from_content_alone():
     """An OOV item's embedding does not depend on the (untrained) OOV id row."""
-    tower = CandidateTower(VOCAB_SIZES, HP)
+    tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS)
     batch = _batch()
     before = tower(batch).numpy()
     table = tower.item.embeddings
@@ -122,15 +125,24 @@ def test_unseen_item_embeds_from_content_alone():
 
 
 def test_id_only_tower_sees_no_content():
-    tower = CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("id",)))
+    tower = CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("id",)), CONTENT_DIMS)
     weights = tower.modality_weights(_batch()).numpy()
     np.testing.assert_allclose(weights[:2], [[1, 0, 0], [1, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(weights[2], 0.0)  # unseen item: nothing to go on
     with pytest.raises(ValueError, match="item_modalities"):
-        CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("pixels",)))
+        CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("pixels",)), CONTENT_DIMS)
 
 
 def test_masked_mean_ignores_oov_tokens():
     layer = MaskedMeanEmbedding(vocab_size=4, dim=3)
     oov = 4 + 1  # vocabulary index 4 (the OOV bucket), shifted by 1
     np.testing.assert_allclose(layer(tf.constant([[1, oov, 0]])).numpy(), layer(tf.constant([[1, 0, 0]])).numpy())
+
+
+def test_tower_fuses_every_content_modality_the_catalog_has():
+    tower = CandidateTower(VOCAB_SIZES, HP, {"text": TEXT_DIM, "image": 3})
+    batch = {**_batch(), F.IMAGE_EMBEDDING: tf.constant([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])}
+    assert tower.modalities == ("id", "metadata", "text", "image")
+    weights = tower.modality_weights(batch).numpy()
+    assert weights[1, 3] == 0 and weights[0, 3] > 0  # row 1 has no image
+    assert tower(batch).shape == (3, HP.embedding_dim)

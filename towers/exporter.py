@@ -8,8 +8,9 @@ embeddings of the whole catalog, and scores all items by brute force:
 - `query(user_id, timestamp, age, gender, occupation, zip_code, history)`: the
   same from raw tensors [batch] (history: item ids [batch, None], '' pads);
 - `embed_candidates(examples)`: serialized item tf.Examples (item features +
-  `text_embedding` from the text encoder) -> `embeddings` [batch, dim] and
-  `modality_weights` [batch, 3] (id, metadata, text);
+  the content embeddings the model uses, e.g. `text_embedding`) ->
+  `embeddings` [batch, dim] and `modality_weights` [batch, M] (order:
+  `candidate_tower.modalities`);
 - `evaluate(examples)`: serialized eval examples (query features + the
   held-out `item_id`) -> per-example recall@10/50/100 and ndcg@10 (read by TFMA).
 
@@ -56,10 +57,10 @@ class RetrievalModule(tf.Module):
       seen_positions: one list of catalog positions per user index (the last
         row, for OOV users, is empty): items to exclude for that user.
       k: number of results.
-      text_dim: size of the text embeddings `embed_candidates` takes.
+      content_dims: content modality -> embedding size `embed_candidates` takes.
     """
 
-    def __init__(self, tft_layer, query_tower, candidate_tower, raw_feature_spec: dict, catalog_ids, catalog_embeddings, seen_positions: list[list[int]], k: int, text_dim: int):
+    def __init__(self, tft_layer, query_tower, candidate_tower, raw_feature_spec: dict, catalog_ids, catalog_embeddings, seen_positions: list[list[int]], k: int, content_dims: dict[str, int]):
         super().__init__()
         self.tft_layer = tft_layer
         self.query_tower = query_tower
@@ -67,8 +68,10 @@ class RetrievalModule(tf.Module):
         self.k = min(k, len(catalog_ids))
         self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
         self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
-        # An item with no text embedding gets zeros: the tower treats text as missing.
-        self._text_spec = {F.TEXT_EMBEDDING: tf.io.FixedLenFeature([text_dim], tf.float32, default_value=[0.0] * text_dim)}
+        # An item without a content embedding gets zeros: the tower treats that modality as missing.
+        self._content_spec = {
+            F.CONTENT_EMBEDDINGS[m]: tf.io.FixedLenFeature([dim], tf.float32, default_value=[0.0] * dim) for m, dim in content_dims.items()
+        }
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
         self.catalog_ids = tf.Variable(np.asarray(catalog_ids, dtype=object).astype(bytes), trainable=False, name="catalog_ids")
         self.catalog_positions = tf.lookup.StaticHashTable(
@@ -114,8 +117,8 @@ class RetrievalModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def embed_candidates(self, examples):
-        raw = tf.io.parse_example(examples, {**self._item_spec, **self._text_spec})
-        features = {**self.tft_layer({name: raw[name] for name in self._item_spec}), F.TEXT_EMBEDDING: raw[F.TEXT_EMBEDDING]}
+        raw = tf.io.parse_example(examples, {**self._item_spec, **self._content_spec})
+        features = {**self.tft_layer({name: raw[name] for name in self._item_spec}), **{name: raw[name] for name in self._content_spec}}
         return {
             EMBEDDINGS_OUTPUT: self.candidate_tower(features),
             MODALITY_WEIGHTS_OUTPUT: self.candidate_tower.modality_weights(features),

@@ -37,6 +37,8 @@ RAW_BYTES_FEATURES = (IMAGE, AUDIO)
 TEXT_EMBEDDING = "text_embedding"
 IMAGE_EMBEDDING = "image_embedding"
 AUDIO_EMBEDDING = "audio_embedding"
+# Content modality (encoder name) -> its embedding feature.
+CONTENT_EMBEDDINGS = {"text": TEXT_EMBEDDING, "image": IMAGE_EMBEDDING, "audio": AUDIO_EMBEDDING}
 
 # Transformed features (outputs of components.preprocessing.preprocessing_fn).
 USER_INDEX = "user_index"

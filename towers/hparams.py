@@ -23,7 +23,8 @@ class HParams:
       modality_dropout: chance that an item's id or text modality is hidden in
         training (cold-start robustness).
       item_modalities: which of the item tower's modalities (id, metadata,
-        text) it uses; the others count as missing (ablations).
+        text, image, audio) it uses; the others count as missing (ablations).
+        Content modalities the catalog lacks are left out regardless.
       use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
@@ -41,7 +42,7 @@ class HParams:
     id_dropout: float = 0.2
     fusion_dim: int = 64
     modality_dropout: float = 0.2
-    item_modalities: tuple[str, ...] = ("id", "metadata", "text")
+    item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
     use_logq: bool = True
     learning_rate: float = 0.003
     batch_size: int = 512

@@ -107,58 +107,65 @@ class QueryTower(tf.keras.Model):
         return self.mlp(tf.concat(parts, axis=-1))
 
 
-class CandidateTower(tf.keras.Model):
-    """Item id + metadata + pretrained text embedding -> candidate embedding [batch, embedding_dim].
+ITEM_MODALITIES = ("id", "metadata") + tuple(F.CONTENT_EMBEDDINGS)
 
-    Each modality (id, metadata = title tokens + genres + year, text) is
-    projected to `fusion_dim`; a learned gate scores each projection and a
-    softmax over the *available* modalities weighs them. The id is unavailable
-    for items unseen in training (OOV), text for items without an embedding
-    (all zeros). In training, modality dropout hides id and text at random so
-    that items missing them still embed well; an unseen item is then placed by
-    its content alone.
+
+class CandidateTower(tf.keras.Model):
+    """Item id + metadata + pretrained content embeddings -> candidate embedding [batch, embedding_dim].
+
+    Each modality (id; metadata = title tokens + genres + year; each content
+    embedding the catalog has: text, image, audio) is projected to
+    `fusion_dim`; a learned gate scores each projection and a softmax over the
+    *available* modalities weighs them. The id is unavailable for items unseen
+    in training (OOV), a content modality for items without that embedding (all
+    zeros). In training, modality dropout hides id and content at random so that
+    items missing them still embed well; an unseen item is then placed by its
+    content alone.
+
+    Args:
+      vocab_sizes: vocabulary sizes from the Transform output.
+      hp: hyperparameters (item_modalities switches modalities off).
+      content_dims: content modality -> embedding size, for those the catalog has.
     """
 
-    MODALITIES = ("id", "metadata", "text")
-
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams):
+    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dims: dict[str, int]):
         super().__init__(name="candidate_tower")
+        unknown = (set(hp.item_modalities) | set(content_dims)) - set(ITEM_MODALITIES)
+        if unknown or not hp.item_modalities:
+            raise ValueError(f"item_modalities must be a non-empty subset of {ITEM_MODALITIES}, got {hp.item_modalities}")
+        self.modalities = tuple(m for m in ITEM_MODALITIES if m in ("id", "metadata") or m in content_dims)
+        self.content_dims = dict(content_dims)
         self.oov_item = vocab_sizes[F.VOCAB_ITEM]
         self.modality_dropout = hp.modality_dropout
-        unknown = set(hp.item_modalities) - set(self.MODALITIES)
-        if unknown or not hp.item_modalities:
-            raise ValueError(f"item_modalities must be a non-empty subset of {self.MODALITIES}, got {hp.item_modalities}")
-        self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.MODALITIES]])
+        self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.modalities]])
         self.seed = hp.seed
         self.item = id_embedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, "item_embedding")
         self.title = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_TITLE_TOKENS], hp.feature_embedding_dim, name="title_embedding")
         self.genres = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_GENRES], hp.feature_embedding_dim, name="genre_embedding")
-        self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.MODALITIES}
+        self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
         self.mlp = _mlp(hp, "candidate_mlp")
 
     def _modalities(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
         """-> projections [batch, M, fusion_dim] and availability [batch, M] (1 = present)."""
         item_index = inputs[F.ITEM_INDEX]
-        text = tf.cast(inputs[F.TEXT_EMBEDDING], tf.float32)
-        metadata = tf.concat(
-            [self.title(inputs[F.TITLE_TOKENS]), self.genres(inputs[F.GENRE_TOKENS]), tf.expand_dims(inputs[F.YEAR_Z], -1)], axis=-1
-        )
-        raw = {"id": self.item(item_index), "metadata": metadata, "text": text}
-        vectors = tf.stack([self.project[m](raw[m]) for m in self.MODALITIES], axis=1)
-        present = tf.stack(
-            [
-                tf.cast(item_index < self.oov_item, tf.float32),
-                tf.ones_like(inputs[F.YEAR_Z]),
-                tf.cast(tf.reduce_sum(tf.abs(text), axis=-1) > 0, tf.float32),
-            ],
-            axis=1,
-        )
-        present = present * self.enabled
+        raw = {
+            "id": self.item(item_index),
+            "metadata": tf.concat(
+                [self.title(inputs[F.TITLE_TOKENS]), self.genres(inputs[F.GENRE_TOKENS]), tf.expand_dims(inputs[F.YEAR_Z], -1)], axis=-1
+            ),
+        }
+        available = {"id": tf.cast(item_index < self.oov_item, tf.float32), "metadata": tf.ones_like(inputs[F.YEAR_Z])}
+        for modality in self.content_dims:
+            embedding = tf.cast(inputs[F.CONTENT_EMBEDDINGS[modality]], tf.float32)
+            raw[modality] = embedding
+            available[modality] = tf.cast(tf.reduce_sum(tf.abs(embedding), axis=-1) > 0, tf.float32)
+        vectors = tf.stack([self.project[m](raw[m]) for m in self.modalities], axis=1)
+        present = tf.stack([available[m] for m in self.modalities], axis=1) * self.enabled
         if training and self.modality_dropout > 0:
             keep = tf.cast(tf.random.uniform(tf.shape(present), seed=self.seed) >= self.modality_dropout, tf.float32)
-            keep = tf.concat([keep[:, :1], tf.ones_like(keep[:, 1:2]), keep[:, 2:]], axis=1)  # metadata always kept
-            present = present * keep
+            always = tf.constant([[float(m == "metadata") for m in self.modalities]])  # metadata is never hidden
+            present = present * tf.maximum(keep, always)
         return vectors, present
 
     def _gated(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
@@ -169,7 +176,7 @@ class CandidateTower(tf.keras.Model):
         return vectors, tf.nn.softmax(logits, axis=-1) * present
 
     def modality_weights(self, inputs: dict, training=None) -> tf.Tensor:
-        """Gate weights over the available modalities [batch, M] (order: MODALITIES); explains an item's embedding."""
+        """Gate weights over the available modalities [batch, M] (order: self.modalities); explains an item's embedding."""
         return self._gated(inputs, training)[1]
 
     def call(self, inputs: dict, training=None) -> tf.Tensor:

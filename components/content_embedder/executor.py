@@ -146,7 +146,6 @@ class ParseItem(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": AUDIO, "reason": str(error)})
 
 
-EMBEDDING_FEATURES = {TEXT: F.TEXT_EMBEDDING, IMAGE: F.IMAGE_EMBEDDING, AUDIO: F.AUDIO_EMBEDDING}
 # Waveforms differ in length: the audio encoder gets one clip per call.
 _BATCHING = {AUDIO: {"min_batch_size": 1, "max_batch_size": 1}}
 
@@ -155,7 +154,7 @@ def to_example(item_id: str, embeddings: dict[str, np.ndarray]) -> bytes:
     """(item_id, modality -> embedding [dim]) -> serialized tf.Example; absent modalities are left out."""
     feature = {F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item_id.encode()]))}
     for modality, embedding in embeddings.items():
-        feature[EMBEDDING_FEATURES[modality]] = tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(embedding).tolist()))
+        feature[F.CONTENT_EMBEDDINGS[modality]] = tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(embedding).tolist()))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
