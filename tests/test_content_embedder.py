@@ -45,6 +45,23 @@ def _records() -> list[bytes]:
     return [to_example(item).SerializeToString() for item in ITEMS]
 
 
+def _records_with(feature: str, contents: dict) -> list[bytes]:
+    """One catalog record per item id with some text and, unless None, `feature` = the content."""
+    records = []
+    for item_id, data in contents.items():
+        row = {F.ITEM_ID: item_id, F.ITEM_TEXT: f"item {item_id}"}
+        if data is not None:
+            row[feature] = data
+        records.append(to_example(row).SerializeToString())
+    return records
+
+
+def _by_item(serialized) -> dict:
+    """Embedding records -> item id -> their tf.train.Feature map."""
+    features = (tf.train.Example.FromString(record).features.feature for record in serialized)
+    return {feature[F.ITEM_ID].bytes_list.value[0].decode(): feature for feature in features}
+
+
 def _direct(handle: str, texts: list[str]) -> np.ndarray:
     return registry.load(handle)(tf.constant(texts)).numpy()
 
@@ -53,10 +70,7 @@ def test_beam_stage_embeds_each_item_once_and_quarantines_empty_text(text_handle
     expected = dict(zip(["1", "3"], _direct(text_handle, [ITEMS[0][F.ITEM_TEXT], ITEMS[2][F.ITEM_TEXT]])))
 
     def check_embeddings(serialized):
-        got = {}
-        for record in serialized:
-            feature = tf.train.Example.FromString(record).features.feature
-            got[feature[F.ITEM_ID].bytes_list.value[0].decode()] = np.array(feature[F.TEXT_EMBEDDING].float_list.value)
+        got = {item: np.array(feature[F.TEXT_EMBEDDING].float_list.value) for item, feature in _by_item(serialized).items()}
         assert sorted(got) == ["1", "3"]
         for item_id, embedding in got.items():
             np.testing.assert_allclose(embedding, expected[item_id], atol=1e-6)
@@ -102,19 +116,11 @@ IMAGE_ITEMS = {
 
 
 def test_broken_images_are_quarantined_and_items_keep_their_text(text_handle, image_handle):
-    records = []
-    for item_id, data in IMAGE_ITEMS.items():
-        row = {F.ITEM_ID: item_id, F.ITEM_TEXT: f"item {item_id}"}
-        if data is not None:
-            row[F.IMAGE] = data
-        records.append(to_example(row).SerializeToString())
+    records = _records_with(F.IMAGE, IMAGE_ITEMS)
     expected_image = registry.load(image_handle)(tf.constant([PNG])).numpy()[0]
 
     def check(serialized):
-        got = {}
-        for record in serialized:
-            feature = tf.train.Example.FromString(record).features.feature
-            got[feature[F.ITEM_ID].bytes_list.value[0].decode()] = feature
+        got = _by_item(serialized)
         assert sorted(got) == sorted(IMAGE_ITEMS)  # every item kept
         assert all(F.TEXT_EMBEDDING in f for f in got.values())
         assert [k for k, f in got.items() if F.IMAGE_EMBEDDING in f] == ["ok"]
@@ -154,15 +160,10 @@ def test_decode_audio_resamples_to_16k_mono():
 
 def test_sounds_are_embedded_and_broken_ones_quarantined(text_handle, audio_handle):
     sounds = {"wav-22k": _wav(22050, 2.0), "garbage": b"RIFF but not really a wave file", "silent-item": None}
-    records = []
-    for item_id, data in sounds.items():
-        row = {F.ITEM_ID: item_id, F.ITEM_TEXT: f"item {item_id}"}
-        if data is not None:
-            row[F.AUDIO] = data
-        records.append(to_example(row).SerializeToString())
+    records = _records_with(F.AUDIO, sounds)
 
     def check(serialized):
-        features = {tf.train.Example.FromString(r).features.feature[F.ITEM_ID].bytes_list.value[0].decode(): tf.train.Example.FromString(r).features.feature for r in serialized}
+        features = _by_item(serialized)
         assert sorted(features) == sorted(sounds)
         assert [k for k, f in features.items() if F.AUDIO_EMBEDDING in f] == ["wav-22k"]
         assert len(features["wav-22k"][F.AUDIO_EMBEDDING].float_list.value) == 200
