@@ -6,6 +6,11 @@ STAMP := $(VENV)/.mmtower-installed
 # TFX 1.16 declares Requires-Python <3.11 but works on 3.11 (see README).
 export PIP_IGNORE_REQUIRES_PYTHON := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The default dataset's real content (photos, captions, sounds) is a Debian package.
+STAMPS_PACKAGE := tuxpaint-stamps-default
+STAMPS_DIR := /usr/share/tuxpaint/stamps
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -y -q
 
 .PHONY: run setup test test-fast clean
 
@@ -15,6 +20,7 @@ run: setup
 setup: $(STAMP)
 
 $(STAMP): requirements.lock setup.py
+	test -d $(STAMPS_DIR) || $(APT_GET) install $(STAMPS_PACKAGE) || ($(APT_GET) update && $(APT_GET) install $(STAMPS_PACKAGE))
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements.lock
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .

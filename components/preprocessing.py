@@ -1,4 +1,7 @@
-"""TFT `preprocessing_fn`: raw MovieLens-style features -> model features.
+"""TFT `preprocessing_fn`: raw features -> model features.
+
+user_id, item_id, timestamp and history are always there; user attributes and
+item metadata are transformed where the dataset's schema declares them.
 
 Ids become vocabulary indices with OOV buckets (vocabularies written under the
 names in towers.features, so the trainer reads their sizes back), text becomes
@@ -67,27 +70,34 @@ def _year_z(years: tf.Tensor) -> tf.Tensor:
 def _query_features(inputs: dict, item_vocab) -> dict:
     history = tf.RaggedTensor.from_sparse(inputs[F.HISTORY])[:, -F.HISTORY_LENGTH :]
     history_ids = tft.apply_vocabulary(history, item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS)
-    zip_prefix = tf.strings.substr(_squeeze(inputs[F.ZIP_CODE]), 0, F.ZIP_PREFIX_LENGTH)
-    return {
+    out = {
         F.USER_INDEX: _lookup(_squeeze(inputs[F.USER_ID]), F.VOCAB_USER),
-        F.GENDER_INDEX: _lookup(_squeeze(inputs[F.GENDER]), F.VOCAB_GENDER),
-        F.OCCUPATION_INDEX: _lookup(_squeeze(inputs[F.OCCUPATION]), F.VOCAB_OCCUPATION),
-        F.ZIP_PREFIX_INDEX: _lookup(zip_prefix, F.VOCAB_ZIP_PREFIX),
-        F.AGE_Z: tft.scale_to_z_score(tf.cast(_squeeze(inputs[F.AGE]), tf.float32)),
         F.TIME_CONTEXT: time_context(_squeeze(inputs[F.TIMESTAMP])),
         F.RECENCY_BUCKET: tft.bucketize(_squeeze(inputs[F.TIMESTAMP]), F.RECENCY_BUCKETS),
         F.HISTORY_TOKENS: _pad(history_ids, F.HISTORY_LENGTH),
     }
+    # User attributes, where the dataset has them.
+    if F.GENDER in inputs:
+        out[F.GENDER_INDEX] = _lookup(_squeeze(inputs[F.GENDER]), F.VOCAB_GENDER)
+    if F.OCCUPATION in inputs:
+        out[F.OCCUPATION_INDEX] = _lookup(_squeeze(inputs[F.OCCUPATION]), F.VOCAB_OCCUPATION)
+    if F.ZIP_CODE in inputs:
+        out[F.ZIP_PREFIX_INDEX] = _lookup(tf.strings.substr(_squeeze(inputs[F.ZIP_CODE]), 0, F.ZIP_PREFIX_LENGTH), F.VOCAB_ZIP_PREFIX)
+    if F.AGE in inputs:
+        out[F.AGE_Z] = tft.scale_to_z_score(tf.cast(_squeeze(inputs[F.AGE]), tf.float32))
+    return out
 
 
 def _item_features(inputs: dict, item_vocab) -> dict:
-    genres = tf.RaggedTensor.from_sparse(inputs[F.GENRES])
-    return {
-        F.ITEM_INDEX: tft.apply_vocabulary(_squeeze(inputs[F.ITEM_ID]), item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS),
-        F.TITLE_TOKENS: _padded_ids(title_tokens(_squeeze(inputs[F.TITLE])), F.VOCAB_TITLE_TOKENS, F.TITLE_MAX_TOKENS),
-        F.GENRE_TOKENS: _padded_ids(genres, F.VOCAB_GENRES, F.MAX_GENRES),
-        F.YEAR_Z: _year_z(_squeeze(inputs[F.YEAR])),
-    }
+    out = {F.ITEM_INDEX: tft.apply_vocabulary(_squeeze(inputs[F.ITEM_ID]), item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS)}
+    # Item metadata, where the dataset has it.
+    if F.TITLE in inputs:
+        out[F.TITLE_TOKENS] = _padded_ids(title_tokens(_squeeze(inputs[F.TITLE])), F.VOCAB_TITLE_TOKENS, F.TITLE_MAX_TOKENS)
+    if F.GENRES in inputs:
+        out[F.GENRE_TOKENS] = _padded_ids(tf.RaggedTensor.from_sparse(inputs[F.GENRES]), F.VOCAB_GENRES, F.MAX_GENRES)
+    if F.YEAR in inputs:
+        out[F.YEAR_Z] = _year_z(_squeeze(inputs[F.YEAR]))
+    return out
 
 
 def preprocessing_fn(inputs: dict) -> dict:
@@ -95,7 +105,8 @@ def preprocessing_fn(inputs: dict) -> dict:
 
     Args:
       inputs: raw features per the curated schema: scalars as [batch, 1] dense
-        tensors, genres and history as SparseTensors [batch, None]. Query
+        tensors, genres and history as SparseTensors [batch, None]; the
+        optional features only where the schema declares them. Query
         features alone (serving) transform without the item features.
     Returns:
       transformed features named in towers.features.

@@ -22,11 +22,11 @@ from towers.model import TwoTowerModel, item_sampling_probability
 
 HPARAMS_KEY = "hparams"
 CATALOG_KEY = "catalog_path"
-_VOCABS = sorted(set(F.ID_FEATURE_VOCABS.values()) | set(F.TOKEN_FEATURE_VOCABS.values()))
-
-
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
-    return {name: tft_output.vocabulary_size_by_name(name) for name in _VOCABS}
+    """Vocabulary name -> size, for the vocabularies of the features this dataset has."""
+    transformed = tft_output.transformed_feature_spec()
+    names = {vocab for feature, vocab in {**F.ID_FEATURE_VOCABS, **F.TOKEN_FEATURE_VOCABS}.items() if feature in transformed}
+    return {name: tft_output.vocabulary_size_by_name(name) for name in sorted(names)}
 
 
 def _decode(values) -> list[str]:
@@ -106,7 +106,7 @@ def seen_positions(dataset: tf.data.Dataset, num_user_rows: int, item_vocab: lis
 
 def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
     """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim])."""
-    item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES}
+    item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES if name in raw_spec}
     ids, embeddings = [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
     for batch in records:

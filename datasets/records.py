@@ -145,6 +145,8 @@ def to_example(row: dict):
 
     feats = {}
     for name, value in row.items():
+        if value is None:
+            continue  # absent optional content (e.g. an item without a sound)
         if name in F.RAW_STRING_FEATURES:
             feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
         elif name in F.RAW_INT_FEATURES:
@@ -210,7 +212,7 @@ def write_dataset(
       name: registry name of the dataset.
       data_dir: output folder.
       interactions: one row per interaction, with user and item features joined.
-      catalog: one row per item (F.CATALOG_FEATURES); the full candidate set.
+      catalog: one row per item (the F.CATALOG_FEATURES it has); the full candidate set.
       users: one row per user with the user features; their latest items are
         added (for serving queries).
       quarantined: rows the builder could not convert.
@@ -226,7 +228,7 @@ def write_dataset(
         f.write("".join(f"{item}\n" for item in cold_items))
     write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
     write_records(evaluation, os.path.join(split_dir(data_dir, EVAL_SPLIT), RECORD_FILE))
-    write_records(catalog[list(F.CATALOG_FEATURES)], os.path.join(data_dir, CATALOG_FILE))
+    write_records(catalog[[name for name in F.CATALOG_FEATURES if name in catalog.columns]], os.path.join(data_dir, CATALOG_FILE))
     write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
         for row in quarantined:

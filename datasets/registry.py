@@ -5,8 +5,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from datasets import movielens
+from datasets import movielens, tuxpaint
 from datasets.records import Manifest, write_dataset
+from towers import features as F
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class DatasetSpec:
     schema_name: str  # folder under schemas/
     modalities: tuple[str, ...] = ("text",)  # item content the catalog carries (encoder names)
     eval_fraction: float = 0.1
+    cold_item_fraction: float = 0.0  # default share of eval items held out of training (cold start)
+    slice_features: tuple[str, ...] = ()  # raw features the Evaluator slices by
 
 
 DATASETS = {
@@ -27,9 +30,21 @@ DATASETS = {
         description="MovieLens-100K (recbole package): 100,000 real ratings, 943 users, 1,682 movies with title, year, genres",
         loader=lambda max_users=None: movielens.load(max_users=max_users),
         schema_name="movielens",
+        slice_features=(F.GENDER,),
+    ),
+    "tuxpaint": DatasetSpec(
+        name="tuxpaint",
+        description=(
+            "tuxpaint stamps (Debian tuxpaint-stamps-default): 802 real items with photo, caption and, for 131, "
+            "a sound; interactions SIMULATED by datasets/simulator.py (2,500 users, seeded)"
+        ),
+        loader=lambda max_users=None: tuxpaint.load(max_users=max_users),
+        schema_name="tuxpaint",
+        modalities=("text", "image", "audio"),
+        cold_item_fraction=0.1,
     ),
 }
-DEFAULT_DATASET = "movielens-100k"
+DEFAULT_DATASET = "tuxpaint"
 
 
 def get(name: str) -> DatasetSpec:
@@ -38,10 +53,11 @@ def get(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float = 0.0) -> Manifest:
-    """Builds dataset `name` into `data_dir` unless an identical build is already there."""
+def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None) -> Manifest:
+    """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default)."""
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
+    cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
         if manifest.dataset == name and manifest.eval_fraction == eval_fraction and manifest.max_users == max_users and manifest.cold_item_fraction == cold_item_fraction:

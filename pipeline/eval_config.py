@@ -17,12 +17,13 @@ GATED_METRIC = metrics.recall_name(100)
 METRIC_CLASS = "MeanPrediction"
 
 
-def build(min_recall_at_100: float, max_regression: float) -> tfma.EvalConfig:
+def build(min_recall_at_100: float, max_regression: float, slice_features: tuple[str, ...] = ()) -> tfma.EvalConfig:
     """EvalConfig with one MeanPrediction per metric output, thresholds on GATED_METRIC.
 
     Args:
       min_recall_at_100: absolute floor for blessing.
       max_regression: allowed drop of Recall@100 versus the last blessed model.
+      slice_features: raw eval features to slice by, one at a time (besides overall).
     """
     gate = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_recall_at_100}),
@@ -48,6 +49,6 @@ def build(min_recall_at_100: float, max_regression: float) -> tfma.EvalConfig:
                 preprocessing_function_names=[],
             )
         ],
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.GENDER])],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in slice_features],
         metrics_specs=metrics_specs,
     )

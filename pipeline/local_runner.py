@@ -26,7 +26,8 @@ class RunConfig:
       hparams: model hyperparameters.
       max_users: build the dataset from the first N users only (tests, demos).
       cold_item_fraction: share of the eval split's items kept out of training
-        entirely, to measure cold-start recommendation from content.
+        entirely, to measure cold-start recommendation from content (None:
+        the dataset's default).
       min_recall_at_100: blessing floor on Recall@100.
       max_regression: allowed Recall@100 drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
@@ -39,7 +40,7 @@ class RunConfig:
     output: str = "output"
     hparams: HParams = field(default_factory=HParams)
     max_users: int | None = None
-    cold_item_fraction: float = 0.0
+    cold_item_fraction: float | None = None
     min_recall_at_100: float = 0.05
     max_regression: float = 0.02
     direct_num_workers: int = 2
@@ -72,7 +73,7 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         schema_path=schema_path(config.dataset),
         trainer_custom_config={HPARAMS_KEY: config.hparams.to_json(), CATALOG_KEY: os.path.join(paths.data_dir, CATALOG_FILE)},
         code_version=code_version(),
-        eval_config=eval_config.build(config.min_recall_at_100, config.max_regression),
+        eval_config=eval_config.build(config.min_recall_at_100, config.max_regression, registry.get(config.dataset).slice_features),
         serving_model_dir=paths.serving_model_dir(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),
         beam_pipeline_args=beam_args(config.direct_num_workers),

@@ -30,12 +30,16 @@ def _read(paths: RunPaths, relative: str) -> list[dict]:
     return read_records(path)
 
 
-def query_inputs(user: dict, timestamp: int) -> dict:
-    """Raw inputs of the `query` signature for one user (with their latest items), batch of one."""
+def query_inputs(signature, user: dict, timestamp: int) -> dict:
+    """Raw inputs of the `query` signature for one user (with their latest items), batch of one.
+
+    The signature names the query features the dataset has (user attributes vary).
+    """
     import tensorflow as tf
 
-    values = {**{name: user[name] for name in F.QUERY_FEATURES if name != F.TIMESTAMP}, F.TIMESTAMP: timestamp}
-    inputs = {name: tf.constant([values[name]], dtype=tf.int64 if name in F.RAW_INT_FEATURES else tf.string) for name in F.QUERY_FEATURES if name != F.HISTORY}
+    values = {**user, F.TIMESTAMP: timestamp}
+    specs = signature.structured_input_signature[1]
+    inputs = {name: tf.constant([values[name]], dtype=spec.dtype) for name, spec in specs.items() if name != F.HISTORY}
     inputs[F.HISTORY] = tf.constant([values[F.HISTORY]], dtype=tf.string, shape=[1, len(values[F.HISTORY])])
     return inputs
 
@@ -44,7 +48,8 @@ def recommend(model, user: dict, k: int, timestamp: int | None = None) -> list[t
     """(item_id, score) best first, from the model's `query` signature."""
     from towers import exporter
 
-    outputs = model.signatures[exporter.QUERY_SIGNATURE](**query_inputs(user, int(timestamp or time.time())))
+    signature = model.signatures[exporter.QUERY_SIGNATURE]
+    outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())))
     ids = [v.decode() for v in outputs[exporter.ITEM_IDS_OUTPUT].numpy()[0][:k]]
     return list(zip(ids, outputs[exporter.SCORES_OUTPUT].numpy()[0][:k].tolist()))
 

@@ -58,6 +58,24 @@ def test_towers_embed_to_unit_vectors(tower_cls):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 
+# A dataset with no user attributes and no year (e.g. tuxpaint): the towers use what there is.
+MINIMAL_VOCABS = {F.VOCAB_USER: 3, F.VOCAB_ITEM: 4, F.VOCAB_TITLE_TOKENS: 7, F.VOCAB_GENRES: 3}
+MINIMAL_FEATURES = (
+    F.USER_INDEX, F.TIME_CONTEXT, F.RECENCY_BUCKET, F.HISTORY_TOKENS, F.ITEM_INDEX, F.TITLE_TOKENS, F.GENRE_TOKENS, F.TEXT_EMBEDDING,
+)
+
+
+def test_towers_use_only_the_features_a_dataset_has():
+    batch = {name: value for name, value in _batch().items() if name in MINIMAL_FEATURES}
+    query, candidate = QueryTower(MINIMAL_VOCABS, HP), CandidateTower(MINIMAL_VOCABS, HP, CONTENT_DIMS)
+    assert query(batch).shape == (3, HP.embedding_dim) and candidate(batch).shape == (3, HP.embedding_dim)
+    # Same ids, one less feature -> a smaller first layer than with every feature.
+    full = QueryTower(VOCAB_SIZES, HP)
+    full(_batch())
+    assert query.mlp.layers[0].kernel.shape[0] < full.mlp.layers[0].kernel.shape[0]
+    assert not any("gender" in w.name or "occupation" in w.name for w in query.weights)
+
+
 def test_masked_mean_ignores_padding():
     layer = MaskedMeanEmbedding(vocab_size=4, dim=3)
     table = layer.embedding(tf.constant([1, 2])).numpy()

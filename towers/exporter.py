@@ -5,8 +5,8 @@ embeddings of the whole catalog, and scores all items by brute force:
 
 - `serving_default(examples)`: serialized tf.Example with the raw query
   features -> `item_ids` [batch, K] and `scores` [batch, K];
-- `query(user_id, timestamp, age, gender, occupation, zip_code, history)`: the
-  same from raw tensors [batch] (history: item ids [batch, None], '' pads);
+- `query(user_id, timestamp, <user attributes the dataset has>, history)`:
+  the same from raw tensors [batch] (history: item ids [batch, None], '' pads);
 - `embed_candidates(examples)`: serialized item tf.Examples (item features +
   the content embeddings the model uses, e.g. `text_embedding`) ->
   `embeddings` [batch, dim] and `modality_weights` [batch, M] (order:
@@ -35,13 +35,11 @@ SCORES_OUTPUT = "scores"
 EMBEDDINGS_OUTPUT = "embeddings"
 MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 
-_QUERY_SCALARS = {F.USER_ID: tf.string, F.TIMESTAMP: tf.int64, F.AGE: tf.int64, F.GENDER: tf.string, F.OCCUPATION: tf.string, F.ZIP_CODE: tf.string}
-_QUERY_INPUTS = [tf.TensorSpec([None], dtype, name=name) for name, dtype in _QUERY_SCALARS.items()]
-_QUERY_INPUTS.append(tf.TensorSpec([None, None], tf.string, name=F.HISTORY))
 
 
 def _feature_spec(raw_spec: dict, names) -> dict:
-    return {name: raw_spec[name] for name in names}
+    """The entries of `raw_spec` among `names` (a dataset declares a subset of the optional features)."""
+    return {name: raw_spec[name] for name in names if name in raw_spec}
 
 
 class RetrievalModule(tf.Module):
@@ -73,6 +71,17 @@ class RetrievalModule(tf.Module):
             F.CONTENT_EMBEDDINGS[m]: tf.io.FixedLenFeature([dim], tf.float32, default_value=[0.0] * dim) for m, dim in content_dims.items()
         }
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
+        # `query` takes one tensor per query feature: scalars [batch], history [batch, None].
+        scalars = [name for name in self._query_spec if name != F.HISTORY]
+        inputs = [tf.TensorSpec([None], self._query_spec[name].dtype, name=name) for name in scalars]
+        inputs.append(tf.TensorSpec([None, None], tf.string, name=F.HISTORY))
+
+        def query(*tensors):
+            raw = {name: tf.expand_dims(value, 1) for name, value in zip(scalars, tensors)}
+            raw[F.HISTORY] = tf.sparse.from_dense(tensors[-1])  # '' (padding) is dropped
+            return self._top_k(raw)
+
+        self.query = tf.function(query, input_signature=inputs)
         self.catalog_ids = tf.Variable(np.asarray(catalog_ids, dtype=object).astype(bytes), trainable=False, name="catalog_ids")
         self.catalog_positions = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(list(catalog_ids)), tf.range(len(catalog_ids), dtype=tf.int64)),
@@ -106,13 +115,6 @@ class RetrievalModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_default(self, examples):
         raw = tf.io.parse_example(examples, self._query_spec)
-        return self._top_k(raw)
-
-    @tf.function(input_signature=_QUERY_INPUTS)
-    def query(self, user_id, timestamp, age, gender, occupation, zip_code, history):
-        scalars = dict(zip(_QUERY_SCALARS, (user_id, timestamp, age, gender, occupation, zip_code)))
-        raw = {name: tf.expand_dims(value, 1) for name, value in scalars.items()}
-        raw[F.HISTORY] = tf.sparse.from_dense(history)  # '' (padding) is dropped
         return self._top_k(raw)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])

@@ -22,10 +22,13 @@ IMAGE = "image"  # catalog only: encoded image bytes (PNG, JPEG, ...), optional
 AUDIO = "audio"  # catalog only: encoded sound bytes (WAV, OGG, FLAC, MP3), optional
 HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
 
-# What a query (user at a time) and a candidate (item) are made of.
+# What a query (user at a time) and a candidate (item) can be made of. A
+# dataset's schema declares the subset it has: user_id, timestamp, history and
+# item_id always; user attributes (age, gender, occupation, zip code) and item
+# metadata (title, year, genres) only where the source has them.
 QUERY_FEATURES = (USER_ID, TIMESTAMP, AGE, GENDER, OCCUPATION, ZIP_CODE, HISTORY)
 ITEM_FEATURES = (ITEM_ID, TITLE, YEAR, GENRES)
-CATALOG_FEATURES = ITEM_FEATURES + (ITEM_TEXT,)
+CATALOG_FEATURES = ITEM_FEATURES + (ITEM_TEXT, IMAGE, AUDIO)
 # Scalar string / integer raw features (everything else is a float or a list).
 RAW_STRING_FEATURES = (USER_ID, ITEM_ID, GENDER, OCCUPATION, ZIP_CODE, TITLE, ITEM_TEXT)
 RAW_INT_FEATURES = (TIMESTAMP, AGE, YEAR)

@@ -73,22 +73,29 @@ def _mlp(hp: HParams, name: str) -> tf.keras.Sequential:
 
 
 class QueryTower(tf.keras.Model):
-    """User id + user features + recent items + time context -> query embedding [batch, embedding_dim].
+    """User id + user attributes + recent items + time context -> query embedding [batch, embedding_dim].
 
     The recent items (the mean embedding of the user's latest interactions before
     the query time) carry users who were not in training.
 
     The recency bucket lets the tower follow what is popular when: a query at or
     after the end of training asks for what is popular now.
+
+    User attributes (gender, occupation, zip prefix: those whose vocabulary is in
+    `vocab_sizes`; age when `age_z` is in the inputs) are used where the dataset
+    has them.
     """
 
     def __init__(self, vocab_sizes: dict[str, int], hp: HParams):
         super().__init__(name="query_tower")
         self.user = id_embedding(vocab_sizes[F.VOCAB_USER], hp.id_embedding_dim, "user_embedding")
         self.user_dropout = IdDropout(vocab_sizes[F.VOCAB_USER], hp.id_dropout, hp.seed, name="user_id_dropout")
-        self.gender = id_embedding(vocab_sizes[F.VOCAB_GENDER], 4, "gender_embedding")
-        self.occupation = id_embedding(vocab_sizes[F.VOCAB_OCCUPATION], hp.feature_embedding_dim, "occupation_embedding")
-        self.zip_prefix = id_embedding(vocab_sizes[F.VOCAB_ZIP_PREFIX], hp.feature_embedding_dim, "zip_prefix_embedding")
+        dims = {F.GENDER_INDEX: 4, F.OCCUPATION_INDEX: hp.feature_embedding_dim, F.ZIP_PREFIX_INDEX: hp.feature_embedding_dim}
+        self.attributes = {
+            feature: id_embedding(vocab_sizes[F.ID_FEATURE_VOCABS[feature]], dim, f"{F.ID_FEATURE_VOCABS[feature]}_embedding")
+            for feature, dim in dims.items()
+            if F.ID_FEATURE_VOCABS[feature] in vocab_sizes
+        }
         self.recency = tf.keras.layers.Embedding(F.RECENCY_BUCKETS, hp.feature_embedding_dim, name="recency_embedding")
         self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, name="history_embedding")
         self.mlp = _mlp(hp, "query_mlp")
@@ -96,14 +103,13 @@ class QueryTower(tf.keras.Model):
     def call(self, inputs: dict, training=None) -> tf.Tensor:
         parts = [
             self.user(self.user_dropout(inputs[F.USER_INDEX], training=training)),
-            self.gender(inputs[F.GENDER_INDEX]),
-            self.occupation(inputs[F.OCCUPATION_INDEX]),
-            self.zip_prefix(inputs[F.ZIP_PREFIX_INDEX]),
-            tf.expand_dims(inputs[F.AGE_Z], -1),
             inputs[F.TIME_CONTEXT],
             self.recency(inputs[F.RECENCY_BUCKET]),
             self.history(inputs[F.HISTORY_TOKENS]),
         ]
+        parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
+        if F.AGE_Z in inputs:
+            parts.append(tf.expand_dims(inputs[F.AGE_Z], -1))
         return self.mlp(tf.concat(parts, axis=-1))
 
 
@@ -113,7 +119,8 @@ ITEM_MODALITIES = ("id", "metadata") + tuple(F.CONTENT_EMBEDDINGS)
 class CandidateTower(tf.keras.Model):
     """Item id + metadata + pretrained content embeddings -> candidate embedding [batch, embedding_dim].
 
-    Each modality (id; metadata = title tokens + genres + year; each content
+    Each modality (id; metadata = title tokens + genres + year, those the
+    dataset has; each content
     embedding the catalog has: text, image, audio) is projected to
     `fusion_dim`; a learned gate scores each projection and a softmax over the
     *available* modalities weighs them. The id is unavailable for items unseen
@@ -140,8 +147,12 @@ class CandidateTower(tf.keras.Model):
         self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.modalities]])
         self.seed = hp.seed
         self.item = id_embedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, "item_embedding")
-        self.title = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_TITLE_TOKENS], hp.feature_embedding_dim, name="title_embedding")
-        self.genres = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_GENRES], hp.feature_embedding_dim, name="genre_embedding")
+        # Metadata: title words and genres where the dataset has them (+ year, if in the inputs).
+        self.metadata = {
+            feature: MaskedMeanEmbedding(vocab_sizes[F.TOKEN_FEATURE_VOCABS[feature]], hp.feature_embedding_dim, name=f"{F.TOKEN_FEATURE_VOCABS[feature]}_embedding")
+            for feature in (F.TITLE_TOKENS, F.GENRE_TOKENS)
+            if F.TOKEN_FEATURE_VOCABS[feature] in vocab_sizes
+        }
         self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
         self.mlp = _mlp(hp, "candidate_mlp")
@@ -149,13 +160,13 @@ class CandidateTower(tf.keras.Model):
     def _modalities(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
         """-> projections [batch, M, fusion_dim] and availability [batch, M] (1 = present)."""
         item_index = inputs[F.ITEM_INDEX]
-        raw = {
-            "id": self.item(item_index),
-            "metadata": tf.concat(
-                [self.title(inputs[F.TITLE_TOKENS]), self.genres(inputs[F.GENRE_TOKENS]), tf.expand_dims(inputs[F.YEAR_Z], -1)], axis=-1
-            ),
-        }
-        available = {"id": tf.cast(item_index < self.oov_item, tf.float32), "metadata": tf.ones_like(inputs[F.YEAR_Z])}
+        metadata = [embedding(inputs[feature]) for feature, embedding in self.metadata.items()]
+        if F.YEAR_Z in inputs:
+            metadata.append(tf.expand_dims(inputs[F.YEAR_Z], -1))
+        if not metadata:  # no item metadata at all: a constant the gate can learn to weigh
+            metadata.append(tf.ones_like(tf.cast(item_index, tf.float32))[:, tf.newaxis])
+        raw = {"id": self.item(item_index), "metadata": tf.concat(metadata, axis=-1)}
+        available = {"id": tf.cast(item_index < self.oov_item, tf.float32), "metadata": tf.ones_like(tf.cast(item_index, tf.float32))}
         for modality in self.content_dims:
             embedding = tf.cast(inputs[F.CONTENT_EMBEDDINGS[modality]], tf.float32)
             raw[modality] = embedding

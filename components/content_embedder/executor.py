@@ -63,6 +63,11 @@ def _first_bytes(feature, name: str) -> bytes:
     return values[0] if values else b""
 
 
+def _has(feature, name: str) -> bool:
+    """Whether the item carries `name` at all: an absent modality is not an error, an empty or broken one is."""
+    return name in feature and len(feature[name].bytes_list.value) > 0
+
+
 def check_image(data: bytes) -> Optional[str]:
     """None if `data` decodes as an image, else the reason it does not."""
     if not data:
@@ -117,7 +122,8 @@ class ParseItem(beam.DoFn):
 
     Main output: text (item_id, str); tagged IMAGE: (item_id, encoded bytes),
     only for images that decode; tagged AUDIO: (item_id, 16 kHz waveform); tagged QUARANTINE: {item_id, modality, reason}
-    for content that is missing or broken. The item itself is never dropped.
+    for content that is present but empty or broken. An item without an image or a
+    sound simply has no such embedding; the item itself is never dropped.
     """
 
     def __init__(self, modalities: Sequence[str]):
@@ -132,14 +138,14 @@ class ParseItem(beam.DoFn):
                 yield item_id, text
             else:
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": TEXT, "reason": "empty text"})
-        if IMAGE in self.modalities:
+        if IMAGE in self.modalities and _has(feature, F.IMAGE):
             data = _first_bytes(feature, F.IMAGE)
             problem = check_image(data)
             if problem is None:
                 yield beam.pvalue.TaggedOutput(IMAGE, (item_id, data))
             else:
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": IMAGE, "reason": problem})
-        if AUDIO in self.modalities:
+        if AUDIO in self.modalities and _has(feature, F.AUDIO):
             try:
                 yield beam.pvalue.TaggedOutput(AUDIO, (item_id, decode_audio(_first_bytes(feature, F.AUDIO))))
             except AudioError as error:

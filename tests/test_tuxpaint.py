@@ -1,0 +1,101 @@
+"""The tuxpaint catalog (real photos, captions, sounds from the Debian package) and the interaction simulator."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from datasets import simulator, tuxpaint
+from datasets.records import read_records, write_dataset
+from towers import features as F
+
+pytestmark = pytest.mark.unit
+
+MAMMALS = os.path.join(tuxpaint.STAMPS_DIR, "animals", "mammals")
+
+
+@pytest.fixture
+def stamps(tmp_path):
+    """A small stamps tree from real package files, plus a corrupt photo and a stamp with no caption."""
+    root = tmp_path / "stamps"
+    (root / "animals" / "mammals").mkdir(parents=True)
+    (root / "food").mkdir()
+    for name in ("badger.png", "badger.txt", "badger.ogg", "echidna.png", "echidna.txt"):
+        shutil.copy(os.path.join(MAMMALS, name), root / "animals" / "mammals" / name)
+    (root / "food" / "broken.png").write_bytes(open(os.path.join(MAMMALS, "echidna.png"), "rb").read()[:100])
+    (root / "food" / "broken.txt").write_text("A broken picture.\nfr.utf8=Une image cassée.\n")
+    shutil.copy(os.path.join(MAMMALS, "badger.png"), root / "food" / "no_caption.png")
+    (root / "food" / "drawing.svg").write_text("<svg/>")  # vector-only stamps are not items
+    return str(root)
+
+
+def test_catalog_has_real_content_and_records_problems(stamps):
+    catalog, traits, quarantined = tuxpaint.load_catalog(stamps)
+    items = catalog.set_index(F.ITEM_ID)
+    assert sorted(items.index) == ["animals/mammals/badger", "animals/mammals/echidna", "food/broken", "food/no_caption"]
+    badger = items.loc["animals/mammals/badger"]
+    assert badger[F.TITLE] == open(os.path.join(MAMMALS, "badger.txt")).readline().strip()
+    assert badger[F.GENRES] == ["animals", "mammals"] and badger[F.ITEM_TEXT].endswith("animals, mammals")
+    assert badger[F.IMAGE].startswith(b"\x89PNG") and badger[F.AUDIO].startswith(b"OggS")
+    assert items.loc["animals/mammals/echidna", F.AUDIO] is None  # no sound of its own: no audio, not an error
+    assert items.loc["food/broken", F.IMAGE] is None and items.loc["food/broken", F.ITEM_TEXT].startswith("A broken picture.")
+    assert items.loc["food/no_caption", F.TITLE] == "no caption"
+    problems = {(q.source, q.field, q.kept) for q in quarantined}
+    assert problems == {("food/broken.png", F.IMAGE, True), ("food/no_caption.txt", F.ITEM_TEXT, True)}
+    assert traits.has_sound == [True, False, False, False]
+    assert traits.colour[2] == tuxpaint.UNKNOWN_COLOUR and traits.leaf[0] == "animals/mammals"
+
+
+def test_dominant_colour_of_solid_pictures():
+    import io
+
+    from PIL import Image
+
+    def png(rgb):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), rgb).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    assert [tuxpaint.dominant_colour(png(c)) for c in [(220, 20, 20), (20, 200, 20), (20, 20, 220), (128, 128, 128)]] == ["red", "green", "blue", "grey"]
+
+
+TRAITS = simulator.ItemTraits(
+    item_ids=[f"i{i}" for i in range(40)],
+    category=["a"] * 20 + ["b"] * 20,
+    leaf=["a/x"] * 10 + ["a/y"] * 10 + ["b/z"] * 20,
+    colour=["red", "grey"] * 20,
+    has_sound=[i % 4 == 0 for i in range(40)],
+)
+
+
+def test_simulator_is_seeded_and_well_formed():
+    first = simulator.simulate(TRAITS, num_users=50, seed=3)
+    assert first.equals(simulator.simulate(TRAITS, num_users=50, seed=3))
+    assert not first.equals(simulator.simulate(TRAITS, num_users=50, seed=4))
+    assert first[F.TIMESTAMP].is_monotonic_increasing
+    assert set(first[F.RATING]) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    per_user = first.groupby(F.USER_ID)[F.ITEM_ID]
+    assert (per_user.count() >= simulator.MIN_EVENTS).all()
+    assert (per_user.nunique() == per_user.count()).all()  # no repeats within a user
+    assert first[F.USER_ID].nunique() == 50
+
+
+def test_simulated_users_follow_their_category_taste():
+    frame = simulator.simulate(TRAITS, num_users=300, seed=0)
+    category = frame[F.ITEM_ID].str[1:].astype(int) // 20  # 0 = "a", 1 = "b"
+    share_a = category.groupby(frame[F.USER_ID]).mean()
+    # Dirichlet(0.5) tastes over two categories: many users lean clearly one way.
+    assert ((share_a < 0.25) | (share_a > 0.75)).mean() > 0.3
+
+
+def test_written_tuxpaint_dataset_keeps_media_in_the_catalog_only(stamps, tmp_path):
+    interactions, catalog, users, quarantined = tuxpaint.load(root=stamps, max_users=20)
+    assert set(interactions.columns) == {F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP, F.TITLE, F.GENRES}
+    out = tmp_path / "data"
+    write_dataset("tuxpaint", str(out), interactions, catalog, users, quarantined, eval_fraction=0.2)
+    rows = {row[F.ITEM_ID]: row for row in read_records(str(out / "catalog" / "catalog.tfrecord.gz"))}
+    assert F.AUDIO in rows["animals/mammals/badger"] and F.AUDIO not in rows["animals/mammals/echidna"]
+    assert F.IMAGE not in rows["food/broken"]
+    train = read_records(str(out / "examples" / "train" / "data.tfrecord.gz"))
+    assert train and not any(F.IMAGE in row or F.AGE in row for row in train)
+    np.testing.assert_equal(len(users), 20)
