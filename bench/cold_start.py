@@ -1,17 +1,20 @@
 """Benchmark: item-modality ablation, warm vs cold items, in one run.
 
-Trains the default pipeline once per variant of the item tower (the
+Trains the pipeline once per variant of the item tower (the
 components upstream of the Trainer are cached and shared), then scores each
 trained model's `evaluate` signature on the same eval split, split by whether
 the held-out item appeared in training (warm) or not (cold, reachable only
 through content). Most-popular is scored on the same rows.
 
-    .venv/bin/python -m bench.cold_start [--output /tmp/mmtower-cold] [--epochs 3] [--cold-items 0.1]
+    .venv/bin/python -m bench.cold_start [--dataset tuxpaint] [--output /tmp/mmtower-cold] [--epochs 3] [--cold-items 0.1]
+
+Variants using a modality the dataset's catalog lacks (e.g. image on
+MovieLens) are skipped.
 
 Cold items are those of the eval split held out of training (`--cold-items`)
 plus any that simply never occurred before the cutoff.
 
-Writes bench/results/cold_start.md.
+Writes bench/results/cold_start-<dataset>.md.
 """
 import argparse
 import os
@@ -28,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from components import baseline  # noqa: E402
 from datasets.records import EVAL_SPLIT, EXAMPLES_DIR, TRAIN_SPLIT  # noqa: E402
 from bench import results  # noqa: E402
+from datasets import registry  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
 from towers import exporter, metrics  # noqa: E402
 from towers.hparams import HParams  # noqa: E402
@@ -36,7 +40,9 @@ VARIANTS = {
     "ID only": ("id",),
     "ID + metadata": ("id", "metadata"),
     "ID + text": ("id", "text"),
-    "all (ID + metadata + text)": ("id", "metadata", "text"),
+    "ID + image": ("id", "image"),
+    "ID + audio": ("id", "audio"),
+    "all (ID + metadata + text + image + audio)": ("id", "metadata", "text", "image", "audio"),
 }
 KS = (10, 50)
 
@@ -57,14 +63,19 @@ def evaluate_model(model_dir: str, records: list[bytes]) -> dict[str, np.ndarray
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=registry.DEFAULT_DATASET, choices=sorted(registry.DATASETS))
     parser.add_argument("--output", default="/tmp/mmtower-cold")
     parser.add_argument("--epochs", type=int, default=HParams().epochs)
     parser.add_argument("--cold-items", type=float, default=0.1, help="share of eval items held out of training (default: 0.1)")
     args = parser.parse_args()
     rows, paths = [], None
+    available = {"id", "metadata", *registry.get(args.dataset).modalities}
     for label, modalities in VARIANTS.items():
+        if not set(modalities) <= available:
+            continue
         started = time.monotonic()
         config = local_runner.RunConfig(
+            dataset=args.dataset,
             output=args.output,
             hparams=HParams(epochs=args.epochs, item_modalities=modalities),
             cold_item_fraction=args.cold_items,
@@ -92,7 +103,8 @@ def main() -> int:
         ratio = float(cold_scores[1]) / max(float(warm[1]), 1e-9)
         overall = per_example[metrics.recall_name(10)].mean()
         lines.append(f"| {label} | {warm[0]} | {warm[1]} | {cold_scores[0]} | {cold_scores[1]} | {overall:.4f} | {ratio:.2f} | {seconds:.0f} |")
-    results.write("cold_start", lines)
+    lines += ["", f"Command: `.venv/bin/python -m bench.cold_start --dataset {args.dataset} --output {args.output} --epochs {args.epochs} --cold-items {args.cold_items}`"]
+    results.write(f"cold_start-{args.dataset}", lines)
     return 0
 
 

@@ -82,6 +82,19 @@ def content_features(item_ids: list[str], content: dict[str, dict[str, np.ndarra
     return {F.CONTENT_EMBEDDINGS[m]: embedding_rows(item_ids, embeddings, dims[m]) for m, embeddings in content.items()}
 
 
+def history_content_table(content_by_index: dict[str, np.ndarray], hp: HParams) -> np.ndarray | None:
+    """[items + OOV, D]: the content modalities the model uses, each row L2-normalised per modality, concatenated.
+
+    None when the model uses no content modality (e.g. an ID-only ablation) or the catalog has none.
+    """
+    parts = []
+    for modality, feature in F.CONTENT_EMBEDDINGS.items():
+        if modality in hp.item_modalities and feature in content_by_index:
+            rows = content_by_index[feature]
+            parts.append(rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(parts, axis=1) if parts else None
+
+
 def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None) -> tf.data.Dataset:
     """Transformed examples; with `content_by_index` (feature -> [items + OOV, dim]), batches get their items' content embeddings."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle)
@@ -121,8 +134,8 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
-    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content))
     content_by_index = content_features(item_vocab + [""] * F.NUM_OOV_BUCKETS, content)
+    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content_table(content_by_index, hp))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index)
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)

@@ -32,12 +32,15 @@ def item_sampling_probability(item_vocab: list[str], counts: dict[str, int]) -> 
 
 
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax retrieval with sampling-bias correction and accidental-hit removal."""
+    """In-batch softmax retrieval with sampling-bias correction and accidental-hit removal.
 
-    def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int]):
+    `history_content`: optional content table for the query tower (see towers.HistoryContent).
+    """
+
+    def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int], history_content=None):
         super().__init__()
         self.hp = hp
-        self.query_tower = QueryTower(vocab_sizes, hp)
+        self.query_tower = QueryTower(vocab_sizes, hp, history_content)
         self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims)
         self.sampling_probability = tf.constant(sampling_probability)
         self.task = tfrs.tasks.Retrieval(temperature=hp.temperature, remove_accidental_hits=True)

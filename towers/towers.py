@@ -64,6 +64,28 @@ class IdDropout(tf.keras.layers.Layer):
         return {**super().get_config(), "vocab_size": self.oov_index, "rate": self.rate, "seed": self.seed}
 
 
+class HistoryContent(tf.keras.layers.Layer):
+    """Padded history item ids [batch, len] (0 = padding) -> mean content embedding of those items [batch, D].
+
+    `table` holds each training item's pretrained content embeddings (one row
+    per item index, the OOV row zeros), fixed: the user's recent items say what
+    content they like, in the same terms the candidate tower sees an item, so
+    a taste learned for some items carries to every item with similar content.
+    Unknown items (OOV) are left out like padding.
+    """
+
+    def __init__(self, table, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(table.shape[0]) - F.NUM_OOV_BUCKETS
+        self.table = tf.Variable(tf.constant(table, tf.float32), trainable=False, name="history_content_table")
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        known = tf.logical_and(ids > 0, ids <= self.vocab_size)  # ids are vocabulary index + 1
+        rows = tf.gather(self.table, tf.where(known, ids - 1, 0))
+        mask = tf.cast(known, tf.float32)[..., tf.newaxis]
+        return tf.reduce_sum(rows * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
 def _mlp(hp: HParams, name: str) -> tf.keras.Sequential:
     layers = [tf.keras.layers.Dense(units, activation="relu") for units in hp.hidden_units]
     layers.append(tf.keras.layers.Dense(hp.embedding_dim))
@@ -84,9 +106,16 @@ class QueryTower(tf.keras.Model):
     User attributes (gender, occupation, zip prefix: those whose vocabulary is in
     `vocab_sizes`; age when `age_z` is in the inputs) are used where the dataset
     has them.
+
+    Args:
+      vocab_sizes: vocabulary sizes from the Transform output.
+      hp: hyperparameters.
+      history_content: optional [items + OOV, D] content embeddings by item
+        index (see HistoryContent); the recent items' mean content joins the
+        query.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams):
+    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, history_content=None):
         super().__init__(name="query_tower")
         self.user = id_embedding(vocab_sizes[F.VOCAB_USER], hp.id_embedding_dim, "user_embedding")
         self.user_dropout = IdDropout(vocab_sizes[F.VOCAB_USER], hp.id_dropout, hp.seed, name="user_id_dropout")
@@ -98,6 +127,10 @@ class QueryTower(tf.keras.Model):
         }
         self.recency = tf.keras.layers.Embedding(F.RECENCY_BUCKETS, hp.feature_embedding_dim, name="recency_embedding")
         self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, name="history_embedding")
+        self.history_content = None
+        if history_content is not None:
+            self.history_content = HistoryContent(history_content, name="history_content")
+            self.history_content_projection = tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name="history_content_projection")
         self.mlp = _mlp(hp, "query_mlp")
 
     def call(self, inputs: dict, training=None) -> tf.Tensor:
@@ -110,6 +143,8 @@ class QueryTower(tf.keras.Model):
         parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
         if F.AGE_Z in inputs:
             parts.append(tf.expand_dims(inputs[F.AGE_Z], -1))
+        if self.history_content is not None:
+            parts.append(self.history_content_projection(self.history_content(inputs[F.HISTORY_TOKENS])))
         return self.mlp(tf.concat(parts, axis=-1))
 
 
