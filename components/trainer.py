@@ -22,6 +22,7 @@ from towers.model import TwoTowerModel, item_sampling_probability
 
 HPARAMS_KEY = "hparams"
 CATALOG_KEY = "catalog_path"
+TEXT_ENCODER_KEY = "text_encoder_handle"  # read only when hparams.fine_tune_text
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     """Vocabulary name -> size, for the vocabularies of the features this dataset has."""
     transformed = tft_output.transformed_feature_spec()
@@ -95,8 +96,18 @@ def history_content_table(content_by_index: dict[str, np.ndarray], hp: HParams) 
     return np.concatenate(parts, axis=1) if parts else None
 
 
+def catalog_texts(catalog_path: str) -> dict[str, str]:
+    """Item id -> the text the text encoder reads, from the raw catalog."""
+    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.ITEM_TEXT: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    texts = {}
+    for batch in tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(1024):
+        parsed = tf.io.parse_example(batch, spec)
+        texts.update(zip(_decode(parsed[F.ITEM_ID].numpy()), _decode(parsed[F.ITEM_TEXT].numpy())))
+    return texts
+
+
 def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None) -> tf.data.Dataset:
-    """Transformed examples; with `content_by_index` (feature -> [items + OOV, dim]), batches get their items' content embeddings."""
+    """Transformed examples; with `content_by_index` (feature -> [items + OOV, ...]), batches get their items' content (embeddings, or text)."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle)
     dataset = fn_args.data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
     if content_by_index:
@@ -120,13 +131,15 @@ def seen_positions(dataset: tf.data.Dataset, num_user_rows: int, item_vocab: lis
 def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
     """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim])."""
     item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES if name in raw_spec}
+    text_spec = {F.ITEM_TEXT: tf.io.FixedLenFeature([], tf.string, default_value="")} if candidate_tower.text_encoder is not None else {}
     ids, embeddings = [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
     for batch in records:
-        raw = tf.io.parse_example(batch, item_spec)
+        raw = tf.io.parse_example(batch, {**item_spec, **text_spec})
+        text = {name: raw.pop(name) for name in text_spec}
         batch_ids = _decode(tf.squeeze(raw[F.ITEM_ID], 1).numpy())
         ids.extend(batch_ids)
-        embeddings.append(candidate_tower({**tft_layer(raw), **content_features(batch_ids, content)}).numpy())
+        embeddings.append(candidate_tower({**tft_layer(raw), **content_features(batch_ids, content), **text}).numpy())
     return ids, np.concatenate(embeddings)
 
 
@@ -135,7 +148,21 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
     content_by_index = content_features(item_vocab + [""] * F.NUM_OOV_BUCKETS, content)
-    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content_table(content_by_index, hp))
+    history_content = history_content_table(content_by_index, hp)
+    text_encoder = None
+    if hp.fine_tune_text and "text" in content and "text" in hp.item_modalities:
+        from towers.encoders import registry as encoders
+
+        text_encoder = encoders.load(fn_args.custom_config[TEXT_ENCODER_KEY], trainable=True)
+        if not text_encoder.trainable_weights:
+            raise ValueError(
+                f"the text encoder at {fn_args.custom_config[TEXT_ENCODER_KEY]} exposes no trainable weights, so it cannot be "
+                "fine-tuned: re-export it with `mmtower encoders export --force`"
+            )
+        texts = catalog_texts(fn_args.custom_config[CATALOG_KEY])
+        content_by_index[F.ITEM_TEXT] = np.array([texts.get(item, "") for item in item_vocab] + [""] * F.NUM_OOV_BUCKETS, dtype=object)
+        absl.logging.info("fine-tuning the text encoder %s", fn_args.custom_config[TEXT_ENCODER_KEY])
+    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index)
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)

@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Adam learning rate (default: {defaults.learning_rate})")
     run.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim, help=f"query/candidate embedding size (default: {defaults.embedding_dim})")
     run.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias (logQ) correction")
+    run.add_argument(
+        "--fine-tune-text",
+        action="store_true",
+        help="train the text encoder's weights with the item tower (slow on CPU); default: frozen, precomputed text embeddings",
+    )
     run.add_argument("--max-users", type=int, default=None, help="use only the first N users' interactions (quick demos, tests)")
     run.add_argument("--cold-items", type=float, default=None, help="share of the eval split's items kept out of training, to measure cold start (default: the dataset's, 0.1 for tuxpaint, 0 for movielens-100k)")
     run.add_argument("--min-recall", type=float, default=0.05, help="blessing floor on Recall@100 (default: 0.05)")
@@ -109,6 +114,7 @@ def _run(args) -> int:
         learning_rate=args.learning_rate,
         embedding_dim=args.embedding_dim,
         use_logq=not args.no_logq,
+        fine_tune_text=args.fine_tune_text,
     )
     config = local_runner.RunConfig(
         dataset=args.dataset,

@@ -61,17 +61,22 @@ def beam_args(num_workers: int) -> list[str]:
 def build_pipeline(config: RunConfig, paths: RunPaths):
     from tfx import v1 as tfx
 
-    from components.trainer import CATALOG_KEY, HPARAMS_KEY
+    from components.trainer import CATALOG_KEY, HPARAMS_KEY, TEXT_ENCODER_KEY
     from pipeline.pipeline import create_pipeline
 
+    handles = config.encoder_handles or {name: encoders.local_handle(name) for name in registry.get(config.dataset).modalities}
     return create_pipeline(
         pipeline_name=paths.pipeline_name,
         pipeline_root=paths.pipeline_root,
         examples_dir=os.path.join(paths.data_dir, EXAMPLES_DIR),
         catalog_dir=os.path.dirname(os.path.join(paths.data_dir, CATALOG_FILE)),
-        encoder_handles=config.encoder_handles or {name: encoders.local_handle(name) for name in registry.get(config.dataset).modalities},
+        encoder_handles=handles,
         schema_path=schema_path(config.dataset),
-        trainer_custom_config={HPARAMS_KEY: config.hparams.to_json(), CATALOG_KEY: os.path.join(paths.data_dir, CATALOG_FILE)},
+        trainer_custom_config={
+            HPARAMS_KEY: config.hparams.to_json(),
+            CATALOG_KEY: os.path.join(paths.data_dir, CATALOG_FILE),
+            TEXT_ENCODER_KEY: handles.get("text", ""),
+        },
         code_version=code_version(),
         eval_config=eval_config.build(config.min_recall_at_100, config.max_regression, registry.get(config.dataset).slice_features),
         serving_model_dir=paths.serving_model_dir(),

@@ -21,7 +21,8 @@ def _fmt(value: float | None) -> str:
 def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     lines = ["", "== mmtower run summary ==", format_metrics_table(summary.model_metrics, summary.baseline_metrics), ""]
     if summary.content_quarantined is not None:
-        lines.append(f"Content: {summary.content_quarantined} item modalities could not be encoded ({summary.content_quarantine_file})")
+        embedded = ", ".join(f"{modality} {count:,}" for modality, count in summary.content_items.items())
+        lines.append(f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})")
     if summary.blessed is None:
         lines.append("Evaluator: no blessing recorded")
     else:

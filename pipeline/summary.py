@@ -23,6 +23,7 @@ class RunSummary:
     model_uri: str | None = None
     content_quarantined: int | None = None
     content_quarantine_file: str | None = None
+    content_items: dict[str, int] = field(default_factory=dict)  # modality -> items with that embedding
 
 
 def _latest(store, type_name: str, component: str, pipeline_root: str):
@@ -69,6 +70,9 @@ def read(paths: RunPaths) -> RunSummary:
     if content := _latest(store, "Examples", CONTENT_COMPONENT, root):
         summary.content_quarantined = content.custom_properties[content_executor.NUM_QUARANTINED_PROPERTY].int_value
         summary.content_quarantine_file = os.path.join(content.uri, content_executor.QUARANTINE_FILE)
+        from components.trainer import read_item_embeddings
+
+        summary.content_items = {modality: len(items) for modality, items in read_item_embeddings(content.uri).items()}
     if model := _latest(store, "Model", TRAINER_COMPONENT, root):
         summary.model_uri = model.uri
     if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, root):

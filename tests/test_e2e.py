@@ -1,6 +1,8 @@
-"""LocalDagRunner end to end on a tiny slice of MovieLens-100K.
+"""LocalDagRunner end to end on tiny slices of both datasets.
 
-Asserts that every component executed, that a blessed model was pushed in TF
+tuxpaint (the default: 40 simulated users, the full catalog of photos,
+captions and sounds through all three encoders) and MovieLens-100K (40 real
+users, text only). Asserts that every component executed, that a blessed model was pushed in TF
 Serving's layout, and that the pushed SavedModel, loaded in a fresh process,
 returns K valid catalog item ids for a known user.
 """
@@ -43,10 +45,11 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tuxpaint", "movielens-100k"])
+def run(request, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("run"))
     config = local_runner.RunConfig(
+        dataset=request.param,
         output=output,
         hparams=HParams(epochs=1, batch_size=128, top_k=20),
         max_users=40,
@@ -90,7 +93,7 @@ def test_blessed_model_pushed_in_tf_serving_layout(run):
     assert result.pushed_to and os.path.samefile(result.pushed_to, version_dir)
     assert set(result.model_metrics) == set(result.baseline_metrics) - {"num_eval"}
     assert all(0.0 <= v <= 1.0 for v in result.model_metrics.values())
-    assert result.content_quarantined == 0  # every MovieLens item has text; it has no images to check
+    assert result.content_quarantined == 0  # the packaged photos, sounds and captions all encode
 
 
 def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
@@ -99,9 +102,9 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
 
     catalog_rows = read_records(os.path.join(paths.data_dir, CATALOG_FILE))
     catalog = {row[F.ITEM_ID] for row in catalog_rows}
-    item = to_example({name: catalog_rows[0][name] for name in F.ITEM_FEATURES})  # no text embedding: text missing
+    item = to_example({name: catalog_rows[0][name] for name in F.ITEM_FEATURES if name in catalog_rows[0]})  # no content embeddings
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
-    example = to_example({**{k: user[k] for k in F.QUERY_FEATURES if k != F.TIMESTAMP}, F.TIMESTAMP: 893286638})
+    example = to_example({**{k: user[k] for k in F.QUERY_FEATURES if k in user and k != F.TIMESTAMP}, F.TIMESTAMP: 893286638})
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, latest_version_dir(paths.serving_model_dir()), example.SerializeToString().hex(), item.SerializeToString().hex()],
         capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
@@ -114,14 +117,16 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     assert out["inputs"] == [exporter.EXAMPLES_INPUT]
     assert out["outputs"] == sorted([exporter.ITEM_IDS_OUTPUT, exporter.SCORES_OUTPUT])
     assert out["item_embedding_shape"] == [1, HParams().embedding_dim]
-    id_weight, metadata_weight, text_weight = out["modality_weights"]
-    assert text_weight == 0.0 and abs(id_weight + metadata_weight - 1.0) < 1e-5
+    id_weight, metadata_weight, *content_weights = out["modality_weights"]  # order: id, metadata, content modalities
+    assert len(content_weights) == {"tuxpaint": 3, "movielens-100k": 1}[paths.dataset]
+    assert content_weights == [0.0] * len(content_weights) and abs(id_weight + metadata_weight - 1.0) < 1e-5
 
 
 def test_recommend_cli(run):
     paths, _ = run
-    cli = [sys.executable, "-m", "pipeline.cli", "recommend", "--output", paths.output]
-    known = subprocess.run(cli + ["--user", "1"], capture_output=True, text=True, check=True)
+    cli = [sys.executable, "-m", "pipeline.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0][F.USER_ID]
+    known = subprocess.run(cli + ["--user", user], capture_output=True, text=True, check=True)
     lines = [line for line in known.stdout.splitlines() if re.match(r"\s*\d+\. ", line)]
     assert len(lines) == 10, known.stdout
     unknown = subprocess.run(cli + ["--user", "no-such-user"], capture_output=True, text=True, check=True)

@@ -27,7 +27,7 @@ def reference():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("minilm") / "text")
-    tf.saved_model.save(text_minilm.build(), path)
+    tf.saved_model.save(text_minilm.build_reusable(), path)  # what `mmtower encoders export` writes
     return path
 
 
@@ -47,6 +47,19 @@ def test_hub_keras_layer_matches_pytorch(reference, exported):
     assert got.shape == (len(reference["sentences"]), text_minilm.DIM)
     assert np.abs(got - want).max() < TOLERANCE
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+
+
+def test_text_encoder_is_frozen_by_default_and_fine_tunes_on_request(exported):
+    from towers.encoders import registry
+
+    frozen, tuned = registry.load(exported), registry.load(exported, trainable=True)
+    assert frozen.trainable_weights == [] and len(tuned.trainable_weights) > 50
+    text = tf.constant(["A blackbird. animals, birds", "A frog."])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tuned(text)[:, 0])
+    gradients = tape.gradient(loss, tuned.trainable_weights)
+    assert all(g is not None for g in gradients)
+    np.testing.assert_allclose(tuned(text).numpy(), frozen(text).numpy(), atol=1e-6)  # same weights before training
 
 
 IMAGES = os.path.join(os.path.dirname(__file__), "fixtures", "encoders", "efficientnet_images")

@@ -1,5 +1,6 @@
 """Towers, logQ correction and the loss, on tiny vocabularies with hand-computed values."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -164,3 +165,21 @@ def test_tower_fuses_every_content_modality_the_catalog_has():
     weights = tower.modality_weights(batch).numpy()
     assert weights[1, 3] == 0 and weights[0, 3] > 0  # row 1 has no image
     assert tower(batch).shape == (3, HP.embedding_dim)
+
+
+def test_fine_tuned_text_encoder_reads_item_text_and_gets_gradients(tmp_path):
+    from towers.encoders import registry
+
+    handle = registry.local_handle("text")
+    if not os.path.exists(os.path.join(handle, "saved_model.pb")):
+        handle = registry.export("text", str(tmp_path))
+    encoder = registry.load(handle, trainable=True)
+    tower = CandidateTower(VOCAB_SIZES, HP, {"text": 384}, text_encoder=encoder)
+    batch = {name: value for name, value in _batch().items() if name != F.TEXT_EMBEDDING}
+    batch[F.ITEM_TEXT] = tf.constant(["A blackbird. animals, birds", "  ", "A frog. animals, amphibians"])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tower(batch)[:, 0])
+    gradients = tape.gradient(loss, encoder.trainable_weights)
+    assert encoder.trainable_weights and any(g is not None for g in gradients)
+    text_weights = tower.modality_weights(batch).numpy()[:, tower.modalities.index("text")]
+    assert text_weights[1] == 0.0 and text_weights[0] > 0 and text_weights[2] > 0  # blank text counts as missing

@@ -70,6 +70,8 @@ class RetrievalModule(tf.Module):
         self._content_spec = {
             F.CONTENT_EMBEDDINGS[m]: tf.io.FixedLenFeature([dim], tf.float32, default_value=[0.0] * dim) for m, dim in content_dims.items()
         }
+        if getattr(candidate_tower, "text_encoder", None) is not None:  # fine-tuned text: the tower reads the text itself
+            self._content_spec[F.ITEM_TEXT] = tf.io.FixedLenFeature([], tf.string, default_value="")
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
         # `query` takes one tensor per query feature: scalars [batch], history [batch, None].
         scalars = [name for name in self._query_spec if name != F.HISTORY]

@@ -25,6 +25,9 @@ class HParams:
       item_modalities: which of the item tower's modalities (id, metadata,
         text, image, audio) it uses; the others count as missing (ablations).
         Content modalities the catalog lacks are left out regardless.
+      fine_tune_text: train the text encoder's weights with the item tower
+        (the tower then reads each item's text, not its precomputed embedding;
+        about 20x slower on CPU). Off: the encoder is frozen.
       use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
@@ -43,6 +46,7 @@ class HParams:
     fusion_dim: int = 64
     modality_dropout: float = 0.2
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
+    fine_tune_text: bool = False
     use_logq: bool = True
     learning_rate: float = 0.003
     batch_size: int = 512

@@ -35,13 +35,14 @@ class TwoTowerModel(tfrs.Model):
     """In-batch softmax retrieval with sampling-bias correction and accidental-hit removal.
 
     `history_content`: optional content table for the query tower (see towers.HistoryContent).
+    `text_encoder`: optional trainable text encoder for the candidate tower (fine-tuning).
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int], history_content=None):
+    def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int], history_content=None, text_encoder=None):
         super().__init__()
         self.hp = hp
         self.query_tower = QueryTower(vocab_sizes, hp, history_content)
-        self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims)
+        self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims, text_encoder)
         self.sampling_probability = tf.constant(sampling_probability)
         self.task = tfrs.tasks.Retrieval(temperature=hp.temperature, remove_accidental_hits=True)
 

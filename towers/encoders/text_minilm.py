@@ -132,3 +132,18 @@ def build(trainable: bool = False) -> MiniLMEncoder:
     model_dir = package_dir()
     weights = safetensors_io.load(os.path.join(model_dir, "model.safetensors"))
     return MiniLMEncoder(weights, os.path.join(model_dir, "vocab.txt"), trainable=trainable)
+
+
+def build_reusable() -> tf.train.Checkpoint:
+    """What `mmtower encoders export` saves: TF-Hub's Reusable SavedModel interface over the encoder.
+
+    Callable (string [batch] -> [batch, 384]), with `variables` and
+    `trainable_variables`, so `hub.KerasLayer(handle)` is the frozen encoder
+    and `hub.KerasLayer(handle, trainable=True)` fine-tunes the BERT weights.
+    """
+    encoder = build(trainable=True)
+    root = tf.train.Checkpoint(encoder=encoder)
+    root.__call__ = encoder.__call__
+    root.variables = list(encoder.variables)
+    root.trainable_variables = list(encoder.trainable_variables)
+    return root
