@@ -94,6 +94,11 @@ def test_blessed_model_pushed_in_tf_serving_layout(run):
     assert set(result.model_metrics) == set(result.baseline_metrics) - {"num_eval"}
     assert all(0.0 <= v <= 1.0 for v in result.model_metrics.values())
     assert result.content_quarantined == 0  # the packaged photos, sounds and captions all encode
+    catalog_size = len(read_records(os.path.join(paths.data_dir, CATALOG_FILE)))
+    if paths.dataset == "tuxpaint":  # every stamp has a photo and a caption; 131 have a sound of their own
+        assert result.content_items == {"text": catalog_size, "image": catalog_size, "audio": 131}
+    else:
+        assert result.content_items == {"text": catalog_size}
 
 
 def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):

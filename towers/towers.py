@@ -209,7 +209,8 @@ class CandidateTower(tf.keras.Model):
         for modality in self.content_dims:
             if modality == "text" and self.text_encoder is not None:
                 text = tf.reshape(inputs[F.ITEM_TEXT], [-1])
-                raw[modality] = self.text_encoder(text)
+                unique, position = tf.unique(text)  # a batch repeats popular items: encode each text once
+                raw[modality] = tf.gather(self.text_encoder(unique), position)
                 available[modality] = tf.cast(tf.strings.length(tf.strings.strip(text)) > 0, tf.float32)
                 continue
             embedding = tf.cast(inputs[F.CONTENT_EMBEDDINGS[modality]], tf.float32)
