@@ -42,9 +42,39 @@ VARIANTS = {
     "ID + text": ("id", "text"),
     "ID + image": ("id", "image"),
     "ID + audio": ("id", "audio"),
-    "all (ID + metadata + text + image + audio)": ("id", "metadata", "text", "image", "audio"),
+    "all modalities": ("id", "metadata", "text", "image", "audio"),
 }
 KS = (10, 50)
+
+
+def oracle(train: list[tuple], held_out: list[tuple], scores_by_user: dict[str, np.ndarray], item_ids: list[str]) -> dict[str, np.ndarray]:
+    """Per-example metrics of ranking every item by known true scores (the simulator's), same exclusions as the models."""
+    seen: dict[bytes, set] = {}
+    for user, item, _ in train:
+        seen.setdefault(user, set()).add(item)
+    catalog = np.array([i.encode() for i in item_ids], dtype=object)
+    k = max(metrics.RECALL_KS)
+    top = []
+    for user, _, history in held_out:
+        scores = scores_by_user[user.decode()].copy()
+        known = seen.get(user, set()).union(history)
+        scores[[i for i, item in enumerate(catalog) if item in known]] = -np.inf
+        top.append(catalog[np.argsort(-scores)[:k]].astype(bytes))
+    out = metrics.retrieval_metrics(tf.constant(np.stack(top)), tf.constant(np.array([e[1] for e in held_out], dtype=bytes)))
+    return {name: np.asarray(value) for name, value in out.items()}
+
+
+def simulator_ceilings(manifest_users: int | None, train, held_out) -> list[tuple[str, dict]]:
+    """tuxpaint only: the simulator's true affinity, and the same without the latent popularity (what content can reveal)."""
+    from datasets import simulator, tuxpaint
+
+    _, traits, _ = tuxpaint.load_catalog()
+    affinity, popularity = simulator.true_affinities(traits, manifest_users or tuxpaint.DEFAULT_USERS)
+    content_only = {user: scores - popularity for user, scores in affinity.items()}
+    return [
+        ("ceiling: simulator's true affinity", oracle(train, held_out, affinity, traits.item_ids)),
+        ("ceiling: true affinity without latent popularity (content-knowable part)", oracle(train, held_out, content_only, traits.item_ids)),
+    ]
 
 
 def score(per_example: dict[str, np.ndarray], mask: np.ndarray) -> list[str]:
@@ -67,17 +97,20 @@ def main() -> int:
     parser.add_argument("--output", default="/tmp/mmtower-cold")
     parser.add_argument("--epochs", type=int, default=HParams().epochs)
     parser.add_argument("--cold-items", type=float, default=0.1, help="share of eval items held out of training (default: 0.1)")
+    parser.add_argument("--modality-dropout", type=float, default=HParams().modality_dropout, help="item tower modality dropout (default: %(default)s)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
     args = parser.parse_args()
     rows, paths = [], None
     available = {"id", "metadata", *registry.get(args.dataset).modalities}
+    wanted = [label.strip() for label in args.variants.split(",")]
     for label, modalities in VARIANTS.items():
-        if not set(modalities) <= available:
+        if label not in wanted or not set(modalities) <= available:
             continue
         started = time.monotonic()
         config = local_runner.RunConfig(
             dataset=args.dataset,
             output=args.output,
-            hparams=HParams(epochs=args.epochs, item_modalities=modalities),
+            hparams=HParams(epochs=args.epochs, item_modalities=modalities, modality_dropout=args.modality_dropout),
             cold_item_fraction=args.cold_items,
             min_recall_at_100=0.0,
         )
@@ -97,13 +130,15 @@ def main() -> int:
     lines = [f"# Item-modality ablation, warm vs cold items ({paths.dataset}, {time.strftime('%Y-%m-%d')})", "",
              f"Eval interactions: {len(held_out):,}; with an item unseen in training (cold): {int(cold.sum())}.", "",
              header, "|" + "---|" * 8]
-    for label, model_dir, seconds in [("most-popular", None, 0.0)] + rows:
-        per_example = popular if model_dir is None else evaluate_model(model_dir, records)
+    scored = [("most-popular", popular, 0.0)] + [(label, evaluate_model(model_dir, records), seconds) for label, model_dir, seconds in rows]
+    if args.dataset == "tuxpaint":
+        scored += [(label, per_example, 0.0) for label, per_example in simulator_ceilings(config.max_users, train, held_out)]
+    for label, per_example, seconds in scored:
         warm, cold_scores = score(per_example, ~cold), score(per_example, cold)
         ratio = float(cold_scores[1]) / max(float(warm[1]), 1e-9)
         overall = per_example[metrics.recall_name(10)].mean()
         lines.append(f"| {label} | {warm[0]} | {warm[1]} | {cold_scores[0]} | {cold_scores[1]} | {overall:.4f} | {ratio:.2f} | {seconds:.0f} |")
-    lines += ["", f"Command: `.venv/bin/python -m bench.cold_start --dataset {args.dataset} --output {args.output} --epochs {args.epochs} --cold-items {args.cold_items}`"]
+    lines += ["", f"Command: `.venv/bin/python -m bench.cold_start --dataset {args.dataset} --output {args.output} --epochs {args.epochs} --cold-items {args.cold_items} --modality-dropout {args.modality_dropout}`"]
     results.write(f"cold_start-{args.dataset}", lines)
     return 0
 

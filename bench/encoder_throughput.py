@@ -1,12 +1,16 @@
-"""Benchmark: the ContentEmbedder Beam stage vs calling the same SavedModel directly.
+"""Benchmark: the ContentEmbedder Beam stage vs calling the same SavedModel directly, per encoder.
 
-Both embed the same catalog item texts with the same encoder handle. The Beam
-figure is end to end for the stage (parse, batching, RunInference, serialize,
-model load included), on the DirectRunner; the direct figure is the encoder
-called in batches of 128 after loading. Bar: Beam >= 0.7x direct.
+For each modality (text, image, audio) both paths embed the same catalog
+items with the same encoder handle. The Beam figure is end to end for the
+stage (parse, decode, batching, RunInference, join, serialize, model load
+included), on the DirectRunner; the direct figure is the encoder called on
+ready inputs after loading (text strings and encoded images in batches of
+128; audio one decoded 16 kHz waveform per call, as the stage does, so the
+stage's ratio for audio includes its decoding and resampling). Bar: Beam >= 0.7x direct.
 
-    .venv/bin/python -m bench.encoder_throughput [--catalog PATH] [--repeat 3]
+    .venv/bin/python -m bench.encoder_throughput [--catalog PATH] [--repeat 2]
 
+The default catalog is the tuxpaint one `mmtower run` builds under ./output.
 Writes bench/results/encoder_throughput.md.
 """
 import argparse
@@ -30,43 +34,60 @@ from towers.encoders import registry  # noqa: E402
 
 
 
-def direct(handle: str, texts: list[str], batch: int = 128) -> float:
+def direct(handle: str, batches: list, items: int) -> float:
+    """Items/s of the encoder called on ready input batches (traced on the first batch, untimed)."""
     model = registry.load(handle)
-    model(tf.constant(texts[:batch]))  # trace once, as RunInference's first batch would
+    model(tf.constant(batches[0]))
     started = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        model(tf.constant(texts[start : start + batch])).numpy()
-    return len(texts) / (time.perf_counter() - started)
+    for batch in batches:
+        model(tf.constant(batch)).numpy()
+    return items / (time.perf_counter() - started)
 
 
-def beam_stage(handle: str, records: list[bytes], options: list[str]) -> float:
+def beam_stage(modality: str, handle: str, records: list[bytes], options: list[str]) -> float:
     started = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(options)) as p:
-        embedded, _ = executor.embed_items(p | beam.Create(records), handle)
+        embedded, _ = executor.embed_items(p | beam.Create(records), {modality: handle})
         _ = embedded | beam.combiners.Count.Globally()
     return len(records) / (time.perf_counter() - started)
 
 
+def _bytes(record: bytes, name: str) -> bytes:
+    values = tf.train.Example.FromString(record).features.feature[name].bytes_list.value
+    return values[0] if values else b""
+
+
+def direct_batches(modality: str, records: list[bytes]) -> list:
+    """The encoder's ready inputs for `records`, batched as the stage batches them."""
+    if modality == "audio":  # one decoded 16 kHz clip per call
+        return [executor.decode_audio(_bytes(r, F.AUDIO))[None, :] for r in records]
+    inputs = [_bytes(r, F.ITEM_TEXT).decode() for r in records] if modality == "text" else [_bytes(r, F.IMAGE) for r in records]
+    return [inputs[start : start + 128] for start in range(0, len(inputs), 128)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--catalog", default="output/data/movielens-100k/catalog/catalog.tfrecord.gz")
-    parser.add_argument("--repeat", type=int, default=3, help="repeat the catalog to get a longer run")
+    parser.add_argument("--catalog", default="output/data/tuxpaint/catalog/catalog.tfrecord.gz")
+    parser.add_argument("--repeat", type=int, default=2, help="repeat the catalog to get a longer run")
     args = parser.parse_args()
-    handle = registry.local_handle("text")
-    records = list(tf.data.TFRecordDataset(args.catalog, compression_type="GZIP").as_numpy_iterator()) * args.repeat
-    texts = [tf.train.Example.FromString(r).features.feature[F.ITEM_TEXT].bytes_list.value[0].decode() for r in records]
-    rows = [("direct SavedModel call (batch 128)", direct(handle, texts))]
-    for label, options in [
-        ("Beam DirectRunner in_memory", ["--direct_running_mode=in_memory", "--direct_num_workers=1"]),
-        ("Beam DirectRunner multi_processing x2", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
-    ]:
-        rows.append((label, beam_stage(handle, records, options)))
+    catalog = list(tf.data.TFRecordDataset(args.catalog, compression_type="GZIP").as_numpy_iterator())
+    feature = {"text": F.ITEM_TEXT, "image": F.IMAGE, "audio": F.AUDIO}
+    lines = [f"# Encoder throughput: Beam stage vs direct SavedModel call ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})", "",
+             f"Catalog: {args.catalog}, repeated {args.repeat}x.", "",
+             "| encoder | items | direct items/s | Beam in_memory items/s (ratio) | Beam multi_processing x2 items/s (ratio) |", "|---|---|---|---|---|"]
+    for modality, name in feature.items():
+        records = [r for r in catalog if _bytes(r, name)] * args.repeat
+        if not records:
+            continue
+        handle = registry.local_handle(modality)
+        rate = direct(handle, direct_batches(modality, records), len(records))
+        in_memory = beam_stage(modality, handle, records, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+        multi = beam_stage(modality, handle, records, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+        lines.append(f"| {modality} | {len(records):,} | {rate:,.1f} | {in_memory:,.1f} ({in_memory / rate:.2f}x) | {multi:,.1f} ({multi / rate:.2f}x) |")
+        print(lines[-1], flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    base = rows[0][1]
-    lines = [f"# Text encoder throughput ({len(records):,} items, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})", "",
-             "| path | items/s | ratio to direct |", "|---|---|---|"]
-    lines += [f"| {label} | {rate:,.0f} | {rate / base:.2f}x |" for label, rate in rows]
-    lines += ["", f"Peak RSS of the bench process: {peak:,.0f} MiB (worker processes not included)."]
+    lines += ["", f"Peak RSS of the bench process: {peak:,.0f} MiB (worker processes not included).",
+              "", f"Command: `.venv/bin/python -m bench.encoder_throughput --catalog {args.catalog} --repeat {args.repeat}`"]
     results.write("encoder_throughput", lines)
     return 0
 

@@ -56,14 +56,8 @@ class ItemTraits:
     has_sound: list[bool]
 
 
-def simulate(traits: ItemTraits, num_users: int, seed: int = 0) -> pd.DataFrame:
-    """-> interactions (user_id, item_id, rating, timestamp), sorted by time.
-
-    Args:
-      traits: the catalog's item properties the tastes refer to.
-      num_users: simulated users, ids "u00001", ...
-      seed: everything random derives from it.
-    """
+def _users(traits: ItemTraits, num_users: int, seed: int):
+    """-> (latent item popularity [n], generator of (user id, affinity [n], chosen positions, timestamps, ratings))."""
     rng = np.random.default_rng(seed)
     n = len(traits.item_ids)
     categories, category_of = np.unique(traits.category, return_inverse=True)
@@ -72,23 +66,48 @@ def simulate(traits: ItemTraits, num_users: int, seed: int = 0) -> pd.DataFrame:
     leaf_category = np.array([np.searchsorted(categories, leaf.split("/")[0]) for leaf in leaves])
     sound = np.asarray(traits.has_sound, np.float64)
     quality = rng.normal(0.0, POPULARITY_SCALE, n)
+
+    def users():
+        for u in range(num_users):
+            taste = rng.dirichlet(np.full(len(categories), CATEGORY_CONCENTRATION))
+            leaf_weights = taste[leaf_category] + 1e-12
+            favourites = rng.choice(len(leaves), size=min(FAVOURITE_LEAVES, len(leaves)), replace=False, p=leaf_weights / leaf_weights.sum())
+            affinity = np.log(taste[category_of] + 1e-6) + quality
+            affinity += LEAF_BOOST * np.isin(leaf_of, favourites)
+            affinity += COLOUR_BOOST * (colour_of == rng.integers(len(colours)))
+            if rng.random() < SOUND_LOVER_SHARE:
+                affinity += SOUND_BOOST * sound
+            count = min(n, MIN_EVENTS + rng.geometric(1.0 / MEAN_EXTRA_EVENTS) - 1)
+            chosen = np.argsort(-(affinity + rng.gumbel(size=n)))[:count]
+            rng.shuffle(chosen)
+            times = START_TIMESTAMP + rng.integers(PERIOD_SECONDS) + np.cumsum(rng.exponential(EVENT_GAP_SECONDS, count)).astype(np.int64)
+            rank = np.argsort(np.argsort(affinity[chosen])) / max(count - 1, 1)  # 0 = least liked of the chosen
+            ratings = np.clip(np.round(1 + 4 * rank + rng.normal(0, 0.7, count)), 1, 5)
+            yield f"u{u + 1:05d}", affinity, chosen, times, ratings
+
+    return quality, users()
+
+
+def simulate(traits: ItemTraits, num_users: int, seed: int = 0) -> pd.DataFrame:
+    """-> interactions (user_id, item_id, rating, timestamp), sorted by time.
+
+    Args:
+      traits: the catalog's item properties the tastes refer to.
+      num_users: simulated users, ids "u00001", ...
+      seed: everything random derives from it.
+    """
     rows = []
-    for u in range(num_users):
-        taste = rng.dirichlet(np.full(len(categories), CATEGORY_CONCENTRATION))
-        leaf_weights = taste[leaf_category] + 1e-12
-        favourites = rng.choice(len(leaves), size=min(FAVOURITE_LEAVES, len(leaves)), replace=False, p=leaf_weights / leaf_weights.sum())
-        affinity = np.log(taste[category_of] + 1e-6) + quality
-        affinity += LEAF_BOOST * np.isin(leaf_of, favourites)
-        affinity += COLOUR_BOOST * (colour_of == rng.integers(len(colours)))
-        if rng.random() < SOUND_LOVER_SHARE:
-            affinity += SOUND_BOOST * sound
-        count = min(n, MIN_EVENTS + rng.geometric(1.0 / MEAN_EXTRA_EVENTS) - 1)
-        chosen = np.argsort(-(affinity + rng.gumbel(size=n)))[:count]
-        rng.shuffle(chosen)
-        times = START_TIMESTAMP + rng.integers(PERIOD_SECONDS) + np.cumsum(rng.exponential(EVENT_GAP_SECONDS, count)).astype(np.int64)
-        rank = np.argsort(np.argsort(affinity[chosen])) / max(count - 1, 1)  # 0 = least liked of the chosen
-        ratings = np.clip(np.round(1 + 4 * rank + rng.normal(0, 0.7, count)), 1, 5)
-        user = f"u{u + 1:05d}"
+    for user, _, chosen, times, ratings in _users(traits, num_users, seed)[1]:
         rows.extend((user, traits.item_ids[i], float(r), int(t)) for i, r, t in zip(chosen, ratings, times))
     frame = pd.DataFrame(rows, columns=[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP])
     return frame.sort_values([F.TIMESTAMP, F.USER_ID], kind="stable").reset_index(drop=True)
+
+
+def true_affinities(traits: ItemTraits, num_users: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The simulator's ground truth for `simulate(traits, num_users, seed)`: (user id -> affinity [n], latent popularity [n]).
+
+    Affinity minus popularity is the part of a user's taste that content
+    (category, photo colour, sound) can reveal; benchmarks use both as ceilings.
+    """
+    quality, users = _users(traits, num_users, seed)
+    return {user: affinity for user, affinity, *_ in users}, quality

@@ -99,3 +99,13 @@ def test_written_tuxpaint_dataset_keeps_media_in_the_catalog_only(stamps, tmp_pa
     train = read_records(str(out / "examples" / "train" / "data.tfrecord.gz"))
     assert train and not any(F.IMAGE in row or F.AGE in row for row in train)
     np.testing.assert_equal(len(users), 20)
+
+
+def test_true_affinities_explain_the_simulated_choices():
+    frame = simulator.simulate(TRAITS, num_users=100, seed=5)
+    affinity, popularity = simulator.true_affinities(TRAITS, num_users=100, seed=5)
+    assert sorted(affinity) == sorted(frame[F.USER_ID].unique()) and popularity.shape == (40,)
+    position = {item: i for i, item in enumerate(TRAITS.item_ids)}
+    # Chosen items have higher affinity for their user than the average item.
+    lift = [affinity[u][position[i]] - affinity[u].mean() for u, i in zip(frame[F.USER_ID], frame[F.ITEM_ID])]
+    assert np.mean(lift) > 0.5

@@ -155,8 +155,8 @@ class CandidateTower(tf.keras.Model):
     """Item id + metadata + pretrained content embeddings -> candidate embedding [batch, embedding_dim].
 
     Each modality (id; metadata = title tokens + genres + year, those the
-    dataset has; each content
-    embedding the catalog has: text, image, audio) is projected to
+    dataset has; each content embedding the catalog has: text, image, audio)
+    is projected to
     `fusion_dim`; a learned gate scores each projection and a softmax over the
     *available* modalities weighs them. The id is unavailable for items unseen
     in training (OOV), a content modality for items without that embedding (all
