@@ -17,6 +17,7 @@ plus any that simply never occurred before the cutoff.
 Writes bench/results/cold_start-<dataset>.md.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -43,6 +44,7 @@ VARIANTS = {
     "ID + image": ("id", "image"),
     "ID + audio": ("id", "audio"),
     "all modalities": ("id", "metadata", "text", "image", "audio"),
+    "content only (no ID)": ("metadata", "text", "image", "audio"),
 }
 KS = (10, 50)
 
@@ -98,11 +100,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=HParams().epochs)
     parser.add_argument("--cold-items", type=float, default=0.1, help="share of eval items held out of training (default: 0.1)")
     parser.add_argument("--modality-dropout", type=float, default=HParams().modality_dropout, help="item tower modality dropout (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="override a towers.hparams.HParams field, e.g. --set temperature=0.1")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
     args = parser.parse_args()
     rows, paths = [], None
     available = {"id", "metadata", *registry.get(args.dataset).modalities}
     wanted = [label.strip() for label in args.variants.split(",")]
+    overrides = {name: json.loads(value) for name, value in (item.split("=", 1) for item in args.set)}
     for label, modalities in VARIANTS.items():
         if label not in wanted or not set(modalities) <= available:
             continue
@@ -110,7 +114,7 @@ def main() -> int:
         config = local_runner.RunConfig(
             dataset=args.dataset,
             output=args.output,
-            hparams=HParams(epochs=args.epochs, item_modalities=modalities, modality_dropout=args.modality_dropout),
+            hparams=HParams(epochs=args.epochs, item_modalities=modalities, modality_dropout=args.modality_dropout, **overrides),
             cold_item_fraction=args.cold_items,
             min_recall_at_100=0.0,
         )
@@ -138,7 +142,7 @@ def main() -> int:
         ratio = float(cold_scores[1]) / max(float(warm[1]), 1e-9)
         overall = per_example[metrics.recall_name(10)].mean()
         lines.append(f"| {label} | {warm[0]} | {warm[1]} | {cold_scores[0]} | {cold_scores[1]} | {overall:.4f} | {ratio:.2f} | {seconds:.0f} |")
-    lines += ["", f"Command: `.venv/bin/python -m bench.cold_start --dataset {args.dataset} --output {args.output} --epochs {args.epochs} --cold-items {args.cold_items} --modality-dropout {args.modality_dropout}`"]
+    lines += ["", f"Command: `.venv/bin/python -m bench.cold_start --dataset {args.dataset} --output {args.output} --epochs {args.epochs} --cold-items {args.cold_items} --modality-dropout {args.modality_dropout}" + "".join(f" --set {item}" for item in args.set) + "`"]
     results.write(f"cold_start-{args.dataset}", lines)
     return 0
 

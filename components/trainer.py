@@ -19,6 +19,7 @@ from towers import exporter
 from towers import features as F
 from towers.hparams import HParams
 from towers.model import TwoTowerModel, item_sampling_probability
+from towers.towers import content_profile, profile_modalities
 
 HPARAMS_KEY = "hparams"
 CATALOG_KEY = "catalog_path"
@@ -83,17 +84,16 @@ def content_features(item_ids: list[str], content: dict[str, dict[str, np.ndarra
     return {F.CONTENT_EMBEDDINGS[m]: embedding_rows(item_ids, embeddings, dims[m]) for m, embeddings in content.items()}
 
 
-def history_content_table(content_by_index: dict[str, np.ndarray], hp: HParams) -> np.ndarray | None:
-    """[items + OOV, D]: the content modalities the model uses, each row L2-normalised per modality, concatenated.
+def history_content_table(content_by_index: dict[str, np.ndarray], hp: HParams, fine_tuned_text: bool = False) -> np.ndarray | None:
+    """[items + OOV, D]: each item's content profile (towers.content_profile over towers.profile_modalities).
 
     None when the model uses no content modality (e.g. an ID-only ablation) or the catalog has none.
     """
-    parts = []
-    for modality, feature in F.CONTENT_EMBEDDINGS.items():
-        if modality in hp.item_modalities and feature in content_by_index:
-            rows = content_by_index[feature]
-            parts.append(rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12))
-    return np.concatenate(parts, axis=1) if parts else None
+    dims = {m: content_by_index[f].shape[1] for m, f in F.CONTENT_EMBEDDINGS.items() if f in content_by_index}
+    modalities = profile_modalities(dims, hp, text_encoder=True if fine_tuned_text else None)
+    if not modalities:
+        return None
+    return content_profile([content_by_index[F.CONTENT_EMBEDDINGS[m]] for m in modalities]).numpy()
 
 
 def catalog_texts(catalog_path: str) -> dict[str, str]:
@@ -148,9 +148,10 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
     content_by_index = content_features(item_vocab + [""] * F.NUM_OOV_BUCKETS, content)
-    history_content = history_content_table(content_by_index, hp)
+    fine_tune = hp.fine_tune_text and "text" in content and "text" in hp.item_modalities
+    history_content = history_content_table(content_by_index, hp, fine_tuned_text=fine_tune)
     text_encoder = None
-    if hp.fine_tune_text and "text" in content and "text" in hp.item_modalities:
+    if fine_tune:
         from towers.encoders import registry as encoders
 
         text_encoder = encoders.load(fn_args.custom_config[TEXT_ENCODER_KEY], trainable=True)

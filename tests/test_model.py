@@ -183,3 +183,15 @@ def test_fine_tuned_text_encoder_reads_item_text_and_gets_gradients(tmp_path):
     assert encoder.trainable_weights and any(g is not None for g in gradients)
     text_weights = tower.modality_weights(batch).numpy()[:, tower.modalities.index("text")]
     assert text_weights[1] == 0.0 and text_weights[0] > 0 and text_weights[2] > 0  # blank text counts as missing
+
+
+def test_towers_share_one_content_projection():
+    table = np.random.default_rng(0).normal(size=(VOCAB_SIZES[F.VOCAB_ITEM] + 1, TEXT_DIM)).astype(np.float32)
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(content_similarity_dim=4), CONTENT_DIMS, history_content=table)
+    batch = _batch()
+    queries, candidates = model.query_tower(batch), model.candidate_tower(batch)
+    assert queries.shape == candidates.shape == (3, HP.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(candidates.numpy(), axis=1), 1.0, rtol=1e-5)
+    assert model.query_tower.shared_content is model.candidate_tower.shared_content
+    shared = {id(w) for w in model.query_tower.shared_content.weights}
+    assert shared <= {id(w) for w in model.query_tower.weights} and shared <= {id(w) for w in model.candidate_tower.weights}

@@ -20,8 +20,16 @@ class HParams:
       id_dropout: share of user/item ids replaced by the OOV bucket in training,
         so that unseen users get a trained embedding.
       fusion_dim: size each item modality is projected to before gating.
-      modality_dropout: chance that an item's id or text modality is hidden in
-        training (cold-start robustness).
+      content_similarity_dim: coordinates of both embeddings given to a shared
+        projection of content profiles (the user's recent items' content, the
+        candidate's content); 0 turns it off. See towers.shared_content_projection.
+      modality_dropout: chance that an item's id or a content modality is
+        hidden in training (cold-start robustness).
+      content_dropout: dropout rate on the pretrained content embeddings'
+        coordinates in training: 1,280 image or 384 text dimensions are enough
+        to tell every training item apart, and without it the tower memorises
+        items by their exact content instead of learning what in the content
+        users like, which does not carry to unseen items.
       item_modalities: which of the item tower's modalities (id, metadata,
         text, image, audio) it uses; the others count as missing (ablations).
         Content modalities the catalog lacks are left out regardless.
@@ -44,7 +52,9 @@ class HParams:
     l2_normalize: bool = True
     id_dropout: float = 0.2
     fusion_dim: int = 64
+    content_similarity_dim: int = 16
     modality_dropout: float = 0.2
+    content_dropout: float = 0.0
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
     fine_tune_text: bool = False
     use_logq: bool = True

@@ -7,7 +7,7 @@ import tensorflow_recommenders as tfrs
 
 from towers import features as F
 from towers.hparams import HParams
-from towers.towers import CandidateTower, QueryTower
+from towers.towers import CandidateTower, QueryTower, shared_content_projection
 
 
 def item_sampling_probability(item_vocab: list[str], counts: dict[str, int]) -> np.ndarray:
@@ -41,8 +41,9 @@ class TwoTowerModel(tfrs.Model):
     def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int], history_content=None, text_encoder=None):
         super().__init__()
         self.hp = hp
-        self.query_tower = QueryTower(vocab_sizes, hp, history_content)
-        self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims, text_encoder)
+        shared = shared_content_projection(hp) if history_content is not None else None
+        self.query_tower = QueryTower(vocab_sizes, hp, history_content, shared)
+        self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims, text_encoder, shared)
         self.sampling_probability = tf.constant(sampling_probability)
         self.task = tfrs.tasks.Retrieval(temperature=hp.temperature, remove_accidental_hits=True)
 

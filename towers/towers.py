@@ -86,12 +86,42 @@ class HistoryContent(tf.keras.layers.Layer):
         return tf.reduce_sum(rows * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
-def _mlp(hp: HParams, name: str) -> tf.keras.Sequential:
+def profile_modalities(content_dims: dict[str, int], hp: HParams, text_encoder=None) -> tuple[str, ...]:
+    """The content modalities whose precomputed embeddings form a content profile (see content_profile)."""
+    return tuple(m for m in content_dims if m in hp.item_modalities and not (m == "text" and text_encoder is not None))
+
+
+def content_profile(embeddings: list) -> tf.Tensor:
+    """Per-modality L2-normalised content embeddings, concatenated [batch, D]; a missing modality (zeros) stays zeros.
+
+    An item's profile and the mean profile of a user's recent items live in the
+    same space, which the towers compare through one shared projection.
+    """
+    return tf.concat([tf.math.l2_normalize(tf.cast(e, tf.float32), axis=-1) for e in embeddings], axis=-1)
+
+
+def _mlp(hp: HParams, name: str, output_dim: int) -> tf.keras.Sequential:
     layers = [tf.keras.layers.Dense(units, activation="relu") for units in hp.hidden_units]
-    layers.append(tf.keras.layers.Dense(hp.embedding_dim))
-    if hp.l2_normalize:
-        layers.append(tf.keras.layers.UnitNormalization())
+    layers.append(tf.keras.layers.Dense(output_dim))
     return tf.keras.Sequential(layers, name=name)
+
+
+def _output(hp: HParams, parts: list) -> tf.Tensor:
+    embedding = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
+    return tf.math.l2_normalize(embedding, axis=-1) if hp.l2_normalize else embedding
+
+
+def shared_content_projection(hp: HParams):
+    """The projection both towers apply to content profiles (None when hp.content_similarity_dim is 0).
+
+    Its output is the last `content_similarity_dim` coordinates of both
+    embeddings, so the score includes a learned similarity between the content
+    of the user's recent items and the candidate's content, which holds for an
+    item never seen in training exactly as for any other.
+    """
+    if hp.content_similarity_dim <= 0:
+        return None
+    return tf.keras.layers.Dense(hp.content_similarity_dim, use_bias=False, name="shared_content_projection")
 
 
 class QueryTower(tf.keras.Model):
@@ -115,8 +145,9 @@ class QueryTower(tf.keras.Model):
         query.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, history_content=None):
+    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, history_content=None, shared_content=None):
         super().__init__(name="query_tower")
+        self.hp = hp
         self.user = id_embedding(vocab_sizes[F.VOCAB_USER], hp.id_embedding_dim, "user_embedding")
         self.user_dropout = IdDropout(vocab_sizes[F.VOCAB_USER], hp.id_dropout, hp.seed, name="user_id_dropout")
         dims = {F.GENDER_INDEX: 4, F.OCCUPATION_INDEX: hp.feature_embedding_dim, F.ZIP_PREFIX_INDEX: hp.feature_embedding_dim}
@@ -128,10 +159,13 @@ class QueryTower(tf.keras.Model):
         self.recency = tf.keras.layers.Embedding(F.RECENCY_BUCKETS, hp.feature_embedding_dim, name="recency_embedding")
         self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, name="history_embedding")
         self.history_content = None
+        self.shared_content = None
         if history_content is not None:
             self.history_content = HistoryContent(history_content, name="history_content")
             self.history_content_projection = tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name="history_content_projection")
-        self.mlp = _mlp(hp, "query_mlp")
+            self.shared_content = shared_content
+        similarity_dim = hp.content_similarity_dim if self.shared_content is not None else 0
+        self.mlp = _mlp(hp, "query_mlp", hp.embedding_dim - similarity_dim)
 
     def call(self, inputs: dict, training=None) -> tf.Tensor:
         parts = [
@@ -143,9 +177,13 @@ class QueryTower(tf.keras.Model):
         parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
         if F.AGE_Z in inputs:
             parts.append(tf.expand_dims(inputs[F.AGE_Z], -1))
+        outputs = []
         if self.history_content is not None:
-            parts.append(self.history_content_projection(self.history_content(inputs[F.HISTORY_TOKENS])))
-        return self.mlp(tf.concat(parts, axis=-1))
+            profile = self.history_content(inputs[F.HISTORY_TOKENS])
+            parts.append(self.history_content_projection(profile))
+            if self.shared_content is not None:
+                outputs.append(self.shared_content(profile))
+        return _output(self.hp, [self.mlp(tf.concat(parts, axis=-1))] + outputs)
 
 
 ITEM_MODALITIES = ("id", "metadata") + tuple(F.CONTENT_EMBEDDINGS)
@@ -173,8 +211,9 @@ class CandidateTower(tf.keras.Model):
         `item_text` and fine-tuned, instead of read from `text_embedding`.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dims: dict[str, int], text_encoder=None):
+    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dims: dict[str, int], text_encoder=None, shared_content=None):
         super().__init__(name="candidate_tower")
+        self.hp = hp
         unknown = (set(hp.item_modalities) | set(content_dims)) - set(ITEM_MODALITIES)
         if unknown or not hp.item_modalities:
             raise ValueError(f"item_modalities must be a non-empty subset of {ITEM_MODALITIES}, got {hp.item_modalities}")
@@ -193,8 +232,12 @@ class CandidateTower(tf.keras.Model):
             if F.TOKEN_FEATURE_VOCABS[feature] in vocab_sizes
         }
         self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
+        self.content_dropout = tf.keras.layers.Dropout(hp.content_dropout, seed=hp.seed, name="content_dropout")
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
-        self.mlp = _mlp(hp, "candidate_mlp")
+        self.profile_modalities = profile_modalities(self.content_dims, hp, text_encoder)
+        self.shared_content = shared_content if self.profile_modalities else None
+        similarity_dim = hp.content_similarity_dim if self.shared_content is not None else 0
+        self.mlp = _mlp(hp, "candidate_mlp", hp.embedding_dim - similarity_dim)
 
     def _modalities(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
         """-> projections [batch, M, fusion_dim] and availability [batch, M] (1 = present)."""
@@ -216,6 +259,8 @@ class CandidateTower(tf.keras.Model):
             embedding = tf.cast(inputs[F.CONTENT_EMBEDDINGS[modality]], tf.float32)
             raw[modality] = embedding
             available[modality] = tf.cast(tf.reduce_sum(tf.abs(embedding), axis=-1) > 0, tf.float32)
+        for modality in self.content_dims:
+            raw[modality] = self.content_dropout(raw[modality], training=training)
         vectors = tf.stack([self.project[m](raw[m]) for m in self.modalities], axis=1)
         present = tf.stack([available[m] for m in self.modalities], axis=1) * self.enabled
         if training and self.modality_dropout > 0:
@@ -237,4 +282,8 @@ class CandidateTower(tf.keras.Model):
 
     def call(self, inputs: dict, training=None) -> tf.Tensor:
         vectors, weights = self._gated(inputs, training)
-        return self.mlp(tf.reduce_sum(vectors * weights[..., tf.newaxis], axis=1))
+        outputs = [self.mlp(tf.reduce_sum(vectors * weights[..., tf.newaxis], axis=1))]
+        if self.shared_content is not None:
+            profile = content_profile([inputs[F.CONTENT_EMBEDDINGS[m]] for m in self.profile_modalities])
+            outputs.append(self.shared_content(profile))
+        return _output(self.hp, outputs)
