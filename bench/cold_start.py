@@ -142,6 +142,9 @@ def main() -> int:
         ratio = float(cold_scores[1]) / max(float(warm[1]), 1e-9)
         overall = per_example[metrics.recall_name(10)].mean()
         lines.append(f"| {label} | {warm[0]} | {warm[1]} | {cold_scores[0]} | {cold_scores[1]} | {overall:.4f} | {ratio:.2f} | {seconds:.0f} |")
+    lines += ["", "wall s: the first variant includes every upstream component (cached for the later ones, which re-run Trainer, Evaluator and Pusher).",
+              "Ceilings (tuxpaint): every item ranked by the simulator's ground truth, with the same exclusions as the models; without the latent",
+              "popularity, the ranking uses only what content can reveal (category, subfolder, photo colour, sound)."]
     lines += ["", f"Command: `.venv/bin/python -m bench.cold_start --dataset {args.dataset} --output {args.output} --epochs {args.epochs} --cold-items {args.cold_items} --modality-dropout {args.modality_dropout}" + "".join(f" --set {item}" for item in args.set) + "`"]
     results.write(f"cold_start-{args.dataset}", lines)
     return 0

@@ -2,9 +2,9 @@
 
 Records wall time per component and in total (bar: <= 6 minutes on 2 cores),
 peak resident memory of the run, and the model's metrics beside most-popular on
-the same split, as a markdown table in bench/results/pipeline_run.md.
+the same split, as a markdown table in bench/results/pipeline_run-<dataset>.md.
 
-    .venv/bin/python -m bench.pipeline_run [--dataset movielens-100k] [--output /tmp/mmtower-bench]
+    .venv/bin/python -m bench.pipeline_run [--dataset tuxpaint] [--output /tmp/mmtower-bench]
 """
 import argparse
 import os
@@ -46,7 +46,7 @@ def main() -> int:
         "```",
         "",
     ]
-    results.write("pipeline_run", lines)
+    results.write(f"pipeline_run-{args.dataset}", lines)
     return 0
 
 

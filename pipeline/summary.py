@@ -26,11 +26,25 @@ class RunSummary:
     content_items: dict[str, int] = field(default_factory=dict)  # modality -> items with that embedding
 
 
-def _latest(store, type_name: str, component: str, pipeline_root: str):
-    """Newest artifact of `type_name` written by `component` under this pipeline root."""
-    prefix = os.path.join(pipeline_root, component) + os.sep
-    artifacts = [a for a in store.get_artifacts_by_type(type_name) if a.uri.startswith(prefix)]
-    return max(artifacts, key=lambda a: a.id) if artifacts else None
+def _latest(store, type_name: str, component: str, pipeline_name: str):
+    """The `type_name` output of the newest execution of `component`, whether it ran or was a cache hit.
+
+    Newest *execution*, not newest artifact: a cached Trainer reuses an older
+    Model artifact, and that one is this run's model.
+    """
+    from ml_metadata.proto import metadata_store_pb2
+
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+    if context is None:
+        return None
+    done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+    executions = [e for e in store.get_executions_by_context(context.id) if e.last_known_state in done]
+    if not executions:
+        return None
+    latest = max(executions, key=lambda e: e.id)
+    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([latest.id]) if e.type == metadata_store_pb2.Event.OUTPUT]
+    type_id = store.get_artifact_type(type_name).id
+    return next((a for a in store.get_artifacts_by_id(outputs) if a.type_id == type_id), None)
 
 
 def model_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
@@ -59,23 +73,23 @@ def read(paths: RunPaths) -> RunSummary:
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     store = metadata_store.MetadataStore(config)
     summary = RunSummary()
-    root = paths.pipeline_root
-    if baseline := _latest(store, "ModelEvaluation", BASELINE_COMPONENT, root):
+    name = paths.pipeline_name
+    if baseline := _latest(store, "ModelEvaluation", BASELINE_COMPONENT, name):
         with open(os.path.join(baseline.uri, baseline_component.METRICS_FILE)) as f:
             summary.baseline_metrics = json.load(f)
-    if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, root):
+    if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, name):
         summary.model_metrics = model_metrics_from_tfma(evaluation.uri)
-    if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, root):
+    if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, name):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
-    if content := _latest(store, "Examples", CONTENT_COMPONENT, root):
+    if content := _latest(store, "Examples", CONTENT_COMPONENT, name):
         summary.content_quarantined = content.custom_properties[content_executor.NUM_QUARANTINED_PROPERTY].int_value
         summary.content_quarantine_file = os.path.join(content.uri, content_executor.QUARANTINE_FILE)
         from components.trainer import read_item_embeddings
 
         summary.content_items = {modality: len(items) for modality, items in read_item_embeddings(content.uri).items()}
-    if model := _latest(store, "Model", TRAINER_COMPONENT, root):
+    if model := _latest(store, "Model", TRAINER_COMPONENT, name):
         summary.model_uri = model.uri
-    if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, root):
+    if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, name):
         if pushed.custom_properties["pushed"].int_value:
             summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
     return summary

@@ -47,17 +47,19 @@ print(json.dumps({
 
 @pytest.fixture(scope="module", params=["tuxpaint", "movielens-100k"])
 def run(request, tmp_path_factory):
-    output = str(tmp_path_factory.mktemp("run"))
-    config = local_runner.RunConfig(
-        dataset=request.param,
+    paths, wall_times = local_runner.run(_config(request.param, str(tmp_path_factory.mktemp("run"))))
+    return paths, wall_times
+
+
+def _config(dataset: str, output: str, epochs: int = 1) -> local_runner.RunConfig:
+    return local_runner.RunConfig(
+        dataset=dataset,
         output=output,
-        hparams=HParams(epochs=1, batch_size=128, top_k=20),
+        hparams=HParams(epochs=epochs, batch_size=128, top_k=20),
         max_users=40,
         min_recall_at_100=0.0,
         direct_num_workers=1,
     )
-    paths, wall_times = local_runner.run(config)
-    return paths, wall_times
 
 
 def executed_nodes(paths: RunPaths) -> set[str]:
@@ -136,3 +138,15 @@ def test_recommend_cli(run):
     assert len(lines) == 10, known.stdout
     unknown = subprocess.run(cli + ["--user", "no-such-user"], capture_output=True, text=True, check=True)
     assert "not in dataset" in unknown.stdout and "Traceback" not in unknown.stderr
+
+
+def test_cached_rerun_reports_its_own_model(run):
+    """Last in the file (it pushes more versions): a cache hit reuses an older model, and the summary must name that one."""
+    paths, _ = run
+    if paths.dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    first = summary.read(paths).model_uri
+    local_runner.run(_config(paths.dataset, paths.output, epochs=2))  # trains a newer model
+    assert summary.read(paths).model_uri != first
+    local_runner.run(_config(paths.dataset, paths.output))  # same inputs as the first run: the Trainer is a cache hit
+    assert summary.read(paths).model_uri == first
