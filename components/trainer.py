@@ -24,6 +24,8 @@ from towers.towers import content_profile, profile_modalities
 HPARAMS_KEY = "hparams"
 CATALOG_KEY = "catalog_path"
 TEXT_ENCODER_KEY = "text_encoder_handle"  # read only when hparams.fine_tune_text
+
+
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     """Vocabulary name -> size, for the vocabularies of the features this dataset has."""
     transformed = tft_output.transformed_feature_spec()
@@ -90,7 +92,7 @@ def history_content_table(content_by_index: dict[str, np.ndarray], hp: HParams, 
     None when the model uses no content modality (e.g. an ID-only ablation) or the catalog has none.
     """
     dims = {m: content_by_index[f].shape[1] for m, f in F.CONTENT_EMBEDDINGS.items() if f in content_by_index}
-    modalities = profile_modalities(dims, hp, text_encoder=True if fine_tuned_text else None)
+    modalities = profile_modalities(dims, hp, fine_tuned_text)
     if not modalities:
         return None
     return content_profile([content_by_index[F.CONTENT_EMBEDDINGS[m]] for m in modalities]).numpy()

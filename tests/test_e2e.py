@@ -150,3 +150,40 @@ def test_cached_rerun_reports_its_own_model(run):
     assert summary.read(paths).model_uri != first
     local_runner.run(_config(paths.dataset, paths.output))  # same inputs as the first run: the Trainer is a cache hit
     assert summary.read(paths).model_uri == first
+
+
+FINE_TUNED_PROCESS = """
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+import tensorflow_text  # the fine-tuned text encoder's WordPiece ops live in the model's graph
+from towers import exporter
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant([bytes.fromhex(h) for h in sys.argv[2:]]))
+print(json.dumps({"weights": out[exporter.MODALITY_WEIGHTS_OUTPUT].numpy().tolist(), "shape": list(out[exporter.EMBEDDINGS_OUTPUT].shape)}))
+"""
+
+
+def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run):
+    """Last in the file (it pushes another version): --fine-tune-text end to end; the exported model reads item_text."""
+    paths, _ = run
+    if paths.dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    from datasets.records import to_example
+
+    config = _config(paths.dataset, paths.output)
+    config.hparams = config.hparams.replace(fine_tune_text=True)
+    local_runner.run(config)
+    model_dir = os.path.join(summary.read(paths).model_uri, "Format-Serving")
+    row = read_records(os.path.join(paths.data_dir, CATALOG_FILE))[0]
+    item = {name: row[name] for name in F.ITEM_FEATURES if name in row}
+    with_text = to_example({**item, F.ITEM_TEXT: row[F.ITEM_TEXT]}).SerializeToString().hex()
+    without_text = to_example(item).SerializeToString().hex()
+    result = subprocess.run(
+        [sys.executable, "-c", FINE_TUNED_PROCESS, model_dir, with_text, without_text],
+        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    text = 2  # modality order: id, metadata, text, image, audio
+    assert out["shape"] == [2, HParams().embedding_dim]
+    assert out["weights"][0][text] > 0.0 and out["weights"][1][text] == 0.0

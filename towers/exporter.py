@@ -36,7 +36,6 @@ EMBEDDINGS_OUTPUT = "embeddings"
 MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 
 
-
 def _feature_spec(raw_spec: dict, names) -> dict:
     """The entries of `raw_spec` among `names` (a dataset declares a subset of the optional features)."""
     return {name: raw_spec[name] for name in names if name in raw_spec}

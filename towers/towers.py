@@ -86,9 +86,12 @@ class HistoryContent(tf.keras.layers.Layer):
         return tf.reduce_sum(rows * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
-def profile_modalities(content_dims: dict[str, int], hp: HParams, text_encoder=None) -> tuple[str, ...]:
-    """The content modalities whose precomputed embeddings form a content profile (see content_profile)."""
-    return tuple(m for m in content_dims if m in hp.item_modalities and not (m == "text" and text_encoder is not None))
+def profile_modalities(content_dims: dict[str, int], hp: HParams, fine_tuned_text: bool = False) -> tuple[str, ...]:
+    """The content modalities whose precomputed embeddings form a content profile (see content_profile).
+
+    A fine-tuned text encoder has no precomputed embedding to use, so text is left out then.
+    """
+    return tuple(m for m in content_dims if m in hp.item_modalities and not (m == "text" and fine_tuned_text))
 
 
 def content_profile(embeddings: list) -> tf.Tensor:
@@ -234,7 +237,7 @@ class CandidateTower(tf.keras.Model):
         self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
         self.content_dropout = tf.keras.layers.Dropout(hp.content_dropout, seed=hp.seed, name="content_dropout")
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
-        self.profile_modalities = profile_modalities(self.content_dims, hp, text_encoder)
+        self.profile_modalities = profile_modalities(self.content_dims, hp, fine_tuned_text=text_encoder is not None)
         self.shared_content = shared_content if self.profile_modalities else None
         similarity_dim = hp.content_similarity_dim if self.shared_content is not None else 0
         self.mlp = _mlp(hp, "candidate_mlp", hp.embedding_dim - similarity_dim)
