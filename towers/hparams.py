@@ -25,17 +25,12 @@ class HParams:
         candidate's content); 0 turns it off. See towers.shared_content_projection.
       modality_dropout: chance that an item's id or a content modality is
         hidden in training (cold-start robustness).
-      content_dropout: dropout rate on the pretrained content embeddings'
-        coordinates in training: 1,280 image or 384 text dimensions are enough
-        to tell every training item apart, and without it the tower memorises
-        items by their exact content instead of learning what in the content
-        users like, which does not carry to unseen items.
       item_modalities: which of the item tower's modalities (id, metadata,
         text, image, audio) it uses; the others count as missing (ablations).
         Content modalities the catalog lacks are left out regardless.
       fine_tune_text: train the text encoder's weights with the item tower
         (the tower then reads each item's text, not its precomputed embedding;
-        about 20x slower on CPU). Off: the encoder is frozen.
+        about 6 s per training step on 2 CPU cores). Off: the encoder is frozen.
       use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
@@ -54,7 +49,6 @@ class HParams:
     fusion_dim: int = 64
     content_similarity_dim: int = 16
     modality_dropout: float = 0.2
-    content_dropout: float = 0.0
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
     fine_tune_text: bool = False
     use_logq: bool = True

@@ -235,7 +235,6 @@ class CandidateTower(tf.keras.Model):
             if F.TOKEN_FEATURE_VOCABS[feature] in vocab_sizes
         }
         self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
-        self.content_dropout = tf.keras.layers.Dropout(hp.content_dropout, seed=hp.seed, name="content_dropout")
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
         self.profile_modalities = profile_modalities(self.content_dims, hp, fine_tuned_text=text_encoder is not None)
         self.shared_content = shared_content if self.profile_modalities else None
@@ -262,8 +261,6 @@ class CandidateTower(tf.keras.Model):
             embedding = tf.cast(inputs[F.CONTENT_EMBEDDINGS[modality]], tf.float32)
             raw[modality] = embedding
             available[modality] = tf.cast(tf.reduce_sum(tf.abs(embedding), axis=-1) > 0, tf.float32)
-        for modality in self.content_dims:
-            raw[modality] = self.content_dropout(raw[modality], training=training)
         vectors = tf.stack([self.project[m](raw[m]) for m in self.modalities], axis=1)
         present = tf.stack([available[m] for m in self.modalities], axis=1) * self.enabled
         if training and self.modality_dropout > 0:
