@@ -115,4 +115,7 @@ def preprocessing_fn(inputs: dict) -> dict:
     item_vocab = tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM)
     # Interaction counts per item, read by the trainer for the logQ correction.
     tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM_FREQUENCY, store_frequency=True)
-    return {**_query_features(inputs, item_vocab), **_item_features(inputs, item_vocab)}
+    out = {**_query_features(inputs, item_vocab), **_item_features(inputs, item_vocab)}
+    if F.RATING in inputs:  # the ranking model's label; serving queries have none
+        out[F.RATING] = tf.cast(_squeeze(inputs[F.RATING]), tf.float32)
+    return out

@@ -14,11 +14,13 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components import ranking_data, slices
 from components.content_trainer import ITEM_EMBEDDINGS_URI
 from towers import exporter
 from towers import features as F
 from towers.hparams import HParams
 from towers.model import TwoTowerModel, item_sampling_probability
+from towers.ranking import RankingModel
 from towers.towers import content_profile, profile_modalities
 
 HPARAMS_KEY = "hparams"
@@ -118,16 +120,29 @@ def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: i
     return dataset
 
 
-def seen_positions(dataset: tf.data.Dataset, num_user_rows: int, item_vocab: list[str], catalog_index: dict[str, int]) -> list[list[int]]:
-    """Catalog positions each user index interacted with in `dataset` (sorted, unique)."""
-    item_to_position = np.array([catalog_index.get(item, -1) for item in item_vocab] + [-1] * F.NUM_OOV_BUCKETS)
+def item_positions(item_vocab: list[str], catalog_index: dict[str, int]) -> np.ndarray:
+    """int64 [len(item_vocab) + OOV]: catalog position of each item index (-1: not in the catalog, OOV)."""
+    return np.array([catalog_index.get(item, -1) for item in item_vocab] + [-1] * F.NUM_OOV_BUCKETS, np.int64)
+
+
+def seen_positions(users: np.ndarray, positions: np.ndarray, num_user_rows: int) -> list[list[int]]:
+    """Catalog positions each user index interacted with (sorted, unique), from parallel arrays."""
     seen: list[set] = [set() for _ in range(num_user_rows)]
-    for batch in dataset:
-        for user, item in zip(batch[F.USER_INDEX].numpy(), batch[F.ITEM_INDEX].numpy()):
-            position = item_to_position[item]
-            if position >= 0:
-                seen[user].add(int(position))
+    for user, position in zip(users.tolist(), positions.tolist()):
+        if position >= 0:
+            seen[user].add(position)
     return [sorted(row) for row in seen]
+
+
+def training_interactions(dataset: tf.data.Dataset, query_tower) -> dict[str, np.ndarray]:
+    """User/item index, context, rating and the query embedding of every training interaction, in order."""
+    names = (F.USER_INDEX, F.ITEM_INDEX, F.TIME_CONTEXT, F.RATING)
+    out: dict[str, list] = {name: [] for name in names + (F.QUERY_EMBEDDING,)}
+    for batch in dataset:
+        for name in names:
+            out[name].append(batch[name].numpy())
+        out[F.QUERY_EMBEDDING].append(query_tower(batch).numpy())
+    return {name: np.concatenate(values) for name, values in out.items()}
 
 
 def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
@@ -174,8 +189,39 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     return model
 
 
+def train_ranker(tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]]) -> RankingModel:
+    """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data)."""
+    tf.keras.utils.set_random_seed(hp.seed)
+    negatives = ranking_data.retrieved_negatives(
+        train[F.QUERY_EMBEDDING], catalog.embeddings, train[F.USER_INDEX], positions, seen,
+        hp.ranking_candidates, hp.ranking_negatives, np.random.default_rng(hp.seed),
+    )
+    rows = ranking_data.ranking_rows(train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, hp.engaged_rating)
+    per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
+    if catalog.content_profile is not None:
+        per_position[F.CONTENT_PROFILE] = catalog.content_profile
+    per_row = {F.QUERY_EMBEDDING: train[F.QUERY_EMBEDDING], F.TIME_CONTEXT: train[F.TIME_CONTEXT]}
+    dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed)
+    ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
+    ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
+    absl.logging.info("ranking model: %d examples (%d engaged)", len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()))
+    ranker.fit(dataset, epochs=hp.ranking_epochs, verbose=2)
+    return ranker
+
+
+def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_vocab: list[str], tft_output, content, hp: HParams, fine_tuned_text: bool) -> exporter.CatalogTables:
+    index = {item: i for i, item in enumerate(item_vocab)}
+    return exporter.CatalogTables(
+        ids=catalog_ids,
+        embeddings=catalog_embeddings,
+        item_index=np.array([index.get(item, len(item_vocab)) for item in catalog_ids], np.int64),  # unseen -> OOV
+        content_profile=history_content_table(content_features(catalog_ids, content), hp, fine_tuned_text) if content else None,
+        slices=slices.catalog_slices(catalog_ids, item_counts(tft_output), content),
+    )
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """TFX Trainer entry point: train, then export the retrieval SavedModel."""
+    """TFX Trainer entry point: train retrieval, then ranking; export the serving SavedModel."""
     hp = HParams.from_json(fn_args.custom_config.get(HPARAMS_KEY))
     absl.logging.info("hyperparameters: %s", hp)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -188,10 +234,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     catalog_ids, catalog_embeddings = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, content)
+    fine_tuned_text = model.candidate_tower.text_encoder is not None
+    catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text)
     num_user_rows = tft_output.vocabulary_size_by_name(F.VOCAB_USER) + F.NUM_OOV_BUCKETS
-    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed)
-    seen = seen_positions(train_ds, num_user_rows, item_vocab, {item: i for i, item in enumerate(catalog_ids)})
+    train_data = training_interactions(_dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed), model.query_tower)
+    positions = item_positions(item_vocab, {item: i for i, item in enumerate(catalog_ids)})[train_data[F.ITEM_INDEX]]
+    seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
+    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen)
+    activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
-    module = exporter.RetrievalModule(tft_layer, model.query_tower, model.candidate_tower, raw_spec, catalog_ids, catalog_embeddings, seen, hp.top_k, content_dims(content))
+    module = exporter.ServingModule(
+        tft_layer, model.query_tower, model.candidate_tower, ranker, raw_spec, catalog, seen, activity,
+        hp.top_k, hp.ranking_candidates, hp.engaged_rating, content_dims(content),
+    )
     exporter.export(module, fn_args.serving_model_dir)
     absl.logging.info("exported %d catalog items to %s", len(catalog_ids), fn_args.serving_model_dir)

@@ -1,9 +1,17 @@
-"""TFMA configuration for the retrieval model.
+"""TFMA configuration for the ranking model (the retrieval gate is components/retrieval_evaluator).
 
-The exported `evaluate` signature returns per-example recall@K and ndcg@10 as
-named outputs; TFMA averages them (MeanPrediction per output) overall and per
-slice, and gates blessing on Recall@100: an absolute floor, and no regression
-beyond a tolerance against the last blessed model.
+TFMA runs the exported `rank_examples` signature on the eval split, with the
+`evaluation_features` signature as its preprocessing function: that adds the
+`engaged` label and the slices (item popularity, cold vs warm, modalities,
+user activity) computed from the model's own training data. Metrics:
+
+- engagement: AUC, calibration (mean prediction / mean label), mean label and
+  prediction, and NDCG@10 per user (query_key = user id, gain = rating: how
+  well the ranker orders each user's held-out items);
+- predicted rating: RMSE against the rating.
+
+Blessing: overall AUC above a floor, and no drop beyond a tolerance against
+the last blessed model (slices are reported, not gated: some are small).
 """
 from __future__ import annotations
 
@@ -11,44 +19,55 @@ import tensorflow_model_analysis as tfma
 
 from towers import exporter
 from towers import features as F
-from towers import metrics
+from towers.ranking import ENGAGEMENT_OUTPUT, RATING_OUTPUT
 
-GATED_METRIC = metrics.recall_name(100)
-METRIC_CLASS = "MeanPrediction"
+NDCG_K = 10
+GATED_METRIC = "auc"
 
 
-def build(min_recall_at_100: float, max_regression: float, slice_features: tuple[str, ...] = ()) -> tfma.EvalConfig:
-    """EvalConfig with one MeanPrediction per metric output, thresholds on GATED_METRIC.
+def build(min_auc: float, max_auc_regression: float, slice_features: tuple[str, ...] = ()) -> tfma.EvalConfig:
+    """EvalConfig for the ranking model.
 
     Args:
-      min_recall_at_100: absolute floor for blessing.
-      max_regression: allowed drop of Recall@100 versus the last blessed model.
-      slice_features: raw eval features to slice by, one at a time (besides overall).
+      min_auc: blessing floor on the engagement AUC.
+      max_auc_regression: allowed AUC drop versus the last blessed model.
+      slice_features: raw eval features to slice by too (e.g. gender), one at a time.
     """
     gate = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_recall_at_100}),
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_auc}),
         change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_regression}
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_auc_regression}
         ),
     )
-    metrics_specs = [
-        tfma.MetricsSpec(
-            output_names=[name],
-            metrics=[tfma.MetricConfig(class_name=METRIC_CLASS, threshold=gate if name == GATED_METRIC else None)],
-        )
-        for name in metrics.METRIC_NAMES
+    engagement = [
+        # Gated on the overall slice only: small slices are reported, not gated.
+        tfma.MetricConfig(
+            class_name="AUC",
+            config='{"name": "auc"}',
+            per_slice_thresholds=[tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=gate)],
+        ),
+        tfma.MetricConfig(class_name="Calibration"),
+        tfma.MetricConfig(class_name="MeanLabel"),
+        tfma.MetricConfig(class_name="MeanPrediction"),
+        tfma.MetricConfig(class_name="ExampleCount"),
     ]
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
-                signature_name=exporter.EVALUATE_SIGNATURE,
+                signature_name=exporter.RANK_EXAMPLES_SIGNATURE,
                 model_type=tfma.TF_GENERIC,
-                # The outputs are per-example metrics, not predictions of a label;
-                # TFMA still needs a label column, so the rating stands in.
-                label_keys={name: F.RATING for name in metrics.METRIC_NAMES},
-                preprocessing_function_names=[],
+                preprocessing_function_names=[exporter.EVALUATION_FEATURES_SIGNATURE],
+                label_keys={ENGAGEMENT_OUTPUT: F.ENGAGED, RATING_OUTPUT: F.RATING},
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in slice_features],
-        metrics_specs=metrics_specs,
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in F.EVAL_SLICE_FEATURES + tuple(slice_features)],
+        metrics_specs=[
+            tfma.MetricsSpec(output_names=[ENGAGEMENT_OUTPUT], metrics=engagement),
+            tfma.MetricsSpec(
+                output_names=[ENGAGEMENT_OUTPUT],
+                query_key=F.USER_ID,
+                metrics=[tfma.MetricConfig(class_name="NDCG", config=f'{{"gain_key": "{F.RATING}", "top_k_list": [{NDCG_K}]}}')],
+            ),
+            tfma.MetricsSpec(output_names=[RATING_OUTPUT], metrics=[tfma.MetricConfig(class_name="RootMeanSquaredError")]),
+        ],
     )

@@ -28,8 +28,10 @@ class RunConfig:
       cold_item_fraction: share of the eval split's items kept out of training
         entirely, to measure cold-start recommendation from content (None:
         the dataset's default).
-      min_recall_at_100: blessing floor on Recall@100.
-      max_regression: allowed Recall@100 drop versus the last blessed model.
+      min_recall_at_100: blessing floor on retrieval Recall@100.
+      max_regression: allowed retrieval Recall@100 drop versus the last blessed model.
+      min_auc: blessing floor on the ranking model's engagement AUC (TFMA).
+      max_auc_regression: allowed AUC drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
       enable_cache: reuse unchanged components' outputs from ML Metadata.
       encoder_handles: modality -> encoder handle; default: the local exports
@@ -43,6 +45,8 @@ class RunConfig:
     cold_item_fraction: float | None = None
     min_recall_at_100: float = 0.05
     max_regression: float = 0.02
+    min_auc: float = 0.5
+    max_auc_regression: float = 0.02
     direct_num_workers: int = 2
     enable_cache: bool = True
     encoder_handles: dict[str, str] | None = None
@@ -61,6 +65,7 @@ def beam_args(num_workers: int) -> list[str]:
 def build_pipeline(config: RunConfig, paths: RunPaths):
     from tfx import v1 as tfx
 
+    from components.retrieval_evaluator.executor import Thresholds
     from components.trainer import CATALOG_KEY, HPARAMS_KEY, TEXT_ENCODER_KEY
     from pipeline.pipeline import create_pipeline
 
@@ -78,7 +83,8 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
             TEXT_ENCODER_KEY: handles.get("text", ""),
         },
         code_version=code_version(),
-        eval_config=eval_config.build(config.min_recall_at_100, config.max_regression, registry.get(config.dataset).slice_features),
+        eval_config=eval_config.build(config.min_auc, config.max_auc_regression, registry.get(config.dataset).slice_features),
+        retrieval_thresholds=Thresholds(min_recall_at_100=config.min_recall_at_100, max_regression=config.max_regression),
         serving_model_dir=paths.serving_model_dir(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),
         beam_pipeline_args=beam_args(config.direct_num_workers),

@@ -1,9 +1,12 @@
 """The mmtower DAG. Builds a tfx.dsl.Pipeline; runners own paths and metadata.
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
-ValidationGate -> Transform -> Trainer -> Evaluator (+ last blessed model) ->
-Pusher, with MostPopularBaseline scored on the same split, and the catalog
-(CatalogExampleGen) embedded once per item by ContentEmbedder for the Trainer.
+ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
+(TFMA, ranking) -> RetrievalEvaluator (retrieval; also requires the
+Evaluator's blessing) -> Pusher, both evaluators comparing with the last model
+the RetrievalEvaluator blessed; MostPopularBaseline is scored on the same split,
+and the catalog (CatalogExampleGen) is embedded once per item by
+ContentEmbedder for the Trainer.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from tfx import v1 as tfx
 from components import content_trainer
 from components.baseline import MostPopularBaseline
 from components.content_embedder.component import ContentEmbedder
+from components.retrieval_evaluator.component import RetrievalEvaluator
+from components.retrieval_evaluator.executor import Thresholds
 from components.validation_gate import ValidationGate
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
@@ -24,6 +29,7 @@ TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 CATALOG_SPLIT = "catalog"
 CODE_VERSION_KEY = "code_version"
+RETRIEVAL_EVALUATOR_ID = "RetrievalEvaluator"
 
 
 def create_pipeline(
@@ -36,6 +42,7 @@ def create_pipeline(
     trainer_custom_config: dict,
     code_version: str,
     eval_config: tfma.EvalConfig,
+    retrieval_thresholds: Thresholds,
     serving_model_dir: str,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[list[str]] = None,
@@ -53,7 +60,8 @@ def create_pipeline(
       trainer_custom_config: passed to run_fn (hyperparameters, catalog path).
       code_version: fingerprint of the module code (pipeline.code_version), part
         of the cache key of the components that run it.
-      eval_config: TFMA config with the blessing thresholds.
+      eval_config: TFMA config of the ranking model, with its blessing thresholds.
+      retrieval_thresholds: the RetrievalEvaluator's floors and allowed regression.
       serving_model_dir: Pusher base directory; versions land in subfolders.
       metadata_connection_config: ML Metadata store.
       beam_pipeline_args: Beam options for the Beam-based components.
@@ -94,10 +102,13 @@ def create_pipeline(
     )
     baseline = MostPopularBaseline(examples=example_gen.outputs["examples"], code_version=code_version)
     baseline.add_upstream_node(validation_gate)
+    # Only the RetrievalEvaluator's blessing (which includes TFMA's) makes a model "last blessed".
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing, producer_component_id=RETRIEVAL_EVALUATOR_ID, output_key="blessing"
+        ),
     ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -106,9 +117,16 @@ def create_pipeline(
         eval_config=eval_config,
         example_splits=[EVAL_SPLIT],
     )
+    retrieval_evaluator = RetrievalEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        thresholds=retrieval_thresholds,
+        baseline_model=model_resolver.outputs["model"],
+        tfma_blessing=evaluator.outputs["blessing"],
+    ).with_id(RETRIEVAL_EVALUATOR_ID)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=retrieval_evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
@@ -129,6 +147,7 @@ def create_pipeline(
             baseline,
             model_resolver,
             evaluator,
+            retrieval_evaluator,
             pusher,
         ],
         enable_cache=enable_cache,

@@ -9,6 +9,7 @@ from pipeline.runs import RunPaths
 
 BASELINE_COMPONENT = "MostPopularBaseline"
 EVALUATOR_COMPONENT = "Evaluator"
+RETRIEVAL_EVALUATOR_COMPONENT = "RetrievalEvaluator"
 PUSHER_COMPONENT = "Pusher"
 TRAINER_COMPONENT = "Trainer"
 CONTENT_COMPONENT = "ContentEmbedder"
@@ -16,9 +17,14 @@ CONTENT_COMPONENT = "ContentEmbedder"
 
 @dataclass
 class RunSummary:
-    model_metrics: dict[str, float] = field(default_factory=dict)
+    model_metrics: dict[str, float] = field(default_factory=dict)  # retrieval, overall (RetrievalEvaluator)
+    recommend_metrics: dict[str, float] = field(default_factory=dict)  # retrieve-then-rank, overall
+    ranking_metrics: dict[str, float] = field(default_factory=dict)  # TFMA, overall: "<output>/<metric>"
     baseline_metrics: dict[str, float] = field(default_factory=dict)
-    blessed: bool | None = None
+    retrieval_report: dict = field(default_factory=dict)  # the RetrievalEvaluator's metrics.json
+    blessed: bool | None = None  # the blessing the Pusher reads (retrieval checks and TFMA's)
+    ranking_blessed: bool | None = None  # TFMA's alone
+    evaluation_uri: str | None = None  # TFMA output (tfma.load_eval_result)
     pushed_to: str | None = None
     model_uri: str | None = None
     content_quarantined: int | None = None
@@ -47,8 +53,16 @@ def _latest(store, type_name: str, component: str, pipeline_name: str):
     return next((a for a in store.get_artifacts_by_id(outputs) if a.type_id == type_id), None)
 
 
-def model_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
-    """Overall-slice metrics of the candidate model from a TFMA output folder, by output name."""
+def metric_name(key) -> str:
+    """'<output>/<metric>[@k]' for a TFMA MetricKey."""
+    name = f"{key.output_name}/{key.name}" if key.output_name else key.name
+    if key.HasField("sub_key") and key.sub_key.HasField("top_k"):
+        name += f"@{key.sub_key.top_k.value}"
+    return name
+
+
+def ranking_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
+    """Overall-slice metrics of the candidate model from a TFMA output folder, by metric_name()."""
     import tensorflow_model_analysis as tfma
 
     out = {}
@@ -56,9 +70,8 @@ def model_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
         if per_slice.slice_key.single_slice_keys:
             continue
         for kv in per_slice.metric_keys_and_values:
-            key = kv.key
-            if key.model_name in ("", "candidate") and key.output_name and not key.is_diff:
-                out[key.output_name] = kv.value.double_value.value
+            if kv.key.model_name in ("", "candidate") and not kv.key.is_diff and kv.value.HasField("double_value"):
+                out[metric_name(kv.key)] = kv.value.double_value.value
     return out
 
 
@@ -78,8 +91,18 @@ def read(paths: RunPaths) -> RunSummary:
         with open(os.path.join(baseline.uri, baseline_component.METRICS_FILE)) as f:
             summary.baseline_metrics = json.load(f)
     if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, name):
-        summary.model_metrics = model_metrics_from_tfma(evaluation.uri)
+        summary.evaluation_uri = evaluation.uri
+        summary.ranking_metrics = ranking_metrics_from_tfma(evaluation.uri)
     if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, name):
+        summary.ranking_blessed = bool(blessing.custom_properties["blessed"].int_value)
+    if retrieval := _latest(store, "ModelEvaluation", RETRIEVAL_EVALUATOR_COMPONENT, name):
+        from components.retrieval_evaluator import executor as retrieval_executor
+
+        with open(os.path.join(retrieval.uri, retrieval_executor.METRICS_FILE)) as f:
+            summary.retrieval_report = json.load(f)
+        summary.model_metrics = summary.retrieval_report[retrieval_executor.RETRIEVAL]["overall"]
+        summary.recommend_metrics = summary.retrieval_report[retrieval_executor.RECOMMEND]["overall"]
+    if blessing := _latest(store, "ModelBlessing", RETRIEVAL_EVALUATOR_COMPONENT, name):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
     if content := _latest(store, "Examples", CONTENT_COMPONENT, name):
         summary.content_quarantined = content.custom_properties[content_executor.NUM_QUARANTINED_PROPERTY].int_value

@@ -4,7 +4,6 @@ import tensorflow_model_analysis as tfma
 
 from pipeline import code_version, eval_config, local_runner
 from pipeline.runs import RunPaths
-from towers import metrics
 from towers.hparams import HParams
 
 pytestmark = pytest.mark.pipeline
@@ -22,6 +21,7 @@ EXPECTED_COMPONENTS = [
     "MostPopularBaseline",
     "latest_blessed_model_resolver",
     "Evaluator",
+    "RetrievalEvaluator",
     "Pusher",
 ]
 
@@ -40,8 +40,15 @@ def test_gate_precedes_transform_and_pusher_needs_blessing(built):
     by_id = {c.id: c for c in built.components}
     assert by_id["ValidationGate"] in by_id["Transform"].upstream_nodes
     assert "model_blessing" in by_id["Pusher"].inputs
-    assert by_id["Evaluator"] in by_id["Pusher"].upstream_nodes
+    # Pusher reads the RetrievalEvaluator's blessing, which requires the TFMA Evaluator's.
+    assert by_id["RetrievalEvaluator"] in by_id["Pusher"].upstream_nodes
+    assert by_id["Evaluator"] in by_id["RetrievalEvaluator"].upstream_nodes
+    assert "tfma_blessing" in by_id["RetrievalEvaluator"].inputs
     assert by_id["latest_blessed_model_resolver"] in by_id["Evaluator"].upstream_nodes
+    assert by_id["latest_blessed_model_resolver"] in by_id["RetrievalEvaluator"].upstream_nodes
+    # Only the RetrievalEvaluator's blessings make a model the "last blessed" one.
+    blessing_channel = by_id["latest_blessed_model_resolver"].raw_inputs["model_blessing"]
+    assert blessing_channel.producer_component_id == "RetrievalEvaluator"
     assert by_id["ContentEmbedder"] in by_id["Trainer"].upstream_nodes
     assert "item_embeddings" in by_id["Trainer"].inputs
 
@@ -55,12 +62,28 @@ def test_code_change_changes_cache_key(tmp_path):
     assert code_version.code_version(str(tmp_path), ("components",)) != before
 
 
-def test_eval_config_gates_recall_at_100():
-    config = eval_config.build(min_recall_at_100=0.07, max_regression=0.01)
-    assert [spec.output_names[0] for spec in config.metrics_specs] == list(metrics.METRIC_NAMES)
-    thresholds = {spec.output_names[0]: spec.metrics[0].threshold for spec in config.metrics_specs}
-    gate = thresholds[metrics.recall_name(100)]
-    assert gate.value_threshold.lower_bound.value == pytest.approx(0.07)
+def test_eval_config_ranks_with_slices_and_gates_auc():
+    from towers import exporter
+    from towers import features as F
+    from towers.ranking import ENGAGEMENT_OUTPUT, RATING_OUTPUT
+
+    config = eval_config.build(min_auc=0.6, max_auc_regression=0.01, slice_features=(F.GENDER,))
+    (spec,) = config.model_specs
+    assert spec.signature_name == exporter.RANK_EXAMPLES_SIGNATURE
+    assert list(spec.preprocessing_function_names) == [exporter.EVALUATION_FEATURES_SIGNATURE]
+    assert dict(spec.label_keys) == {ENGAGEMENT_OUTPUT: F.ENGAGED, RATING_OUTPUT: F.RATING}
+    sliced = [list(s.feature_keys) for s in config.slicing_specs]
+    assert sliced == [[]] + [[name] for name in F.EVAL_SLICE_FEATURES] + [[F.GENDER]]
+    metrics_by_output = {}
+    for metrics_spec in config.metrics_specs:
+        for metric in metrics_spec.metrics:
+            metrics_by_output.setdefault(metrics_spec.output_names[0], []).append((metric.class_name, metrics_spec.query_key))
+    assert ("NDCG", F.USER_ID) in metrics_by_output[ENGAGEMENT_OUTPUT]
+    assert {"AUC", "Calibration"} <= {name for name, _ in metrics_by_output[ENGAGEMENT_OUTPUT]}
+    assert metrics_by_output[RATING_OUTPUT] == [("RootMeanSquaredError", "")]
+    (per_slice,) = next(m.per_slice_thresholds for s in config.metrics_specs for m in s.metrics if m.class_name == "AUC")
+    assert [list(s.feature_keys) for s in per_slice.slicing_specs] == [[]]  # overall only
+    gate = per_slice.threshold
+    assert gate.value_threshold.lower_bound.value == pytest.approx(0.6)
     assert gate.change_threshold.absolute.value == pytest.approx(-0.01)
     assert gate.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
-    assert not thresholds[metrics.recall_name(10)].HasField("value_threshold")

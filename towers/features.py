@@ -65,6 +65,23 @@ HISTORY_LENGTH = 20
 ZIP_PREFIX_LENGTH = 3
 NUM_OOV_BUCKETS = 1
 
+# Ranking model inputs besides transformed features: the retrieval towers'
+# outputs and the item's pretrained content profile (towers.content_profile).
+QUERY_EMBEDDING = "query_embedding"
+CANDIDATE_EMBEDDING = "candidate_embedding"
+CONTENT_PROFILE = "content_profile"
+# Ranking label: 1.0 iff the user interacted with the item and rated it at
+# least HParams.engaged_rating; sampled non-interacted items are 0.0.
+ENGAGED = "engaged"
+
+# Evaluation slices, computed by the exported model from its training data
+# (signature `evaluation_features`), so any eval data can be sliced the same way.
+ITEM_POPULARITY = "item_popularity"  # head / torso / tail by training interactions; cold: none
+ITEM_FRESHNESS = "item_freshness"  # warm (in training) / cold (content only)
+ITEM_MODALITIES = "item_modalities"  # content the item has, e.g. "text+image"
+USER_ACTIVITY = "user_activity"  # new / light / medium / heavy by training interactions
+EVAL_SLICE_FEATURES = (ITEM_POPULARITY, ITEM_FRESHNESS, ITEM_MODALITIES, USER_ACTIVITY)
+
 # Vocabularies written by Transform; the towers size their embeddings from
 # `vocabulary_size_by_name(...)` on these names.
 VOCAB_USER = "user_id"

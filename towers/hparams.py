@@ -36,6 +36,16 @@ class HParams:
       batch_size: training batch size (also the number of in-batch negatives).
       epochs: passes over the training split.
       top_k: number of items the serving signatures return.
+      ranking_candidates: items retrieved for the ranking model to order
+        (`recommend`); also where the ranker's training negatives come from.
+      ranking_negatives: retrieved, not-interacted items sampled per training
+        interaction as the ranker's negatives.
+      ranking_cross_layers: DCN-v2 cross layers of the ranking model.
+      ranking_projection_dim: low-rank size of each cross layer (0: full rank).
+      ranking_hidden_units: the ranking model's deep layers after the cross.
+      ranking_epochs: passes over the ranking examples.
+      engaged_rating: a rating at or above it counts as positive engagement.
+      engagement_loss_weight, rating_loss_weight: the ranking tasks' weights.
       seed: seed for initialisers and shuffling.
     """
 
@@ -56,6 +66,15 @@ class HParams:
     batch_size: int = 512
     epochs: int = 3
     top_k: int = 100
+    ranking_candidates: int = 100
+    ranking_negatives: int = 3
+    ranking_cross_layers: int = 2
+    ranking_projection_dim: int = 32
+    ranking_hidden_units: tuple[int, ...] = (64, 32)
+    ranking_epochs: int = 2
+    engaged_rating: float = 4.0
+    engagement_loss_weight: float = 1.0
+    rating_loss_weight: float = 0.5
     seed: int = 42
 
     def to_json(self) -> str:
@@ -66,7 +85,7 @@ class HParams:
         if not text:
             return cls()
         values = json.loads(text)
-        for key in ("hidden_units", "item_modalities"):
+        for key in ("hidden_units", "item_modalities", "ranking_hidden_units"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -1,0 +1,107 @@
+"""Training examples for the ranking model, from interactions and the retrieval model.
+
+The ranker orders what retrieval returns, so it learns on that distribution:
+each training interaction is a positive (engaged iff its rating reaches
+`engaged_rating`) and `ranking_negatives` items sampled from the retrieval
+model's top `ranking_candidates` for the same query, which the user never
+interacted with, are negatives (engaged 0, rating unweighted).
+
+Items enter as catalog positions; the per-item inputs (id, candidate
+embedding, content profile) are gathered from tables by position, so a batch
+never materialises the content of every example.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from towers import features as F
+from towers.ranking import RATING_WEIGHT
+
+
+def retrieved_negatives(
+    queries: np.ndarray,
+    catalog_embeddings: np.ndarray,
+    users: np.ndarray,
+    positives: np.ndarray,
+    seen: list[list[int]],
+    num_candidates: int,
+    num_negatives: int,
+    rng: np.random.Generator,
+    batch_size: int = 2048,
+) -> np.ndarray:
+    """Per query, `num_negatives` catalog positions among its top `num_candidates` by score.
+
+    A candidate is skipped if it is the query's own item or one the user
+    interacted with in training.
+
+    Args:
+      queries: float32 [n, D] query embeddings.
+      catalog_embeddings: float32 [N, D] candidate embeddings by catalog position.
+      users: int [n] user index of each query (row of `seen`).
+      positives: int [n] catalog position of each query's item (-1: none).
+      seen: catalog positions each user index interacted with.
+      num_candidates, num_negatives: see HParams.ranking_candidates / ranking_negatives.
+      rng: sampling randomness.
+    Returns:
+      int64 [n, num_negatives] catalog positions; -1 where fewer were available.
+    """
+    n = len(queries)
+    k = min(num_candidates, len(catalog_embeddings))
+    out = np.full([n, num_negatives], -1, np.int64)
+    for start in range(0, n, batch_size):
+        scores = queries[start : start + batch_size] @ catalog_embeddings.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(np.arange(k), (len(scores), 1))
+        for offset, candidates in enumerate(top):
+            row = start + offset
+            excluded = set(seen[users[row]]) | {int(positives[row])}
+            allowed = [c for c in candidates if c not in excluded]
+            if allowed:
+                picks = rng.choice(allowed, size=min(num_negatives, len(allowed)), replace=False)
+                out[row, : len(picks)] = picks
+    return out
+
+
+def ranking_rows(users, positions, item_rows, ratings, negatives, engaged_rating: float) -> dict[str, np.ndarray]:
+    """Flat ranking examples: every interaction, then its sampled negatives.
+
+    Args:
+      users: int [n] user indices; positions: int [n] catalog positions of the
+        interacted items; item_rows: int [n] row of each interaction (its query
+        embedding and context); ratings: float [n];
+      negatives: int [n, m] from `retrieved_negatives` (-1 = none).
+    Returns:
+      F.USER_INDEX, "position", "row", F.ENGAGED, F.RATING, RATING_WEIGHT -> [n + valid negatives].
+    """
+    keep = positions >= 0
+    neg_rows, neg_cols = np.nonzero(negatives >= 0)
+    return {
+        F.USER_INDEX: np.concatenate([users[keep], users[neg_rows]]).astype(np.int64),
+        "position": np.concatenate([positions[keep], negatives[neg_rows, neg_cols]]).astype(np.int64),
+        "row": np.concatenate([item_rows[keep], item_rows[neg_rows]]).astype(np.int64),
+        F.ENGAGED: np.concatenate([(ratings[keep] >= engaged_rating).astype(np.float32), np.zeros(len(neg_rows), np.float32)]),
+        F.RATING: np.concatenate([ratings[keep], np.zeros(len(neg_rows))]).astype(np.float32),
+        RATING_WEIGHT: np.concatenate([np.ones(int(keep.sum()), np.float32), np.zeros(len(neg_rows), np.float32)]),
+    }
+
+
+def ranking_dataset(rows: dict[str, np.ndarray], per_row: dict[str, np.ndarray], per_position: dict[str, np.ndarray], batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches of ranking model inputs.
+
+    Args:
+      rows: from `ranking_rows`.
+      per_row: query-side inputs by interaction row (F.QUERY_EMBEDDING, F.TIME_CONTEXT).
+      per_position: item-side inputs by catalog position (F.ITEM_INDEX,
+        F.CANDIDATE_EMBEDDING, optionally F.CONTENT_PROFILE).
+    """
+    row_tables = {name: tf.constant(value) for name, value in per_row.items()}
+    position_tables = {name: tf.constant(value) for name, value in per_position.items()}
+
+    def gather(batch):
+        out = {name: batch[name] for name in (F.USER_INDEX, F.ENGAGED, F.RATING, RATING_WEIGHT)}
+        out.update({name: tf.gather(table, batch["row"]) for name, table in row_tables.items()})
+        out.update({name: tf.gather(table, batch["position"]) for name, table in position_tables.items()})
+        return out
+
+    dataset = tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows[F.USER_INDEX]), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

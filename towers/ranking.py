@@ -1,0 +1,105 @@
+"""The ranking model: DCN-v2 over user, item, content and context, two tasks.
+
+It orders the candidates the two towers retrieve. Its inputs are the user and
+item ids (own embeddings), the retrieval towers' query and candidate
+embeddings and their dot product, the item's pretrained content profile
+(towers.content_profile) and the time-of-day/day-of-week context. An item
+unseen in training has the OOV id and is ranked from its content-derived
+candidate embedding and content profile.
+
+Tasks (tensorflow-recommenders `Ranking` tasks, weights in HParams):
+- `engagement`: P(the user interacts with the item and rates it at least
+  `engaged_rating`), trained on interactions (label from the rating) and on
+  retrieved items the user did not interact with (label 0);
+- `predicted_rating`: the rating, trained on interactions only.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from towers import features as F
+from towers.hparams import HParams
+from towers.towers import IdDropout, id_embedding
+
+ENGAGEMENT_OUTPUT = "engagement"  # probability in [0, 1]
+RATING_OUTPUT = "predicted_rating"
+ENGAGEMENT_LOGIT = "engagement_logit"
+RATING_WEIGHT = "rating_weight"  # training only: 1 for interactions, 0 for sampled negatives
+
+
+class RankingModel(tfrs.Model):
+    """DCN-v2 ranking with an engagement and a rating head.
+
+    Args:
+      vocab_sizes: vocabulary name -> size (F.VOCAB_USER and F.VOCAB_ITEM used).
+      hp: hyperparameters (ranking_* fields, id sizes, id_dropout, seed).
+      content_dim: size of F.CONTENT_PROFILE inputs; 0 when the model has no content.
+
+    Call inputs (batch B): F.USER_INDEX, F.ITEM_INDEX int64 [B];
+    F.QUERY_EMBEDDING, F.CANDIDATE_EMBEDDING float32 [B, D]; F.TIME_CONTEXT
+    [B, 4]; F.CONTENT_PROFILE [B, content_dim] when content_dim > 0.
+    Call outputs: ENGAGEMENT_LOGIT [B], ENGAGEMENT_OUTPUT [B], RATING_OUTPUT [B].
+    """
+
+    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dim: int = 0):
+        super().__init__()
+        self.hp, self.content_dim = hp, content_dim
+        users, items = vocab_sizes[F.VOCAB_USER], vocab_sizes[F.VOCAB_ITEM]
+        self.user_dropout = IdDropout(users, hp.id_dropout, seed=hp.seed)
+        self.item_dropout = IdDropout(items, hp.id_dropout, seed=hp.seed + 1)
+        self.user_embedding = id_embedding(users, hp.id_embedding_dim, "ranking_user_embedding")
+        self.item_embedding = id_embedding(items, hp.id_embedding_dim, "ranking_item_embedding")
+        self.content_projection = tf.keras.layers.Dense(hp.fusion_dim, name="ranking_content_projection") if content_dim else None
+        projection = hp.ranking_projection_dim or None
+        self.cross_layers = [
+            tfrs.layers.dcn.Cross(projection_dim=projection, kernel_initializer="glorot_uniform", name=f"cross_{i}")
+            for i in range(hp.ranking_cross_layers)
+        ]
+        self.deep = tf.keras.Sequential([tf.keras.layers.Dense(units, activation="relu") for units in hp.ranking_hidden_units], name="ranking_deep")
+        self.engagement_head = tf.keras.layers.Dense(1, name="engagement_head")
+        self.rating_head = tf.keras.layers.Dense(1, name="rating_head")
+        self.engagement_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name="engagement_auc")],
+        )
+        self.rating_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.MeanSquaredError(), metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")]
+        )
+
+    def call(self, inputs: dict, training=None) -> dict[str, tf.Tensor]:
+        query, candidate = inputs[F.QUERY_EMBEDDING], inputs[F.CANDIDATE_EMBEDDING]
+        parts = [
+            self.user_embedding(self.user_dropout(inputs[F.USER_INDEX], training=training)),
+            self.item_embedding(self.item_dropout(inputs[F.ITEM_INDEX], training=training)),
+            query,
+            candidate,
+            query * candidate,
+            tf.reduce_sum(query * candidate, axis=1, keepdims=True),  # the retrieval score
+            tf.cast(inputs[F.TIME_CONTEXT], tf.float32),
+        ]
+        if self.content_projection is not None:
+            parts.append(self.content_projection(inputs[F.CONTENT_PROFILE]))
+        x0 = tf.concat(parts, axis=1)
+        x = x0
+        for cross in self.cross_layers:
+            x = cross(x0, x)
+        hidden = self.deep(x)
+        logit = tf.squeeze(self.engagement_head(hidden), 1)
+        return {
+            ENGAGEMENT_LOGIT: logit,
+            ENGAGEMENT_OUTPUT: tf.sigmoid(logit),
+            RATING_OUTPUT: tf.squeeze(self.rating_head(hidden), 1),
+        }
+
+    def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
+        outputs = self(features, training=training)
+        column = lambda tensor: tf.expand_dims(tf.cast(tensor, tf.float32), 1)  # Keras losses reduce the last axis
+        engagement = self.engagement_task(labels=column(features[F.ENGAGED]), predictions=column(outputs[ENGAGEMENT_LOGIT]), training=training)
+        rating = self.rating_task(
+            labels=column(features[F.RATING]),
+            predictions=column(outputs[RATING_OUTPUT]),
+            sample_weight=features[RATING_WEIGHT],
+            training=training,
+        )
+        return self.hp.engagement_loss_weight * engagement + self.hp.rating_loss_weight * rating
