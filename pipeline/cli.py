@@ -15,7 +15,8 @@ import warnings
 EPILOG = """examples:
   mmtower run                                  # MovieLens-100K, output in ./output
   mmtower run --epochs 3 --output /tmp/mmt     # quicker, elsewhere
-  mmtower recommend --user 1                   # top 10 for user 1 from the pushed model
+  mmtower recommend --user u00001              # top 10 (retrieve, then rank) from the pushed model
+  mmtower report                               # HTML report: metrics per slice, across runs
   mmtower encoders export                      # write the pretrained encoders (done by make setup)
 """
 
@@ -81,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--k", type=int, default=10, help="number of items (default: 10)")
     rec.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset the model was trained on")
     rec.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
+    rec.add_argument("--include-seen", action="store_true", help="allow items the user already interacted with")
+    rec.add_argument("--retrieval-only", action="store_true", help="skip the ranking model: the two towers' top K by dot product")
+    rep = sub.add_parser(
+        "report",
+        help="write a static HTML report of a run folder: checks, metrics per slice, model vs most-popular, runs over time",
+    )
+    rep.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset of the run")
+    rep.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
+    rep.add_argument("--html", default=None, help="where to write it (default: <output>/report-<dataset>.html)")
     enc = sub.add_parser("encoders", help="pretrained content encoders (TF SavedModels in TF-Hub format)")
     enc_sub = enc.add_subparsers(dest="encoders_command", required=True)
     export = enc_sub.add_parser(
@@ -134,7 +144,13 @@ def _run(args) -> int:
 def _recommend(args) -> int:
     from pipeline import recommend
 
-    return recommend.main(args.output, args.dataset, args.user, args.k)
+    return recommend.main(args.output, args.dataset, args.user, args.k, exclude_seen=not args.include_seen, rank=not args.retrieval_only)
+
+
+def _report(args) -> int:
+    from pipeline import dashboard
+
+    return dashboard.main(args.output, args.dataset, args.html)
 
 
 def _environment_missing() -> str | None:
@@ -158,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.recommend import SetupError
 
     try:
-        return {"run": _run, "recommend": _recommend, "encoders": _encoders}[args.command](args)
+        return {"run": _run, "recommend": _recommend, "report": _report, "encoders": _encoders}[args.command](args)
     except (DataValidationError, SetupError, FileNotFoundError) as error:
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
