@@ -11,8 +11,10 @@ STAMPS_PACKAGE := tuxpaint-stamps-default
 STAMPS_DIR := /usr/share/tuxpaint/stamps
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -y -q
+# The report test opens `mmtower report`'s HTML in headless Chromium (tests only).
+BROWSER_PACKAGE := chromium
 
-.PHONY: run setup test test-fast clean
+.PHONY: run setup test-deps test test-fast clean
 
 run: setup
 	$(VENV)/bin/mmtower run
@@ -27,7 +29,10 @@ $(STAMP): requirements.lock setup.py
 	$(VENV)/bin/mmtower encoders export
 	touch $(STAMP)
 
-test: setup
+test-deps:
+	command -v chromium >/dev/null || $(APT_GET) install --no-install-recommends $(BROWSER_PACKAGE) || ($(APT_GET) update && $(APT_GET) install --no-install-recommends $(BROWSER_PACKAGE))
+
+test: setup test-deps
 	$(VENV)/bin/python -m pytest
 
 test-fast: setup

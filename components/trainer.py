@@ -192,11 +192,11 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
 def train_ranker(tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]]) -> RankingModel:
     """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data)."""
     tf.keras.utils.set_random_seed(hp.seed)
-    negatives = ranking_data.retrieved_negatives(
+    negatives, retrieved = ranking_data.retrieved_negatives(
         train[F.QUERY_EMBEDDING], catalog.embeddings, train[F.USER_INDEX], positions, seen,
         hp.ranking_candidates, hp.ranking_negatives, np.random.default_rng(hp.seed),
     )
-    rows = ranking_data.ranking_rows(train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, hp.engaged_rating)
+    rows = ranking_data.ranking_rows(train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, retrieved, hp.liked_rating)
     per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
     if catalog.content_profile is not None:
         per_position[F.CONTENT_PROFILE] = catalog.content_profile
@@ -204,7 +204,10 @@ def train_ranker(tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str
     dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed)
     ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
     ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
-    absl.logging.info("ranking model: %d examples (%d engaged)", len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()))
+    absl.logging.info(
+        "ranking model: %d examples (%d interactions, %d of them retrieved in the top %d, %d liked)",
+        len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()), int(retrieved.sum()), hp.ranking_candidates, int(rows[F.LIKED].sum()),
+    )
     ranker.fit(dataset, epochs=hp.ranking_epochs, verbose=2)
     return ranker
 
@@ -245,7 +248,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     module = exporter.ServingModule(
         tft_layer, model.query_tower, model.candidate_tower, ranker, raw_spec, catalog, seen, activity,
-        hp.top_k, hp.ranking_candidates, hp.engaged_rating, content_dims(content),
+        hp.top_k, hp.ranking_candidates, hp.liked_rating, content_dims(content),
     )
     exporter.export(module, fn_args.serving_model_dir)
     absl.logging.info("exported %d catalog items to %s", len(catalog_ids), fn_args.serving_model_dir)

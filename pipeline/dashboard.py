@@ -20,7 +20,7 @@ from towers import features as F
 from towers import metrics
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
-RANKING_COLUMNS = ("engagement/auc", "engagement/calibration", "engagement/ndcg@10", "predicted_rating/root_mean_squared_error", "engagement/example_count")
+RANKING_COLUMNS = ("like/auc", "like/calibration", "like/ndcg@10", "predicted_rating/root_mean_squared_error", "like/example_count")
 # After loading, the page counts what it drew (non-empty SVG plots, table rows) into <body data-*>,
 # so a headless browser's DOM dump shows whether the plots and tables rendered.
 SELF_CHECK = """<script>

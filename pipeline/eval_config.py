@@ -1,17 +1,21 @@
 """TFMA configuration for the ranking model (the retrieval gate is components/retrieval_evaluator).
 
-TFMA runs the exported `rank_examples` signature on the eval split, with the
-`evaluation_features` signature as its preprocessing function: that adds the
-`engaged` label and the slices (item popularity, cold vs warm, modalities,
-user activity) computed from the model's own training data. Metrics:
+TFMA runs the exported `rank_examples` signature on the eval split (held-out
+interactions), with the `evaluation_features` signature as its preprocessing
+function: that adds the `liked` label and the slices (item popularity, cold vs
+warm, modalities, user activity) computed from the model's own training data.
+Metrics:
 
-- engagement: AUC, calibration (mean prediction / mean label), mean label and
-  prediction, and NDCG@10 per user (query_key = user id, gain = rating: how
-  well the ranker orders each user's held-out items);
+- like (P(rating >= liked_rating | interaction)): AUC, calibration (mean
+  prediction / mean label), mean label and prediction, and NDCG@10 per user
+  (query_key = user id, gain = rating: how well the ranker orders each user's
+  held-out items);
 - predicted rating: RMSE against the rating.
+The engagement head (interaction vs not) needs non-interactions to score; the
+RetrievalEvaluator measures it through the `recommend` lists.
 
-Blessing: overall AUC above a floor, and no drop beyond a tolerance against
-the last blessed model (slices are reported, not gated: some are small).
+Blessing: overall like-AUC above a floor, and no drop beyond a tolerance
+against the last blessed model (slices are reported, not gated: some are small).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import tensorflow_model_analysis as tfma
 
 from towers import exporter
 from towers import features as F
-from towers.ranking import ENGAGEMENT_OUTPUT, RATING_OUTPUT
+from towers.ranking import LIKE_OUTPUT, RATING_OUTPUT
 
 NDCG_K = 10
 GATED_METRIC = "auc"
@@ -29,7 +33,7 @@ def build(min_auc: float, max_auc_regression: float, slice_features: tuple[str, 
     """EvalConfig for the ranking model.
 
     Args:
-      min_auc: blessing floor on the engagement AUC.
+      min_auc: blessing floor on the like AUC.
       max_auc_regression: allowed AUC drop versus the last blessed model.
       slice_features: raw eval features to slice by too (e.g. gender), one at a time.
     """
@@ -39,7 +43,7 @@ def build(min_auc: float, max_auc_regression: float, slice_features: tuple[str, 
             direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_auc_regression}
         ),
     )
-    engagement = [
+    like = [
         # Gated on the overall slice only: small slices are reported, not gated.
         tfma.MetricConfig(
             class_name="AUC",
@@ -57,14 +61,14 @@ def build(min_auc: float, max_auc_regression: float, slice_features: tuple[str, 
                 signature_name=exporter.RANK_EXAMPLES_SIGNATURE,
                 model_type=tfma.TF_GENERIC,
                 preprocessing_function_names=[exporter.EVALUATION_FEATURES_SIGNATURE],
-                label_keys={ENGAGEMENT_OUTPUT: F.ENGAGED, RATING_OUTPUT: F.RATING},
+                label_keys={LIKE_OUTPUT: F.LIKED, RATING_OUTPUT: F.RATING},
             )
         ],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in F.EVAL_SLICE_FEATURES + tuple(slice_features)],
         metrics_specs=[
-            tfma.MetricsSpec(output_names=[ENGAGEMENT_OUTPUT], metrics=engagement),
+            tfma.MetricsSpec(output_names=[LIKE_OUTPUT], metrics=like),
             tfma.MetricsSpec(
-                output_names=[ENGAGEMENT_OUTPUT],
+                output_names=[LIKE_OUTPUT],
                 query_key=F.USER_ID,
                 metrics=[tfma.MetricConfig(class_name="NDCG", config=f'{{"gain_key": "{F.RATING}", "top_k_list": [{NDCG_K}]}}')],
             ),

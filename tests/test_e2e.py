@@ -110,7 +110,7 @@ def test_blessed_model_pushed_in_tf_serving_layout(run):
     for metric_values in (result.model_metrics, result.recommend_metrics):
         assert set(metric_values) >= set(result.baseline_metrics) - {"num_eval"}
         assert all(0.0 <= metric_values[name] <= 1.0 for name in metrics.METRIC_NAMES)
-    assert {"engagement/auc", "engagement/calibration", "engagement/ndcg@10", "predicted_rating/root_mean_squared_error"} <= set(result.ranking_metrics)
+    assert {"like/auc", "like/calibration", "like/ndcg@10", "predicted_rating/root_mean_squared_error"} <= set(result.ranking_metrics)
     assert result.content_quarantined == 0  # the packaged photos, sounds and captions all encode
     catalog_size = len(read_records(os.path.join(paths.data_dir, CATALOG_FILE)))
     if paths.dataset == "tuxpaint":  # every stamp has a photo and a caption; 131 have a sound of their own
@@ -180,6 +180,63 @@ def test_recommend_cli(run):
     assert len(lines) == 10, known.stdout
     unknown = subprocess.run(cli + ["--user", "no-such-user"], capture_output=True, text=True, check=True)
     assert "not in dataset" in unknown.stdout and "Traceback" not in unknown.stderr
+
+
+def test_report_renders_plots_and_tables_in_headless_chromium(run, tmp_path):
+    paths, _ = run
+    target = tmp_path / "report.html"
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "report", "--output", paths.output, "--dataset", paths.dataset, "--html", str(target)],
+        check=True, capture_output=True, text=True,
+    )
+    browser = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", target.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    rendered = dict(re.findall(r'data-(plots-rendered|table-rows)="(\d+)"', browser.stdout))
+    # overall bars, one bar chart per slice feature, the across-runs line chart
+    assert int(rendered["plots-rendered"]) == 2 + len(F.EVAL_SLICE_FEATURES)
+    assert int(rendered["table-rows"]) > 20
+
+
+def test_notebooks_run_top_to_bottom(run, monkeypatch):
+    import glob
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    paths, _ = run
+    if paths.dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    monkeypatch.setenv("MMTOWER_OUTPUT", paths.output)
+    monkeypatch.setenv("MMTOWER_DATASET", paths.dataset)
+    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "notebooks")
+    notebooks = sorted(glob.glob(os.path.join(folder, "*.ipynb")))
+    assert notebooks
+    for path in notebooks:
+        notebook = nbformat.read(path, as_version=4)
+        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": folder}}).execute()
+        errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+        assert not errors, (path, errors)
+
+
+def test_degraded_model_is_evaluated_not_blessed_not_pushed(run):
+    """A model trained with a learning rate of ~0 is scored by both evaluators, refused, and not pushed."""
+    paths, _ = run
+    if paths.dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    versions_before = sorted(os.listdir(paths.serving_model_dir()))
+    good = summary.read(paths)
+    config = _config(paths.dataset, paths.output)
+    config.hparams = config.hparams.replace(learning_rate=1e-9)
+    local_runner.run(config)
+    degraded = summary.read(paths)
+    assert degraded.model_uri != good.model_uri  # a new model was trained and evaluated
+    assert degraded.retrieval_report["baseline"] is not None  # against the last blessed model
+    failed = [c["check"] for c in degraded.retrieval_report["checks"] if not c["passed"]]
+    assert any("last blessed" in check for check in failed), degraded.retrieval_report["checks"]
+    assert degraded.blessed is False and degraded.pushed_to is None
+    assert sorted(os.listdir(paths.serving_model_dir())) == versions_before
 
 
 def test_cached_rerun_reports_its_own_model(run):

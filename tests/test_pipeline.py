@@ -65,21 +65,21 @@ def test_code_change_changes_cache_key(tmp_path):
 def test_eval_config_ranks_with_slices_and_gates_auc():
     from towers import exporter
     from towers import features as F
-    from towers.ranking import ENGAGEMENT_OUTPUT, RATING_OUTPUT
+    from towers.ranking import LIKE_OUTPUT, RATING_OUTPUT
 
     config = eval_config.build(min_auc=0.6, max_auc_regression=0.01, slice_features=(F.GENDER,))
     (spec,) = config.model_specs
     assert spec.signature_name == exporter.RANK_EXAMPLES_SIGNATURE
     assert list(spec.preprocessing_function_names) == [exporter.EVALUATION_FEATURES_SIGNATURE]
-    assert dict(spec.label_keys) == {ENGAGEMENT_OUTPUT: F.ENGAGED, RATING_OUTPUT: F.RATING}
+    assert dict(spec.label_keys) == {LIKE_OUTPUT: F.LIKED, RATING_OUTPUT: F.RATING}
     sliced = [list(s.feature_keys) for s in config.slicing_specs]
     assert sliced == [[]] + [[name] for name in F.EVAL_SLICE_FEATURES] + [[F.GENDER]]
     metrics_by_output = {}
     for metrics_spec in config.metrics_specs:
         for metric in metrics_spec.metrics:
             metrics_by_output.setdefault(metrics_spec.output_names[0], []).append((metric.class_name, metrics_spec.query_key))
-    assert ("NDCG", F.USER_ID) in metrics_by_output[ENGAGEMENT_OUTPUT]
-    assert {"AUC", "Calibration"} <= {name for name, _ in metrics_by_output[ENGAGEMENT_OUTPUT]}
+    assert ("NDCG", F.USER_ID) in metrics_by_output[LIKE_OUTPUT]
+    assert {"AUC", "Calibration"} <= {name for name, _ in metrics_by_output[LIKE_OUTPUT]}
     assert metrics_by_output[RATING_OUTPUT] == [("RootMeanSquaredError", "")]
     (per_slice,) = next(m.per_slice_thresholds for s in config.metrics_specs for m in s.metrics if m.class_name == "AUC")
     assert [list(s.feature_keys) for s in per_slice.slicing_specs] == [[]]  # overall only

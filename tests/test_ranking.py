@@ -6,7 +6,7 @@ import tensorflow as tf
 from components import ranking_data, slices
 from towers import features as F
 from towers.hparams import HParams
-from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, RATING_OUTPUT, RATING_WEIGHT, RankingModel
+from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, ENGAGEMENT_WEIGHT, INTERACTION_WEIGHT, LIKE_LOGIT, LIKE_OUTPUT, RATING_OUTPUT, RankingModel
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +32,7 @@ def _inputs(n: int = 3, content: bool = True) -> dict:
 def test_ranking_model_named_outputs_and_ranges():
     model = RankingModel(VOCAB_SIZES, HP, CONTENT_DIM)
     out = model(_inputs())
-    assert set(out) == {ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, RATING_OUTPUT}
+    assert set(out) == {ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_LOGIT, LIKE_OUTPUT, RATING_OUTPUT}
     assert all(tensor.shape == (3,) for tensor in out.values())
     np.testing.assert_allclose(out[ENGAGEMENT_OUTPUT].numpy(), tf.sigmoid(out[ENGAGEMENT_LOGIT]).numpy(), rtol=1e-6)
     assert RankingModel(VOCAB_SIZES, HP, 0)(_inputs(content=False))[RATING_OUTPUT].shape == (3,)
@@ -47,8 +47,15 @@ def test_ranking_model_uses_dcn_cross_layers():
 
 
 def test_rating_loss_ignores_negatives_and_weights_combine():
-    model = RankingModel(VOCAB_SIZES, HP.replace(engagement_loss_weight=0.0, rating_loss_weight=1.0), CONTENT_DIM)
-    features = {**_inputs(), F.ENGAGED: tf.constant([1.0, 0.0, 0.0]), F.RATING: tf.constant([5.0, 0.0, 3.0]), RATING_WEIGHT: tf.constant([1.0, 0.0, 1.0])}
+    model = RankingModel(VOCAB_SIZES, HP.replace(engagement_loss_weight=0.0, like_loss_weight=0.0, rating_loss_weight=1.0), CONTENT_DIM)
+    features = {
+        **_inputs(),
+        F.ENGAGED: tf.constant([1.0, 0.0, 1.0]),
+        F.LIKED: tf.constant([1.0, 0.0, 0.0]),
+        F.RATING: tf.constant([5.0, 0.0, 3.0]),
+        ENGAGEMENT_WEIGHT: tf.constant([1.0, 1.0, 1.0]),
+        INTERACTION_WEIGHT: tf.constant([1.0, 0.0, 1.0]),
+    }
     predicted = model(features)[RATING_OUTPUT].numpy()
     expected = ((predicted[0] - 5.0) ** 2 + (predicted[2] - 3.0) ** 2) / 3.0  # Keras MSE: weighted sum / batch size
     assert float(model.compute_loss(features)) == pytest.approx(expected, rel=1e-5)
@@ -68,8 +75,10 @@ def test_ranking_model_learns_engagement():
         F.QUERY_EMBEDDING: np.zeros([n, DIM], np.float32),
         F.CANDIDATE_EMBEDDING: candidate,
         F.ENGAGED: engaged,
+        F.LIKED: np.zeros(n, np.float32),
         F.RATING: np.zeros(n, np.float32),
-        RATING_WEIGHT: np.zeros(n, np.float32),
+        ENGAGEMENT_WEIGHT: np.ones(n, np.float32),
+        INTERACTION_WEIGHT: np.zeros(n, np.float32),
     }
     tf.keras.utils.set_random_seed(0)
     model = RankingModel(VOCAB_SIZES, HP, 0)
@@ -80,33 +89,39 @@ def test_ranking_model_learns_engagement():
 
 def test_retrieved_negatives_come_from_the_top_and_skip_known_items():
     catalog = np.eye(5, dtype=np.float32)  # item i scores query[i]
-    queries = np.array([[5, 4, 3, 2, 1], [1, 2, 3, 4, 5]], np.float32)
+    queries = np.array([[5, 4, 3, 2, 1], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], np.float32)
     seen = [[1], []]  # user 0 interacted with item 1
-    negatives = ranking_data.retrieved_negatives(
-        queries, catalog, users=np.array([0, 1]), positives=np.array([0, 4]), seen=seen,
+    negatives, retrieved = ranking_data.retrieved_negatives(
+        queries, catalog, users=np.array([0, 1, 1]), positives=np.array([0, 4, 0]), seen=seen + [[]],
         num_candidates=3, num_negatives=2, rng=np.random.default_rng(0),
     )
     # query 0: top 3 = {0, 1, 2}; 0 is its item, 1 was seen -> only 2 remains.
     assert negatives[0].tolist() == [2, -1]
     # query 1: top 3 = {4, 3, 2}; 4 is its item -> {3, 2}.
     assert sorted(negatives[1].tolist()) == [2, 3]
+    # query 2 = query 1's scores but its item is 0, not among the top 3.
+    assert retrieved.tolist() == [True, True, False]
 
 
 def test_ranking_rows_label_interactions_and_negatives():
     rows = ranking_data.ranking_rows(
         users=np.array([0, 1, 2]), positions=np.array([3, -1, 4]), item_rows=np.arange(3),
-        ratings=np.array([5.0, 4.0, 2.0]), negatives=np.array([[1, -1], [2, 0], [-1, -1]]), engaged_rating=4.0,
+        ratings=np.array([5.0, 4.0, 2.0]), negatives=np.array([[1, -1], [2, 0], [-1, -1]]),
+        retrieved=np.array([True, True, False]), liked_rating=4.0,
     )
     # interactions 0 and 2 (1 is not in the catalog), then negatives (0,1), (1,2), (1,0).
     assert rows["position"].tolist() == [3, 4, 1, 2, 0]
     assert rows[F.USER_INDEX].tolist() == [0, 2, 0, 1, 1]
-    assert rows[F.ENGAGED].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
-    assert rows[RATING_WEIGHT].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert rows[F.ENGAGED].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert rows[F.LIKED].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert rows[INTERACTION_WEIGHT].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    # interaction 2's item was not retrieved: engagement does not learn from it, like and rating do.
+    assert rows[ENGAGEMENT_WEIGHT].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
     assert rows[F.RATING].tolist() == [5.0, 2.0, 0.0, 0.0, 0.0]
 
 
 def test_ranking_dataset_gathers_item_and_query_inputs():
-    rows = ranking_data.ranking_rows(np.array([0]), np.array([1]), np.array([0]), np.array([5.0]), np.array([[0]]), 4.0)
+    rows = ranking_data.ranking_rows(np.array([0]), np.array([1]), np.array([0]), np.array([5.0]), np.array([[0]]), np.array([True]), 4.0)
     per_row = {F.QUERY_EMBEDDING: np.array([[1.0, 2.0]], np.float32), F.TIME_CONTEXT: np.zeros([1, 4], np.float32)}
     per_position = {F.ITEM_INDEX: np.array([7, 8], np.int64), F.CANDIDATE_EMBEDDING: np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)}
     batch = next(iter(ranking_data.ranking_dataset(rows, per_row, per_position, batch_size=2, seed=0)))

@@ -16,6 +16,8 @@ items by brute force:
 - `rank(<query features>, item_ids)`: ranking alone for given items [batch, M]
   -> `scores` (engagement), `predicted_ratings` [batch, M] (an item not in the
   catalog scores 0);
+- `embed_query(examples)`: serialized query tf.Examples -> `embeddings`
+  [batch, dim] (the query tower alone, e.g. for an external ANN index);
 - `embed_candidates(examples)`: serialized item tf.Examples (item features +
   the content embeddings the model uses, e.g. `text_embedding`) ->
   `embeddings` [batch, dim] and `modality_weights` [batch, M] (order:
@@ -24,9 +26,9 @@ items by brute force:
   examples (query features + the held-out `item_id`) -> per-example
   recall@10/50/100, ndcg@10 and the top-10 `item_ids` of retrieval alone /
   of `recommend` (read by the RetrievalEvaluator);
-- `rank_examples(examples)`: eval examples -> `engagement`,
+- `rank_examples(examples)`: eval examples -> `engagement`, `like`,
   `predicted_rating` [batch] (the model TFMA evaluates);
-- `evaluation_features(examples)`: eval examples -> the `engaged` label and the
+- `evaluation_features(examples)`: eval examples -> the `liked` label and the
   slices (item popularity, freshness, modalities; user activity) [batch], from
   the model's own training data (TFMA's preprocessing function).
 """
@@ -39,13 +41,14 @@ import tensorflow as tf
 
 from towers import features as F
 from towers import metrics
-from towers.ranking import ENGAGEMENT_OUTPUT, RATING_OUTPUT
+from towers.ranking import ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT
 
 SERVING_DEFAULT = "serving_default"
 RECOMMEND_SIGNATURE = "recommend"
 QUERY_SIGNATURE = "query"
 RANK_SIGNATURE = "rank"
 EMBED_SIGNATURE = "embed_candidates"
+EMBED_QUERY_SIGNATURE = "embed_query"
 EVALUATE_SIGNATURE = "evaluate"
 EVALUATE_RECOMMEND_SIGNATURE = "evaluate_recommend"
 RANK_EXAMPLES_SIGNATURE = "rank_examples"
@@ -101,11 +104,11 @@ class ServingModule(tf.Module):
       user_activity: str [user rows], the user activity slice of each user index.
       k: number of results.
       ranking_candidates: items `recommend` retrieves for the ranker.
-      engaged_rating: rating at or above which an interaction is engaged.
+      liked_rating: rating at or above which an interaction is liked.
       content_dims: content modality -> embedding size `embed_candidates` takes.
     """
 
-    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, engaged_rating: float, content_dims: dict[str, int]):
+    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, liked_rating: float, content_dims: dict[str, int]):
         super().__init__()
         self.tft_layer = tft_layer
         self.query_tower = query_tower
@@ -113,7 +116,7 @@ class ServingModule(tf.Module):
         self.ranker = ranker
         self.k = min(k, len(catalog.ids))
         self.ranking_candidates = min(max(ranking_candidates, self.k), len(catalog.ids))
-        self.engaged_rating = engaged_rating
+        self.liked_rating = liked_rating
         self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
         self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
         # An item without a content embedding gets zeros: the tower treats that modality as missing.
@@ -141,14 +144,15 @@ class ServingModule(tf.Module):
         values = np.concatenate([np.asarray(row, np.int64) for row in seen_positions]) if sum(lengths) else np.zeros([0], np.int64)
         self.seen_values = tf.Variable(values, trainable=False, name="seen_values")
         self.seen_row_splits = tf.Variable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), trainable=False, name="seen_row_splits")
-        self.query = self._query_signature([], lambda raw, extra: self._top_k(raw))
-        self.recommend = self._query_signature(
-            [tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], lambda raw, extra: self._recommend(raw, extra[0])
-        )
-        self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], lambda raw, extra: self._rank_items(raw, extra[0]))
+        self.query = self._query_signature([], self._top_k)
+        self.recommend = self._query_signature([tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], self._recommend)
+        self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], self._rank_items)
 
     def _query_signature(self, extra_inputs: list, body):
-        """A tf.function taking one tensor per query feature (scalars [batch], history [batch, None]) + `extra_inputs`."""
+        """A tf.function taking one tensor per query feature (scalars [batch], history [batch, None]) + `extra_inputs`.
+
+        `body(raw query features, *extra tensors)` computes its outputs.
+        """
         scalars = [name for name in self._query_spec if name != F.HISTORY]
         inputs = [tf.TensorSpec([None], self._query_spec[name].dtype, name=name) for name in scalars]
         inputs.append(tf.TensorSpec([None, None], tf.string, name=F.HISTORY))
@@ -156,9 +160,11 @@ class ServingModule(tf.Module):
         def signature(*tensors):
             raw = {name: tf.expand_dims(value, 1) for name, value in zip(scalars, tensors)}
             raw[F.HISTORY] = tf.sparse.from_dense(tensors[len(scalars)])  # '' (padding) is dropped
-            return body(raw, tensors[len(scalars) + 1 :])
+            return body(raw, *tensors[len(scalars) + 1 :])
 
-        return tf.function(signature, input_signature=inputs + extra_inputs)
+        # No autograph: the bodies have no Python control flow to convert (and converting
+        # closures re-reads source files, which breaks if they change while a run is going).
+        return tf.function(signature, input_signature=inputs + extra_inputs, autograph=False)
 
     def _exclusions(self, user_index: tf.Tensor, history: tf.SparseTensor) -> tf.Tensor:
         """[n, 2] (query row, catalog position) pairs not to recommend: training items + history."""
@@ -208,7 +214,7 @@ class ServingModule(tf.Module):
         if self.catalog_content_profile is not None:
             inputs[F.CONTENT_PROFILE] = tf.gather(self.catalog_content_profile, flat)
         outputs = self.ranker(inputs)
-        return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_OUTPUT, RATING_OUTPUT)}
+        return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)}
 
     def _recommend(self, raw: dict, exclude_seen: tf.Tensor) -> dict:
         transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen)
@@ -232,6 +238,11 @@ class ServingModule(tf.Module):
     def serving_default(self, examples):
         raw = tf.io.parse_example(examples, self._query_spec)
         return self._top_k(raw)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def embed_query(self, examples):
+        raw = tf.io.parse_example(examples, self._query_spec)
+        return {EMBEDDINGS_OUTPUT: self.query_tower(self.tft_layer(raw))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def embed_candidates(self, examples):
@@ -262,7 +273,7 @@ class ServingModule(tf.Module):
         transformed = self.tft_layer(raw)
         positions = self.catalog_positions.lookup(raw[F.ITEM_ID])  # [batch, 1]
         ranked = self._ranking_scores(transformed, self.query_tower(transformed), positions)
-        return {ENGAGEMENT_OUTPUT: ranked[ENGAGEMENT_OUTPUT][:, 0], RATING_OUTPUT: ranked[RATING_OUTPUT][:, 0]}
+        return {name: values[:, 0] for name, values in ranked.items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluation_features(self, examples):
@@ -271,7 +282,7 @@ class ServingModule(tf.Module):
         known = positions >= 0
         out = {name: tf.where(known, tf.gather(table, tf.maximum(positions, 0)), UNKNOWN) for name, table in self.catalog_slices.items()}
         out[F.USER_ACTIVITY] = tf.gather(self.user_activity, self.tft_layer(raw)[F.USER_INDEX])
-        out[F.ENGAGED] = tf.cast(tf.squeeze(raw[F.RATING], 1) >= self.engaged_rating, tf.float32)
+        out[F.LIKED] = tf.cast(tf.squeeze(raw[F.RATING], 1) >= self.liked_rating, tf.float32)
         return out
 
 
@@ -281,6 +292,7 @@ SIGNATURES = (
     QUERY_SIGNATURE,
     RANK_SIGNATURE,
     EMBED_SIGNATURE,
+    EMBED_QUERY_SIGNATURE,
     EVALUATE_SIGNATURE,
     EVALUATE_RECOMMEND_SIGNATURE,
     RANK_EXAMPLES_SIGNATURE,

@@ -70,9 +70,11 @@ NUM_OOV_BUCKETS = 1
 QUERY_EMBEDDING = "query_embedding"
 CANDIDATE_EMBEDDING = "candidate_embedding"
 CONTENT_PROFILE = "content_profile"
-# Ranking label: 1.0 iff the user interacted with the item and rated it at
-# least HParams.engaged_rating; sampled non-interacted items are 0.0.
+# Ranking labels. ENGAGED: 1.0 for an interaction, 0.0 for a retrieved item the
+# user did not interact with. LIKED: 1.0 iff an interaction's rating is at least
+# HParams.liked_rating (defined for interactions only).
 ENGAGED = "engaged"
+LIKED = "liked"
 
 # Evaluation slices, computed by the exported model from its training data
 # (signature `evaluation_features`), so any eval data can be sliced the same way.

@@ -44,8 +44,9 @@ class HParams:
       ranking_projection_dim: low-rank size of each cross layer (0: full rank).
       ranking_hidden_units: the ranking model's deep layers after the cross.
       ranking_epochs: passes over the ranking examples.
-      engaged_rating: a rating at or above it counts as positive engagement.
-      engagement_loss_weight, rating_loss_weight: the ranking tasks' weights.
+      liked_rating: an interaction rated at or above it counts as liked.
+      engagement_loss_weight, like_loss_weight, rating_loss_weight: the
+        ranking tasks' weights.
       seed: seed for initialisers and shuffling.
     """
 
@@ -72,8 +73,9 @@ class HParams:
     ranking_projection_dim: int = 32
     ranking_hidden_units: tuple[int, ...] = (64, 32)
     ranking_epochs: int = 2
-    engaged_rating: float = 4.0
+    liked_rating: float = 4.0
     engagement_loss_weight: float = 1.0
+    like_loss_weight: float = 0.5
     rating_loss_weight: float = 0.5
     seed: int = 42
 

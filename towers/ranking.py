@@ -8,10 +8,14 @@ unseen in training has the OOV id and is ranked from its content-derived
 candidate embedding and content profile.
 
 Tasks (tensorflow-recommenders `Ranking` tasks, weights in HParams):
-- `engagement`: P(the user interacts with the item and rates it at least
-  `engaged_rating`), trained on interactions (label from the rating) and on
-  retrieved items the user did not interact with (label 0);
-- `predicted_rating`: the rating, trained on interactions only.
+- `engagement`: P(the user interacts with the item | it was retrieved),
+  trained on interactions whose item retrieval returned (1) and on retrieved
+  items the user did not interact with (0); `recommend` orders the retrieved
+  candidates by it;
+- `like`: P(rating >= liked_rating | the user interacts), interactions only;
+- `predicted_rating`: the rating, interactions only.
+TFMA evaluates `like` and `predicted_rating` on the held-out interactions;
+`engagement` is measured by the RetrievalEvaluator on the `recommend` lists.
 """
 from __future__ import annotations
 
@@ -23,13 +27,16 @@ from towers.hparams import HParams
 from towers.towers import IdDropout, id_embedding
 
 ENGAGEMENT_OUTPUT = "engagement"  # probability in [0, 1]
+LIKE_OUTPUT = "like"  # probability in [0, 1]
 RATING_OUTPUT = "predicted_rating"
 ENGAGEMENT_LOGIT = "engagement_logit"
-RATING_WEIGHT = "rating_weight"  # training only: 1 for interactions, 0 for sampled negatives
+LIKE_LOGIT = "like_logit"
+INTERACTION_WEIGHT = "interaction_weight"  # training only: 1 for interactions, 0 for sampled negatives
+ENGAGEMENT_WEIGHT = "engagement_weight"  # training only: 0 for interactions retrieval did not retrieve
 
 
 class RankingModel(tfrs.Model):
-    """DCN-v2 ranking with an engagement and a rating head.
+    """DCN-v2 ranking with engagement, like and rating heads.
 
     Args:
       vocab_sizes: vocabulary name -> size (F.VOCAB_USER and F.VOCAB_ITEM used).
@@ -39,7 +46,7 @@ class RankingModel(tfrs.Model):
     Call inputs (batch B): F.USER_INDEX, F.ITEM_INDEX int64 [B];
     F.QUERY_EMBEDDING, F.CANDIDATE_EMBEDDING float32 [B, D]; F.TIME_CONTEXT
     [B, 4]; F.CONTENT_PROFILE [B, content_dim] when content_dim > 0.
-    Call outputs: ENGAGEMENT_LOGIT [B], ENGAGEMENT_OUTPUT [B], RATING_OUTPUT [B].
+    Call outputs [B]: ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_LOGIT, LIKE_OUTPUT, RATING_OUTPUT.
     """
 
     def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dim: int = 0):
@@ -58,10 +65,15 @@ class RankingModel(tfrs.Model):
         ]
         self.deep = tf.keras.Sequential([tf.keras.layers.Dense(units, activation="relu") for units in hp.ranking_hidden_units], name="ranking_deep")
         self.engagement_head = tf.keras.layers.Dense(1, name="engagement_head")
+        self.like_head = tf.keras.layers.Dense(1, name="like_head")
         self.rating_head = tf.keras.layers.Dense(1, name="rating_head")
         self.engagement_task = tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="engagement_auc")],
+        )
+        self.like_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name="like_auc")],
         )
         self.rating_task = tfrs.tasks.Ranking(
             loss=tf.keras.losses.MeanSquaredError(), metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")]
@@ -85,21 +97,24 @@ class RankingModel(tfrs.Model):
         for cross in self.cross_layers:
             x = cross(x0, x)
         hidden = self.deep(x)
-        logit = tf.squeeze(self.engagement_head(hidden), 1)
+        engagement = tf.squeeze(self.engagement_head(hidden), 1)
+        like = tf.squeeze(self.like_head(hidden), 1)
         return {
-            ENGAGEMENT_LOGIT: logit,
-            ENGAGEMENT_OUTPUT: tf.sigmoid(logit),
+            ENGAGEMENT_LOGIT: engagement,
+            ENGAGEMENT_OUTPUT: tf.sigmoid(engagement),
+            LIKE_LOGIT: like,
+            LIKE_OUTPUT: tf.sigmoid(like),
             RATING_OUTPUT: tf.squeeze(self.rating_head(hidden), 1),
         }
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
         outputs = self(features, training=training)
         column = lambda tensor: tf.expand_dims(tf.cast(tensor, tf.float32), 1)  # Keras losses reduce the last axis
-        engagement = self.engagement_task(labels=column(features[F.ENGAGED]), predictions=column(outputs[ENGAGEMENT_LOGIT]), training=training)
-        rating = self.rating_task(
-            labels=column(features[F.RATING]),
-            predictions=column(outputs[RATING_OUTPUT]),
-            sample_weight=features[RATING_WEIGHT],
-            training=training,
+        interactions = features[INTERACTION_WEIGHT]  # like and rating exist for interactions only
+        engagement = self.engagement_task(
+            labels=column(features[F.ENGAGED]), predictions=column(outputs[ENGAGEMENT_LOGIT]), sample_weight=features[ENGAGEMENT_WEIGHT], training=training
         )
-        return self.hp.engagement_loss_weight * engagement + self.hp.rating_loss_weight * rating
+        like = self.like_task(labels=column(features[F.LIKED]), predictions=column(outputs[LIKE_LOGIT]), sample_weight=interactions, training=training)
+        rating = self.rating_task(labels=column(features[F.RATING]), predictions=column(outputs[RATING_OUTPUT]), sample_weight=interactions, training=training)
+        hp = self.hp
+        return hp.engagement_loss_weight * engagement + hp.like_loss_weight * like + hp.rating_loss_weight * rating
