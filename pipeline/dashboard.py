@@ -80,7 +80,7 @@ def tfma_evaluations(paths: RunPaths) -> list[str]:
     return [outputs["evaluation"].uri for _, _, outputs in executions(paths, run_summary.EVALUATOR_COMPONENT)]
 
 
-def _ranking_by_slice(evaluation_uri: str | None) -> dict[tuple[str, str], dict[str, float]]:
+def ranking_by_slice(evaluation_uri: str | None) -> dict[tuple[str, str], dict[str, float]]:
     """(slice feature, value) -> TFMA metric name -> value for the candidate model ('', '') = overall."""
     if not evaluation_uri:
         return {}
@@ -172,7 +172,7 @@ def render(paths: RunPaths) -> str:
     """The report's HTML for one output folder and dataset."""
     latest = run_summary.read(paths)
     runs = history(paths)
-    ranking = _ranking_by_slice(latest.evaluation_uri)
+    ranking = ranking_by_slice(latest.evaluation_uri)
     body = [f"<h1>mmtower report: {html.escape(paths.dataset)}</h1>", f"<p>Output folder {html.escape(paths.output)}; generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.</p>"]
     if not latest.retrieval_report:
         body.append("<p>No evaluated model yet: run <code>mmtower run</code> first.</p>")

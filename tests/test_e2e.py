@@ -63,7 +63,8 @@ def run(request, tmp_path_factory):
     return paths, wall_times
 
 
-def _config(dataset: str, output: str, epochs: int = 1) -> local_runner.RunConfig:
+def _config(dataset: str, output: str, epochs: int = 5) -> local_runner.RunConfig:
+    """40 users; 5 epochs train the tiny model well past its initialisation (the degraded-model test needs that)."""
     return local_runner.RunConfig(
         dataset=dataset,
         output=output,
@@ -182,6 +183,29 @@ def test_recommend_cli(run):
     assert "not in dataset" in unknown.stdout and "Traceback" not in unknown.stderr
 
 
+def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(run):
+    """Eval records the model cannot read (here: no timestamp, no user) are named, left out and block the blessing."""
+    import tensorflow as tf
+
+    from components.retrieval_evaluator import executor
+    from datasets.records import EVAL_SPLIT, EXAMPLES_DIR
+
+    paths, _ = run
+    if paths.dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    records = executor.read_records(os.path.join(paths.data_dir, EXAMPLES_DIR, EVAL_SPLIT))[:30]
+    broken = tf.train.Example.FromString(records[3])
+    del broken.features.feature[F.TIMESTAMP]
+    del broken.features.feature[F.USER_ID]
+    records[3] = broken.SerializeToString()
+    model = executor.load_model(summary.read(paths).model_uri)
+    result, problems = executor.evaluate_model(model, records, with_slices=True)
+    assert len(problems) == 1 and problems[0].startswith("eval record 3:")
+    assert result[executor.RETRIEVAL]["overall"]["count"] == 29
+    checks = executor.checks(result, None, executor.Thresholds(min_recall_at_100=0.0), tfma_blessed=True, problems=problems)
+    assert [c["check"] for c in checks if not c["passed"]] == ["every eval record readable"]
+
+
 def test_report_renders_plots_and_tables_in_headless_chromium(run, tmp_path):
     paths, _ = run
     target = tmp_path / "report.html"
@@ -270,7 +294,7 @@ def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run):
         pytest.skip("one dataset is enough")
     from datasets.records import to_example
 
-    config = _config(paths.dataset, paths.output)
+    config = _config(paths.dataset, paths.output, epochs=1)  # ~6 s per fine-tuning step on 2 cores
     config.hparams = config.hparams.replace(fine_tune_text=True)
     local_runner.run(config)
     model_dir = os.path.join(summary.read(paths).model_uri, "Format-Serving")

@@ -116,6 +116,9 @@ class ServingModule(tf.Module):
         self.ranker = ranker
         self.k = min(k, len(catalog.ids))
         self.ranking_candidates = min(max(ranking_candidates, self.k), len(catalog.ids))
+        # The evaluation signatures score the longest list the metrics need, whatever the serving K
+        # (`recommend` lists are at most ranking_candidates long: its Recall@100 is Recall@ranking_candidates).
+        self.eval_k = min(max(metrics.RECALL_KS), len(catalog.ids))
         self.liked_rating = liked_rating
         self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
         self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
@@ -191,8 +194,8 @@ class ServingModule(tf.Module):
         top_scores, top_positions = tf.math.top_k(scores, k=k)
         return transformed, queries, top_scores, tf.cast(top_positions, tf.int64)
 
-    def _top_k(self, raw: dict) -> dict:
-        _, _, top_scores, top_positions = self._retrieve(raw, self.k)
+    def _top_k(self, raw: dict, k: int | None = None) -> dict:
+        _, _, top_scores, top_positions = self._retrieve(raw, k or self.k)
         return {ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids, top_positions), SCORES_OUTPUT: top_scores}
 
     def _ranking_scores(self, transformed: dict, queries: tf.Tensor, positions: tf.Tensor) -> dict:
@@ -216,12 +219,13 @@ class ServingModule(tf.Module):
         outputs = self.ranker(inputs)
         return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)}
 
-    def _recommend(self, raw: dict, exclude_seen: tf.Tensor) -> dict:
+    def _recommend(self, raw: dict, exclude_seen: tf.Tensor, k: int | None = None) -> dict:
+        """The top `k` (default: the serving K) of the ranked `ranking_candidates` retrieved items."""
         transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen)
         ranked = self._ranking_scores(transformed, queries, positions)
         excluded = retrieval_scores <= tf.float32.min  # only when fewer than ranking_candidates remain
         engagement = tf.where(excluded, -1.0, ranked[ENGAGEMENT_OUTPUT])
-        scores, order = tf.math.top_k(engagement, k=self.k)
+        scores, order = tf.math.top_k(engagement, k=min(k or self.k, self.ranking_candidates))
         return {
             ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids, tf.gather(positions, order, batch_dims=1)),
             SCORES_OUTPUT: scores,
@@ -259,12 +263,12 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluate(self, examples):
         raw = tf.io.parse_example(examples, self._eval_spec)
-        return self._evaluation(self._top_k(raw)[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
+        return self._evaluation(self._top_k(raw, self.eval_k)[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluate_recommend(self, examples):
         raw = tf.io.parse_example(examples, self._eval_spec)
-        top = self._recommend(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool))
+        top = self._recommend(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), self.eval_k)
         return self._evaluation(top[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
