@@ -268,6 +268,7 @@ def test_cached_rerun_reports_its_own_model(run):
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
+    local_runner.run(_config(paths.dataset, paths.output))  # the fixture's inputs again: a cache hit
     first = summary.read(paths).model_uri
     local_runner.run(_config(paths.dataset, paths.output, epochs=2))  # trains a newer model
     assert summary.read(paths).model_uri != first
