@@ -1,0 +1,102 @@
+"""Runs one Predict request on a servable: input checks with TF Serving's status codes, then the signature.
+
+Shared by the gRPC and REST front ends, which only convert their wire formats
+to and from {input name: numpy array}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.errors import ServingError, StatusCode
+from serving.models import Servable
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for.
+
+    Attributes:
+      max_batch: largest leading dimension of any input.
+      max_elements: largest number of values in one input tensor.
+    """
+
+    max_batch: int = 1024
+    max_elements: int = 1 << 20
+
+
+def _dtype_name(dtype) -> str:
+    import tensorflow as tf
+
+    return tf.as_dtype(dtype).name
+
+
+def signature_def(servable: Servable, signature_name: str):
+    name = signature_name or DEFAULT_SIGNATURE
+    if name not in servable.signature_defs:
+        raise ServingError(
+            StatusCode.NOT_FOUND,
+            f"Serving signature key {name!r} not found in {servable.name} version {servable.version} "
+            f"(signatures: {', '.join(sorted(servable.signature_defs))})",
+        )
+    return name, servable.signature_defs[name]
+
+
+def check_inputs(signature_name: str, signature, inputs: dict, limits: Limits) -> None:
+    """Names, dtypes, ranks, fixed dimensions and sizes of `inputs` against the SignatureDef (INVALID_ARGUMENT)."""
+    import tensorflow as tf
+
+    expected = set(signature.inputs)
+    missing, unknown = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
+    if missing or unknown:
+        raise ServingError(
+            StatusCode.INVALID_ARGUMENT,
+            f"signature {signature_name!r} takes inputs {sorted(expected)}"
+            + (f"; missing: {missing}" if missing else "")
+            + (f"; unknown: {unknown}" if unknown else ""),
+        )
+    for name, info in signature.inputs.items():
+        value = inputs[name]
+        want = tf.as_dtype(info.dtype)
+        got = tf.string if value.dtype == object or value.dtype.kind in "SU" else tf.as_dtype(value.dtype)
+        if got != want:
+            raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: expects {want.name}, got {got.name}")
+        if not info.tensor_shape.unknown_rank:
+            dims = [d.size for d in info.tensor_shape.dim]
+            if value.ndim != len(dims) or any(d >= 0 and d != v for d, v in zip(dims, value.shape)):
+                shape = [None if d < 0 else d for d in dims]
+                raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: expects shape {shape}, got {list(value.shape)}")
+        if value.ndim and value.shape[0] > limits.max_batch:
+            raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: batch of {value.shape[0]} exceeds the limit of {limits.max_batch}")
+        if value.size > limits.max_elements:
+            raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: {value.size} values exceed the limit of {limits.max_elements}")
+
+
+def run(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], output_filter=(), limits: Limits = Limits()) -> tuple[str, dict[str, np.ndarray]]:
+    """-> (signature name, {output name: array}); ServingError for anything the request got wrong."""
+    import tensorflow as tf
+
+    name, signature = signature_def(servable, signature_name)
+    check_inputs(name, signature, inputs, limits)
+    unknown = sorted(set(output_filter) - set(signature.outputs))
+    if unknown:
+        raise ServingError(StatusCode.INVALID_ARGUMENT, f"output_filter {unknown} not among the outputs of {name!r}: {sorted(signature.outputs)}")
+    function = servable.model.signatures[name]
+    tensors = {key: tf.constant(value, dtype=tf.as_dtype(signature.inputs[key].dtype)) for key, value in inputs.items()}
+    try:
+        outputs = function(**tensors)
+    except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError) as error:
+        # e.g. inputs whose batch sizes disagree: the graph rejects them
+        raise ServingError(StatusCode.INVALID_ARGUMENT, f"{name}: {_first_line(error)}") from error
+    except tf.errors.OpError as error:
+        raise ServingError(StatusCode.INTERNAL, f"{name}: {_first_line(error)}") from error
+    wanted = output_filter or outputs.keys()
+    return name, {key: outputs[key].numpy() for key in wanted}
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

@@ -1,0 +1,324 @@
+"""The development server speaks TF Serving's API: protos, status codes, limits, fuzzing, hot swaps.
+
+The served model here is a small SavedModel with the `recommend` signature's
+input and output names (the pipeline's own model is served in test_e2e), so
+these tests run in seconds. Everything talks over loopback to a real server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import config as model_config
+from serving.client import GrpcClient, RestClient
+from serving.errors import ServingError
+from serving.predict import Limits
+from serving.server import Server, ServerOptions
+
+ITEMS = [b"a", b"b", b"c", b"d"]
+MODEL = model_config.RECOMMENDER
+
+
+class ToyRecommender(tf.Module):
+    """recommend(user_id [batch], history [batch, None], exclude_seen [batch]) -> the K items, scored `version`."""
+
+    def __init__(self, version: int):
+        super().__init__()
+        self.version = tf.Variable(float(version), trainable=False)
+        self.items = tf.constant(ITEMS)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="user_id"),
+        tf.TensorSpec([None, None], tf.string, name="history"),
+        tf.TensorSpec([None], tf.bool, name="exclude_seen"),
+    ])
+    def recommend(self, user_id, history, exclude_seen):
+        batch = tf.shape(user_id)[0]
+        tf.debugging.assert_equal(batch, tf.shape(exclude_seen)[0], message="user_id and exclude_seen batch sizes differ")
+        scores = tf.fill([batch, len(ITEMS)], self.version) - tf.range(len(ITEMS), dtype=tf.float32)
+        scores += tf.cast(tf.strings.length(user_id), tf.float32)[:, None] * 0.0 + tf.cast(tf.shape(history)[1], tf.float32) * 0.0
+        return {"item_ids": tf.tile(self.items[None, :], [batch, 1]), "scores": scores}
+
+
+def push(base_path: str, version: int) -> str:
+    """Saves a version as the Pusher does: complete in a scratch folder, then renamed into place."""
+    module = ToyRecommender(version)
+    scratch = os.path.join(base_path, f".partial-{version}")
+    tf.saved_model.save(module, scratch, signatures={"recommend": module.recommend, "serving_default": module.recommend})
+    os.replace(scratch, os.path.join(base_path, str(version)))
+    return os.path.join(base_path, str(version))
+
+
+def recommend_inputs(batch: int = 2) -> dict[str, np.ndarray]:
+    return {
+        "user_id": np.array([b"u%d" % i for i in range(batch)], dtype=object),
+        "history": np.array([[b"a", b""]] * batch, dtype=object),
+        "exclude_seen": np.ones([batch], bool),
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("serving"))
+    os.makedirs(os.path.join(root, MODEL))
+    push(os.path.join(root, MODEL), 1)
+    config_path = model_config.write_for(root, names=[MODEL])
+    options = ServerOptions(grpc_port=0, rest_port=0, poll_seconds=0.2, max_message_mib=1, limits=Limits(max_batch=64, max_elements=10_000))
+    with Server(config_path, options) as server:
+        server.models.wait_for(MODEL, 1)
+        yield server, root
+
+
+@pytest.fixture
+def grpc_client(served):
+    client = GrpcClient(f"127.0.0.1:{served[0].grpc_port}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def rest_client(served):
+    client = RestClient(f"http://127.0.0.1:{served[0].rest_port}")
+    yield client
+    client.close()
+
+
+def test_model_config_round_trips_through_tf_serving_protos(tmp_path):
+    path = model_config.write_for(str(tmp_path))
+    parsed = model_server_config_pb2.ModelServerConfig()
+    from google.protobuf import text_format
+
+    text_format.Parse(open(path).read(), parsed)
+    configs = {c.name: c for c in parsed.model_config_list.config}
+    assert list(configs) == list(model_config.SERVED_MODELS)
+    for name, config in configs.items():
+        assert config.base_path == os.path.join(str(tmp_path), name)
+        assert config.model_platform == "tensorflow"
+        assert config.model_version_policy.latest.num_versions == 1
+    assert model_config.read(path) == parsed
+
+
+def test_model_config_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models.config"):
+        model_config.read(str(tmp_path / "models.config"))
+    (tmp_path / "bad.config").write_text("model_config_list { config { name: 'x' ")
+    with pytest.raises(ValueError, match="bad.config"):
+        model_config.read(str(tmp_path / "bad.config"))
+
+
+def test_version_policies():
+    model = model_server_config_pb2.ModelConfig(name="m", base_path="/x")
+    assert model_config.wanted_versions(model, [1, 2, 3]) == [3]
+    model.model_version_policy.latest.num_versions = 2
+    assert model_config.wanted_versions(model, [1, 2, 3]) == [2, 3]
+    model.model_version_policy.specific.versions.extend([1, 5])
+    assert model_config.wanted_versions(model, [1, 2, 3]) == [1]
+    model.model_version_policy.all.SetInParent()
+    assert model_config.wanted_versions(model, [1, 2, 3]) == [1, 2, 3]
+
+
+def test_grpc_predict_metadata_and_status(grpc_client):
+    outputs = grpc_client.predict(MODEL, recommend_inputs(), signature="recommend")
+    assert outputs["item_ids"].tolist() == [ITEMS, ITEMS]
+    np.testing.assert_allclose(outputs["scores"][0], [1, 0, -1, -2])
+    signatures = grpc_client.metadata(MODEL)
+    assert set(signatures) == {"recommend", "serving_default"}
+    assert set(signatures["recommend"].inputs) == {"user_id", "history", "exclude_seen"}
+    assert grpc_client.status(MODEL) == [(1, "AVAILABLE")]
+
+
+def test_rest_predict_columns_and_rows(served, rest_client):
+    outputs = rest_client.predict(MODEL, recommend_inputs(), signature="recommend")
+    assert outputs["item_ids"].tolist() == [ITEMS, ITEMS]
+    url = f"http://127.0.0.1:{served[0].rest_port}/v1/models/{MODEL}:predict"
+    rows = {"signature_name": "recommend", "instances": [{"user_id": "u1", "history": ["a"], "exclude_seen": True}]}
+    predictions = requests.post(url, data=json.dumps(rows), timeout=10).json()["predictions"]
+    assert predictions[0]["item_ids"] == [i.decode() for i in ITEMS]
+    b64 = {"signature_name": "recommend", "inputs": {"user_id": [{"b64": "dTE="}], "history": [["a"]], "exclude_seen": [False]}}
+    assert requests.post(url, data=json.dumps(b64), timeout=10).status_code == 200
+    assert rest_client.status(MODEL) == [(1, "AVAILABLE")]
+    assert "recommend" in rest_client.metadata(MODEL)
+
+
+def _code(call) -> grpc.StatusCode:
+    with pytest.raises(ServingError) as error:
+        call()
+    return error.value.code
+
+
+def test_grpc_status_codes(grpc_client):
+    good = recommend_inputs()
+    assert _code(lambda: grpc_client.predict("nope", good, "recommend")) == grpc.StatusCode.NOT_FOUND
+    assert _code(lambda: grpc_client.predict(MODEL, good, "recommend", version=7)) == grpc.StatusCode.NOT_FOUND
+    assert _code(lambda: grpc_client.predict(MODEL, good, "nope")) == grpc.StatusCode.NOT_FOUND
+    assert _code(lambda: grpc_client.status("nope")) == grpc.StatusCode.NOT_FOUND
+    assert _code(lambda: grpc_client.metadata(MODEL, version=7)) == grpc.StatusCode.NOT_FOUND
+    missing = {k: v for k, v in good.items() if k != "history"}
+    assert _code(lambda: grpc_client.predict(MODEL, missing, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: grpc_client.predict(MODEL, {**good, "extra": np.ones(2)}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: grpc_client.predict(MODEL, {**good, "user_id": np.array([1, 2])}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: grpc_client.predict(MODEL, {**good, "history": np.array([b"a", b"b"], dtype=object)}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: grpc_client.predict(MODEL, {**good, "exclude_seen": np.ones([3], bool)}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: grpc_client.predict(MODEL, recommend_inputs(65), "recommend")) == grpc.StatusCode.INVALID_ARGUMENT  # max_batch 64
+    assert _code(lambda: grpc_client.predict(MODEL, good, "recommend", output_filter=["nope"])) == grpc.StatusCode.INVALID_ARGUMENT
+    huge = {**good, "user_id": np.array([b"x" * (2 << 20)] * 2, dtype=object)}  # 4 MiB > max_message_mib 1
+    assert _code(lambda: grpc_client.predict(MODEL, huge, "recommend")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # still serving
+    assert grpc_client.predict(MODEL, good, "recommend", output_filter=["scores"]).keys() == {"scores"}
+
+
+def test_rest_status_codes(served):
+    base = f"http://127.0.0.1:{served[0].rest_port}/v1/models"
+
+    def post(path, body):
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return requests.post(base + path, data=data, timeout=10)
+
+    good = {"signature_name": "recommend", "inputs": {"user_id": ["u"], "history": [["a"]], "exclude_seen": [True]}}
+    assert post(f"/{MODEL}:predict", good).status_code == 200
+    assert post("/nope:predict", good).status_code == 404
+    assert post(f"/{MODEL}/versions/9:predict", good).status_code == 404
+    assert post(f"/{MODEL}:predict", {**good, "signature_name": "nope"}).status_code == 404
+    assert requests.get(f"{base}/nope", timeout=10).status_code == 404
+    assert requests.get(f"http://127.0.0.1:{served[0].rest_port}/elsewhere", timeout=10).status_code == 404
+    assert post(f"/{MODEL}:predict", "{not json").status_code == 400
+    assert post(f"/{MODEL}:predict", {"inputs": {}, "instances": []}).status_code == 400
+    assert post(f"/{MODEL}:predict", {**good, "inputs": {**good["inputs"], "user_id": [1]}}).status_code == 400
+    assert post(f"/{MODEL}:predict", {**good, "inputs": {**good["inputs"], "history": [["a"], ["b", "c"]]}}).status_code == 400
+    assert post(f"/{MODEL}:predict", {**good, "inputs": {**good["inputs"], "exclude_seen": ["yes"]}}).status_code == 400
+    assert post(f"/{MODEL}:predict", {**good, "inputs": {**good["inputs"], "user_id": [{"b64": "!!"}]}}).status_code == 400
+    response = post(f"/{MODEL}:predict", b"x" * (2 << 20))
+    assert response.status_code == 413 and "exceeds" in response.json()["error"]
+    assert post(f"/{MODEL}:predict", good).status_code == 200
+
+
+def _random_value(rng: np.random.Generator):
+    kind = rng.integers(6)
+    shape = tuple(int(d) for d in rng.integers(0, 4, size=rng.integers(0, 3)))
+    if kind == 0:
+        return np.array(rng.integers(-5, 5, size=shape), dtype=rng.choice([np.int32, np.int64]))
+    if kind == 1:
+        return rng.normal(size=shape).astype(np.float32)
+    if kind == 2:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    values = [bytes(rng.integers(0, 256, size=rng.integers(0, 5)).astype(np.uint8)) for _ in range(int(np.prod(shape)))]
+    return np.array(values, dtype=object).reshape(shape)
+
+
+def _jsonable(value: np.ndarray):
+    if value.dtype == object:
+        return np.vectorize(lambda v: v.decode("latin-1"), otypes=[object])(value).tolist() if value.size else value.tolist()
+    return value.tolist()
+
+
+def test_fuzz_every_request_gets_an_answer(served):
+    """Thousands of random gRPC and REST requests: each answered with outputs or a client-error code."""
+    server, _ = served
+    rng = np.random.default_rng(0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    names = ["user_id", "history", "exclude_seen", "examples", ""]
+    answered = {}
+    for i in range(2000):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = str(rng.choice([MODEL, MODEL, MODEL, "nope", ""]))
+        request.model_spec.signature_name = str(rng.choice(["recommend", "serving_default", "", "nope"]))
+        if rng.random() < 0.2:
+            request.model_spec.version.value = int(rng.integers(0, 3))
+        for name in rng.choice(names, size=rng.integers(0, 5), replace=False):
+            if rng.random() < 0.1:  # a corrupt TensorProto: content that does not fit its shape
+                request.inputs[str(name)].dtype = tf.float32.as_datatype_enum
+                request.inputs[str(name)].tensor_shape.dim.add(size=int(rng.integers(1, 9)))
+                request.inputs[str(name)].tensor_content = bytes(rng.integers(0, 256, size=3).astype(np.uint8))
+            else:
+                request.inputs[str(name)].CopyFrom(tf.make_tensor_proto(_random_value(rng)))
+        if i % 10 == 0:  # a structurally valid request now and then
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = MODEL, "recommend"
+            for name, value in recommend_inputs(int(rng.integers(1, 4))).items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        try:
+            stub.Predict(request, timeout=10)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            code = error.code()
+        answered[code] = answered.get(code, 0) + 1
+    rest = f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict"
+    session = requests.Session()
+    for i in range(500):
+        bodies = [
+            lambda: json.dumps({"inputs": {str(n): _jsonable(_random_value(rng)) if rng.random() < 0.5 else "x" for n in rng.choice(names, size=2)}}),
+            lambda: json.dumps({"instances": [int(rng.integers(9))] * int(rng.integers(0, 3))}),
+            lambda: bytes(rng.integers(0, 256, size=rng.integers(0, 50)).astype(np.uint8)),
+            lambda: json.dumps({"signature_name": "recommend", "inputs": {"user_id": ["u"], "history": [["a"]], "exclude_seen": [bool(i % 2)]}}),
+        ]
+        body = bodies[int(rng.integers(len(bodies)))]()
+        status = session.post(rest, data=body, timeout=10).status_code
+        answered[f"http {status}"] = answered.get(f"http {status}", 0) + 1
+    channel.close()
+    allowed = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, "http 200", "http 400", "http 404"}
+    assert set(answered) <= allowed, answered
+    assert sum(answered.values()) == 2500
+    assert answered[grpc.StatusCode.OK] >= 150 and answered["http 200"] >= 50
+    assert GrpcClient(f"127.0.0.1:{server.grpc_port}").status(MODEL)[-1][1] == "AVAILABLE"
+
+
+def test_hot_swap_under_load_fails_no_request(served):
+    """Clients keep calling while new versions land: every call succeeds and the newest answers in the end."""
+    server, root = served
+    failures, answered_by, stop = [], set(), threading.Event()
+
+    def client_loop():
+        client = GrpcClient(f"127.0.0.1:{server.grpc_port}")
+        while not stop.is_set():
+            try:
+                score = client.predict(MODEL, recommend_inputs(1), "recommend")["scores"][0, 0]
+                answered_by.add(int(score))
+            except Exception as error:  # any failure counts
+                failures.append(repr(error))
+        client.close()
+
+    threads = [threading.Thread(target=client_loop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for version in (2, 3):
+            push(os.path.join(root, MODEL), version)
+            server.models.wait_for(MODEL, version, timeout=60)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert {2, 3} <= answered_by
+    assert GrpcClient(f"127.0.0.1:{server.grpc_port}").status(MODEL) == [(1, "END"), (2, "END"), (3, "AVAILABLE")]
+
+
+def test_broken_version_is_reported_and_the_old_one_kept(served):
+    server, root = served
+    current = server.models.get(MODEL).version
+    broken = os.path.join(root, MODEL, str(current + 1))
+    os.makedirs(broken)
+    with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
+        f.write(b"not a SavedModel")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(s.version == current + 1 for s in server.models.status(MODEL)):
+            time.sleep(0.1)
+        state = {s.version: s for s in server.models.status(MODEL)}[current + 1]
+        assert state.state == "END" and "could not load" in state.error
+        assert GrpcClient(f"127.0.0.1:{server.grpc_port}").predict(MODEL, recommend_inputs(), "recommend")["scores"][0, 0] == current
+    finally:
+        shutil.rmtree(broken)
