@@ -249,6 +249,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     module = exporter.ServingModule(
         tft_layer, model.query_tower, model.candidate_tower, ranker, raw_spec, catalog, seen, activity,
         hp.top_k, hp.ranking_candidates, hp.liked_rating, content_dims(content),
+        profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
+        index=hp.retrieval_index, oov_item_index=len(item_vocab),
     )
     exporter.export(module, fn_args.serving_model_dir)
-    absl.logging.info("exported %d catalog items to %s", len(catalog_ids), fn_args.serving_model_dir)
+    absl.logging.info("exported %d catalog items to %s (%s retrieval), with the ranker and the item encoder beside it", len(catalog_ids), fn_args.serving_model_dir, hp.retrieval_index)

@@ -15,7 +15,10 @@ import warnings
 EPILOG = """examples:
   mmtower run                                  # MovieLens-100K, output in ./output
   mmtower run --epochs 3 --output /tmp/mmt     # quicker, elsewhere
-  mmtower recommend --user u00001              # top 10 (retrieve, then rank) from the pushed model
+  mmtower recommend --user u00001              # top 10 (retrieve, then rank) from the pushed model, in process
+  mmtower serve                                # TF Serving's gRPC (:8500) and REST (:8501) API on the pushed models
+  mmtower recommend --server localhost:8500 --user u00001   # the same over gRPC
+  mmtower index add-items new_items.jsonl      # recommend new items from their content, no retraining
   mmtower report                               # HTML report: metrics per slice, across runs
   mmtower encoders export                      # write the pretrained encoders (done by make setup)
 """
@@ -78,14 +81,52 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-auc", type=float, default=0.5, help="blessing floor on the ranking model's like-AUC, TFMA Evaluator (default: 0.5)")
     run.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes; 1 = in memory (default: 2)")
     run.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs did not change")
+    run.add_argument(
+        "--retrieval-index",
+        default=defaults.retrieval_index,
+        choices=["brute_force", "scann"],
+        help="brute_force: score every item (stock TF Serving image); scann: a ScaNN index in the SavedModel "
+        f"(the ScaNN-enabled image; for large catalogs) (default: {defaults.retrieval_index})",
+    )
 
-    rec = sub.add_parser("recommend", help="top-K items for a user from the newest pushed model, in process")
+    rec = sub.add_parser("recommend", help="top-K items for a user: from the newest pushed model in process, or from a server (--server)")
     rec.add_argument("--user", required=True, help="user id, as in the dataset")
     rec.add_argument("--k", type=int, default=10, help="number of items (default: 10)")
     rec.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset the model was trained on")
     rec.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
     rec.add_argument("--include-seen", action="store_true", help="allow items the user already interacted with")
     rec.add_argument("--retrieval-only", action="store_true", help="skip the ranking model: the two towers' top K by dot product")
+    rec.add_argument("--server", default=None, help="ask a TF Serving (or `mmtower serve`) endpoint, HOST:PORT (gRPC) or http://HOST:PORT (REST)")
+    rec.add_argument("--rest", action="store_true", help="with --server HOST:PORT: use the REST API instead of gRPC")
+    srv = sub.add_parser(
+        "serve",
+        help="development server speaking TF Serving's gRPC and REST API over the pushed models (production: deploy/)",
+        description="Serves <output>/serving/models.config (recommender, ranker, item_encoder) with TF Serving's "
+        "PredictionService (Predict, GetModelMetadata), ModelService (GetModelStatus) and REST API, the newest "
+        "version of each model, swapping atomically when a new version is pushed. A development stand-in for the "
+        "tensorflow/serving image, which serves the same folder in production (deploy/). Binds to loopback by default.",
+    )
+    srv.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
+    srv.add_argument("--model-config", default=None, help="a models.config to serve instead (default: <output>/serving/models.config)")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0 exposes it)")
+    srv.add_argument("--port", type=int, default=8500, help="gRPC port (default: 8500, as TF Serving)")
+    srv.add_argument("--rest-port", type=int, default=8501, help="REST port (default: 8501, as TF Serving; 0 picks a free one)")
+    srv.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new model versions (default: 1)")
+    srv.add_argument("--max-batch", type=int, default=1024, help="largest batch a request may send (default: 1024)")
+    srv.add_argument("--max-message-mib", type=int, default=16, help="largest request or response in MiB (default: 16)")
+    idx = sub.add_parser("index", help="change the served catalog without retraining")
+    idx_sub = idx.add_subparsers(dest="index_command", required=True)
+    add = idx_sub.add_parser(
+        "add-items",
+        help="embed new items from their content and add them to a new recommender/ranker version",
+        description="Reads new catalog items (a TFRecord of catalog tf.Examples, or JSON lines with item_id, title, text, "
+        "and image/audio file paths), encodes their content with the pretrained encoders, embeds them with the pushed "
+        "item_encoder and writes new recommender and ranker versions that include them (a running server swaps to "
+        "them). Items already in the catalog or without an id are quarantined and listed.",
+    )
+    add.add_argument("file", help="new items: .jsonl, .tfrecord or .tfrecord.gz")
+    add.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
+    add.add_argument("--rebuild-index", action="store_true", help="with a ScaNN index: rebuild it over the whole catalog (default: new items are scored by brute force)")
     rep = sub.add_parser(
         "report",
         help="write a static HTML report of a run folder: checks, metrics per slice, model vs most-popular, runs over time",
@@ -127,6 +168,7 @@ def _run(args) -> int:
         embedding_dim=args.embedding_dim,
         use_logq=not args.no_logq,
         fine_tune_text=args.fine_tune_text,
+        retrieval_index=args.retrieval_index,
     )
     config = local_runner.RunConfig(
         dataset=args.dataset,
@@ -147,7 +189,37 @@ def _run(args) -> int:
 def _recommend(args) -> int:
     from pipeline import recommend
 
-    return recommend.main(args.output, args.dataset, args.user, args.k, exclude_seen=not args.include_seen, rank=not args.retrieval_only)
+    return recommend.main(
+        args.output, args.dataset, args.user, args.k, exclude_seen=not args.include_seen, rank=not args.retrieval_only,
+        server=args.server, protocol="rest" if args.rest else "grpc",
+    )
+
+
+def _serve(args) -> int:
+    from pipeline.runs import RunPaths
+    from serving import config as model_config
+    from serving import predict, server
+
+    config_path = args.model_config or os.path.join(RunPaths(os.path.abspath(args.output), "").serving_dir, model_config.MODEL_CONFIG_FILE)
+    options = server.ServerOptions(
+        host=args.host, grpc_port=args.port, rest_port=args.rest_port, poll_seconds=args.poll_seconds,
+        max_message_mib=args.max_message_mib, limits=predict.Limits(max_batch=args.max_batch),
+    )
+    try:
+        return server.main(config_path, options)
+    except ValueError as error:  # a malformed models.config
+        print(f"mmtower: {error}", file=sys.stderr)
+        return 2
+
+
+def _index(args) -> int:
+    from serving import index
+
+    try:
+        return index.main(args.output, args.file, rebuild_index=args.rebuild_index)
+    except ValueError as error:  # a malformed items file
+        print(f"mmtower: {error}", file=sys.stderr)
+        return 2
 
 
 def _report(args) -> int:
@@ -175,10 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from components.validation_gate import DataValidationError
     from pipeline.recommend import SetupError
+    from serving.errors import ServingError
 
     try:
-        return {"run": _run, "recommend": _recommend, "report": _report, "encoders": _encoders}[args.command](args)
-    except (DataValidationError, SetupError, FileNotFoundError) as error:
+        commands = {"run": _run, "recommend": _recommend, "report": _report, "encoders": _encoders, "serve": _serve, "index": _index}
+        return commands[args.command](args)
+    except (DataValidationError, SetupError, FileNotFoundError, ServingError) as error:
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
 

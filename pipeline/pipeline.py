@@ -15,9 +15,11 @@ from typing import Optional
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 from components import content_trainer
 from components.baseline import MostPopularBaseline
+from components import pusher as pusher_executor
 from components.content_embedder.component import ContentEmbedder
 from components.retrieval_evaluator.component import RetrievalEvaluator
 from components.retrieval_evaluator.executor import Thresholds
@@ -62,7 +64,8 @@ def create_pipeline(
         of the cache key of the components that run it.
       eval_config: TFMA config of the ranking model, with its blessing thresholds.
       retrieval_thresholds: the RetrievalEvaluator's floors and allowed regression.
-      serving_model_dir: Pusher base directory; versions land in subfolders.
+      serving_model_dir: the recommender's Pusher base directory (`<serving dir>/recommender`); versions
+        land in subfolders, the ranker and item encoder beside it, models.config in `<serving dir>`.
       metadata_connection_config: ML Metadata store.
       beam_pipeline_args: Beam options for the Beam-based components.
       enable_cache: reuse outputs of unchanged components.
@@ -130,6 +133,7 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor),
     )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

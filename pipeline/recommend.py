@@ -30,20 +30,63 @@ def _read(paths: RunPaths, relative: str) -> list[dict]:
     return read_records(path)
 
 
-def query_inputs(signature, user: dict, timestamp: int) -> dict:
-    """Raw inputs of the `query` signature for one user (with their latest items), batch of one.
+def query_arrays(dtypes: dict, user: dict, timestamp: int) -> dict:
+    """Query-feature inputs (numpy, batch of one) for one user with their latest items.
 
-    The signature names the query features the dataset has (user attributes
-    vary); its other inputs (`exclude_seen`, `item_ids`) are the caller's.
+    `dtypes`: input name -> tf.DType of the signature; it names the query
+    features the dataset has (user attributes vary). Its other inputs
+    (`exclude_seen`, `item_ids`) are the caller's.
     """
-    import tensorflow as tf
+    import numpy as np
 
     values = {**user, F.TIMESTAMP: timestamp}
-    specs = signature.structured_input_signature[1]
-    scalars = [name for name in specs if name in F.QUERY_FEATURES and name != F.HISTORY]  # not e.g. exclude_seen
-    inputs = {name: tf.constant([values[name]], dtype=specs[name].dtype) for name in scalars}
-    inputs[F.HISTORY] = tf.constant([values[F.HISTORY]], dtype=tf.string, shape=[1, len(values[F.HISTORY])])
+    inputs = {}
+    for name, dtype in dtypes.items():
+        if name in F.QUERY_FEATURES and name != F.HISTORY:
+            inputs[name] = np.array([values[name].encode() if dtype.name == "string" else values[name]], dtype=object if dtype.name == "string" else dtype.as_numpy_dtype)
+    inputs[F.HISTORY] = np.array([[item.encode() for item in values[F.HISTORY]]], dtype=object).reshape(1, len(values[F.HISTORY]))
     return inputs
+
+
+def query_inputs(signature, user: dict, timestamp: int) -> dict:
+    """query_arrays as tensors, for a signature of a model loaded in process."""
+    import tensorflow as tf
+
+    specs = signature.structured_input_signature[1]
+    arrays = query_arrays({name: spec.dtype for name, spec in specs.items()}, user, timestamp)
+    return {name: tf.constant(value, dtype=specs[name].dtype) for name, value in arrays.items()}
+
+
+def recommend_remote(client, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> list[tuple[str, float]]:
+    """recommend() through a TF Serving API client (serving.client): the `recommender` model's signatures."""
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.config import RECOMMENDER
+    from towers import exporter
+
+    signature = exporter.RECOMMEND_SIGNATURE if rank else exporter.QUERY_SIGNATURE
+    signature_def = client.metadata(RECOMMENDER)[signature]
+    dtypes = {name: _dtype(info) for name, info in signature_def_inputs(signature_def).items()}
+    inputs = query_arrays(dtypes, user, int(timestamp or time.time()))
+    if rank:
+        inputs[exporter.EXCLUDE_SEEN_INPUT] = np.array([exclude_seen])
+    outputs = client.predict(RECOMMENDER, inputs, signature=signature)
+    ids = [v.decode() for v in outputs[exporter.ITEM_IDS_OUTPUT][0][:k]]
+    return list(zip(ids, outputs[exporter.SCORES_OUTPUT][0][:k].tolist()))
+
+
+def _dtype(info):
+    """tf.DType of a TensorInfo (a proto, or REST's JSON form with "dtype": "DT_STRING")."""
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+
+    return tf.as_dtype(types_pb2.DataType.Value(info["dtype"]) if isinstance(info, dict) else info.dtype)
+
+
+def signature_def_inputs(signature_def) -> dict:
+    """Input name -> TensorInfo (gRPC metadata: a proto; REST metadata: its JSON form)."""
+    return signature_def["inputs"] if isinstance(signature_def, dict) else dict(signature_def.inputs)
 
 
 def recommend(model, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> list[tuple[str, float]]:
@@ -73,15 +116,25 @@ def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
-def main(output: str, dataset: str, user_id: str, k: int, exclude_seen: bool = True, rank: bool = True) -> int:
+def main(output: str, dataset: str, user_id: str, k: int, exclude_seen: bool = True, rank: bool = True, server: str | None = None, protocol: str = "grpc") -> int:
+    """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here."""
     paths = RunPaths(os.path.abspath(output), dataset)
-    model, version_dir = load_model(paths)
+    if server:
+        from serving.client import connect
+
+        client = connect(server, protocol)
+        source = f"{server} ({'REST' if protocol == 'rest' or server.startswith('http') else 'gRPC'})"
+    else:
+        model, source = load_model(paths)
     users = {row[F.USER_ID]: row for row in _read(paths, USERS_FILE)}
     titles = {row[F.ITEM_ID]: row[F.TITLE] for row in _read(paths, CATALOG_FILE)}
     if user_id in users:
         how = "retrieved and ranked" if rank else "retrieved"
-        print(f"Top {k} for user {user_id} from {version_dir} ({how}{', already seen items included' if not exclude_seen else ''}):")
-        results = recommend(model, users[user_id], k, exclude_seen=exclude_seen, rank=rank)
+        print(f"Top {k} for user {user_id} from {source} ({how}{', already seen items included' if not exclude_seen else ''}):")
+        if server:
+            results = recommend_remote(client, users[user_id], k, exclude_seen=exclude_seen, rank=rank)
+        else:
+            results = recommend(model, users[user_id], k, exclude_seen=exclude_seen, rank=rank)
         score_label = "engagement" if rank else "score"
     else:
         print(f"User {user_id!r} is not in dataset {dataset} ({len(users)} users); showing the {k} most popular items instead.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-MODEL_NAME = "retrieval"
+MODEL_NAME = "recommender"  # serving.config.RECOMMENDER
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,8 @@ class RunPaths:
     <output>/data/<dataset>/            dataset build (ExampleGen input, catalog)
     <output>/pipeline/<pipeline_name>/  component outputs (pipeline root)
     <output>/metadata.sqlite            ML Metadata
-    <output>/serving/<model_name>/<v>/  pushed SavedModels, TF Serving's layout
+    <output>/serving/<model_name>/<v>/  pushed SavedModels, TF Serving's layout (recommender, ranker, item_encoder)
+    <output>/serving/models.config      TF Serving's model config for them
     <output>/logs/run.log               full log of the last run
     """
 
@@ -37,8 +38,12 @@ class RunPaths:
     def metadata_path(self) -> str:
         return os.path.join(self.output, "metadata.sqlite")
 
+    @property
+    def serving_dir(self) -> str:
+        return os.path.join(self.output, "serving")
+
     def serving_model_dir(self, model_name: str = MODEL_NAME) -> str:
-        return os.path.join(self.output, "serving", model_name)
+        return os.path.join(self.serving_dir, model_name)
 
     @property
     def log_file(self) -> str:

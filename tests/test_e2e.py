@@ -311,3 +311,134 @@ def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run):
     text = 2  # modality order: id, metadata, text, image, audio
     assert out["shape"] == [2, HParams().embedding_dim]
     assert out["weights"][0][text] > 0.0 and out["weights"][1][text] == 0.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    """`mmtower serve` on the run's output, in its own process (gRPC and REST on free loopback ports)."""
+    from serving.client import GrpcClient
+    from serving.config import RECOMMENDER, SERVED_MODELS
+
+    paths, _ = run
+    grpc_port, rest_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--output", paths.output, "--port", str(grpc_port), "--rest-port", str(rest_port), "--poll-seconds", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    client = GrpcClient(f"127.0.0.1:{grpc_port}")
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if all(client.status(name)[-1][1] == "AVAILABLE" for name in SERVED_MODELS):
+                break
+        except Exception:
+            pass
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "the server did not load the pushed models"
+        time.sleep(0.5)
+    yield grpc_port, rest_port, client
+    client.close()
+    process.terminate()
+    process.wait()
+    assert RECOMMENDER
+
+
+def test_push_writes_three_models_and_a_tf_serving_model_config(run):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving import config as model_config
+
+    paths, _ = run
+    parsed = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(open(os.path.join(paths.serving_dir, model_config.MODEL_CONFIG_FILE)).read(), parsed)
+    assert {c.name: c.base_path for c in parsed.model_config_list.config} == {name: paths.serving_model_dir(name) for name in model_config.SERVED_MODELS}
+    versions = {name: model_config.ready_versions(paths.serving_model_dir(name)) for name in model_config.SERVED_MODELS}
+    assert len({tuple(v) for v in versions.values()}) == 1, versions  # pushed together, same version
+    assert not [n for name in model_config.SERVED_MODELS for n in os.listdir(paths.serving_model_dir(name)) if not n.isdigit()]
+
+
+def test_served_models_answer_over_grpc_and_rest_like_in_process(run, server):
+    """`mmtower recommend --server` (gRPC and REST) lists what `mmtower recommend` computes in process."""
+    from serving.client import RestClient
+
+    paths, _ = run
+    grpc_port, rest_port, client = server
+    cli = [sys.executable, "-m", "pipeline.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0][F.USER_ID]
+
+    def items(extra):
+        out = subprocess.run(cli + ["--user", user] + extra, capture_output=True, text=True, check=True).stdout
+        return [line.rsplit("(item ", 1)[1] for line in out.splitlines() if re.match(r"\s*\d+\. ", line)]
+
+    local = items([])
+    assert len(local) == 10
+    assert items(["--server", f"127.0.0.1:{grpc_port}"]) == local
+    assert items(["--server", f"http://127.0.0.1:{rest_port}"]) == local
+    assert items(["--server", f"127.0.0.1:{grpc_port}", "--retrieval-only"]) == items(["--retrieval-only"])
+    signatures = client.metadata("ranker")
+    assert set(signatures) == {exporter.SERVING_DEFAULT, exporter.RANK_SIGNATURE}
+    assert set(client.metadata("item_encoder")) == {exporter.SERVING_DEFAULT, exporter.EMBED_SIGNATURE}
+    assert set(RestClient(f"http://127.0.0.1:{rest_port}").metadata("recommender")) == set(exporter.SIGNATURES)
+    bad = subprocess.run(cli + ["--user", user, "--server", "127.0.0.1:1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "UNAVAILABLE" in bad.stderr.upper() and "Traceback" not in bad.stderr
+
+
+def test_new_item_is_recommended_from_content_without_retraining(run, server, tmp_path):
+    """`mmtower index add-items`: a copy of a user's top item under a new id is embedded from its content,
+    served by the new version the running server swaps to, and retrieved for that user."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.recommend import query_arrays
+    from serving import config as model_config
+
+    paths, _ = run
+    grpc_port, _, client = server
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
+    signature = client.metadata(model_config.RECOMMENDER)[exporter.QUERY_SIGNATURE]
+    dtypes = {name: tf.as_dtype(info.dtype) for name, info in signature.inputs.items()}
+    query = query_arrays(dtypes, user, 893286638)
+    before = client.predict(model_config.RECOMMENDER, query, exporter.QUERY_SIGNATURE)[exporter.ITEM_IDS_OUTPUT][0]
+    top = before[0].decode()
+    catalog = {row[F.ITEM_ID]: row for row in read_records(os.path.join(paths.data_dir, CATALOG_FILE))}
+    new_items = tmp_path / "new_items.jsonl"
+    rows = []
+    for new_id, source in (("new-copy-of-top", catalog[top]), (top, catalog[top])):  # the second is already in the catalog
+        row = {k: v for k, v in source.items() if k not in F.RAW_BYTES_FEATURES}
+        for name in F.RAW_BYTES_FEATURES:
+            if source.get(name):
+                (tmp_path / f"{new_id}.{name}").write_bytes(source[name])
+                row[name] = f"{new_id}.{name}"
+        row[F.ITEM_ID] = new_id
+        rows.append(json.dumps(row))
+    new_items.write_text("\n".join(rows) + "\n")
+    versions_before = client.status(model_config.RECOMMENDER)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "index", "add-items", str(new_items), "--output", paths.output],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "added 1 items (1 quarantined)" in out and "already in the catalog" in out, out
+    import time
+
+    deadline = time.monotonic() + 120
+    while client.status(model_config.RECOMMENDER)[-1][0] == versions_before[-1][0]:
+        assert time.monotonic() < deadline, "the server did not swap to the new version"
+        time.sleep(0.5)
+    after = [v.decode() for v in client.predict(model_config.RECOMMENDER, query, exporter.QUERY_SIGNATURE)[exporter.ITEM_IDS_OUTPUT][0]]
+    assert "new-copy-of-top" in after, after[:20]
+    ranked = client.predict(
+        model_config.RANKER, {**{k: v for k, v in query.items()}, exporter.ITEM_IDS_INPUT: np.array([[b"new-copy-of-top", b"no-such-item"]], dtype=object)},
+        exporter.RANK_SIGNATURE,
+    )[exporter.SCORES_OUTPUT][0]
+    assert ranked[0] > 0 and ranked[1] == 0

@@ -1,8 +1,11 @@
-"""Every serving signature of the mmtower SavedModel, in one module.
+"""Every serving signature of the mmtower SavedModels, in one module.
 
 The exported module carries the Transform graph, both retrieval towers, the
-ranking model and the embeddings of the whole catalog; retrieval scores all
-items by brute force:
+ranking model and the embeddings of the whole catalog. Retrieval scores all
+items by brute force (`index="brute_force"`, runs on the stock TF Serving
+image), or searches a ScaNN index (`index="scann"`, needs the ScaNN-enabled
+image); items added after training (`add_items`, see serving.index) are
+scored by brute force until the index is rebuilt. Signatures:
 
 - `recommend(<query features>, exclude_seen)`: retrieve the top
   `ranking_candidates`, order them by the ranking model's engagement
@@ -31,9 +34,14 @@ items by brute force:
 - `evaluation_features(examples)`: eval examples -> the `liked` label and the
   slices (item popularity, freshness, modalities; user activity) [batch], from
   the model's own training data (TFMA's preprocessing function).
+
+Three models are pushed (serving.config): the `recommender` (everything
+above), the `ranker` (`rank` alone) and the `item_encoder` (`embed_candidates`
+alone: the candidate tower, to embed new items).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +71,11 @@ RETRIEVAL_SCORES_OUTPUT = "retrieval_scores"
 EMBEDDINGS_OUTPUT = "embeddings"
 MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 UNKNOWN = "unknown"  # slice value of an eval item that is not in the catalog
+BRUTE_FORCE = "brute_force"
+SCANN = "scann"
+INDEXES = (BRUTE_FORCE, SCANN)
+RANKER_SIGNATURES = (RANK_SIGNATURE,)
+ITEM_ENCODER_SIGNATURES = (EMBED_SIGNATURE,)
 
 
 def _bytes(values) -> np.ndarray:
@@ -70,9 +83,55 @@ def _bytes(values) -> np.ndarray:
     return np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values], dtype=object)
 
 
+def _growable(values: np.ndarray, name: str) -> tf.Variable:
+    """A variable whose first dimension may change (add_items appends rows to it in a loaded model)."""
+    return tf.Variable(values, shape=tf.TensorShape([None]).concatenate(values.shape[1:]), trainable=False, name=name)
+
+
+def _is_excluded(positions: tf.Tensor, exclude: tf.Tensor, num_items: tf.Tensor) -> tf.Tensor:
+    """bool [batch, M]: whether positions[b, m] is among the (row, position) pairs of `exclude` [n, 2] for row b.
+
+    Per row, the excluded positions are sorted and searched (batch x M x log n work, not M x n).
+    """
+    batch = tf.shape(positions, out_type=tf.int64)[0]
+    exclude = tf.gather(exclude, tf.argsort(exclude[:, 0] * num_items + exclude[:, 1]))
+    rows = tf.RaggedTensor.from_value_rowids(exclude[:, 1], exclude[:, 0], nrows=batch)
+    sentinel = tf.fill([batch, 1], tf.int64.max)
+    sorted_positions = tf.concat([rows.to_tensor(default_value=tf.int64.max), sentinel], axis=1)
+    found = tf.searchsorted(sorted_positions, positions)
+    return tf.equal(tf.gather(sorted_positions, found, batch_dims=1), positions)
+
+
 def _feature_spec(raw_spec: dict, names) -> dict:
     """The entries of `raw_spec` among `names` (a dataset declares a subset of the optional features)."""
     return {name: raw_spec[name] for name in names if name in raw_spec}
+
+
+class ItemEncoder(tf.Module):
+    """The candidate tower on raw item features + content embeddings: `embed_candidates` (the `item_encoder` model)."""
+
+    def __init__(self, tft_layer, candidate_tower, raw_feature_spec: dict, content_dims: dict[str, int]):
+        super().__init__()
+        self.tft_layer = tft_layer
+        self.candidate_tower = candidate_tower
+        self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
+        # An item without a content embedding gets zeros: the tower treats that modality as missing.
+        self._content_spec = {
+            F.CONTENT_EMBEDDINGS[m]: tf.io.FixedLenFeature([dim], tf.float32, default_value=[0.0] * dim) for m, dim in content_dims.items()
+        }
+        if getattr(candidate_tower, "text_encoder", None) is not None:  # fine-tuned text: the tower reads the text itself
+            self._content_spec[F.ITEM_TEXT] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        # Which content encoders' embeddings embed_candidates reads (serving.index encodes new items with them).
+        self.content_modalities = tf.Variable(_bytes(content_dims) if content_dims else np.zeros([0], object), dtype=tf.string, shape=[None], trainable=False, name="content_modalities")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def embed_candidates(self, examples):
+        raw = tf.io.parse_example(examples, {**self._item_spec, **self._content_spec})
+        features = {**self.tft_layer({name: raw[name] for name in self._item_spec}), **{name: raw[name] for name in self._content_spec}}
+        return {
+            EMBEDDINGS_OUTPUT: self.candidate_tower(features),
+            MODALITY_WEIGHTS_OUTPUT: self.candidate_tower.modality_weights(features),
+        }
 
 
 @dataclass
@@ -111,10 +170,16 @@ class ServingModule(tf.Module):
       ranking_candidates: items `recommend` retrieves for the ranker.
       liked_rating: rating at or above which an interaction is liked.
       content_dims: content modality -> embedding size `embed_candidates` takes.
+      profile_modalities: the modalities whose embeddings form an item's content
+        profile (the ranker's input), kept for items added later.
+      index: BRUTE_FORCE or SCANN (see the module docstring).
+      oov_item_index: the item vocabulary's OOV index (the ranker's id of an item unseen in training).
     """
 
-    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, liked_rating: float, content_dims: dict[str, int]):
+    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, liked_rating: float, content_dims: dict[str, int], profile_modalities=(), index: str = BRUTE_FORCE, oov_item_index: int = 0):
         super().__init__()
+        if index not in INDEXES:
+            raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
         self.tft_layer = tft_layer
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
@@ -126,27 +191,35 @@ class ServingModule(tf.Module):
         self.eval_k = min(max(metrics.RECALL_KS), len(catalog.ids))
         self.liked_rating = liked_rating
         self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
-        self._item_spec = _feature_spec(raw_feature_spec, F.ITEM_FEATURES)
-        # An item without a content embedding gets zeros: the tower treats that modality as missing.
-        self._content_spec = {
-            F.CONTENT_EMBEDDINGS[m]: tf.io.FixedLenFeature([dim], tf.float32, default_value=[0.0] * dim) for m, dim in content_dims.items()
-        }
-        if getattr(candidate_tower, "text_encoder", None) is not None:  # fine-tuned text: the tower reads the text itself
-            self._content_spec[F.ITEM_TEXT] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        self.item_encoder = ItemEncoder(tft_layer, candidate_tower, raw_feature_spec, content_dims)
+        self.embed_candidates = self.item_encoder.embed_candidates
         self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
         # Labels are optional here: a missing rating is not engaged (TFMA reports label counts per slice).
         self._labelled_spec = {**self._eval_spec, F.RATING: tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
-        self.catalog_ids = tf.Variable(_bytes(catalog.ids), trainable=False, name="catalog_ids")
-        self.catalog_positions = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(_bytes(catalog.ids)), tf.range(len(catalog.ids), dtype=tf.int64)),
-            default_value=-1,
-        )
-        self.catalog_embeddings = tf.Variable(np.asarray(catalog.embeddings, np.float32), trainable=False, name="catalog_embeddings")
-        self.catalog_item_index = tf.Variable(catalog.item_index, trainable=False, name="catalog_item_index")
+        # The catalog tables have no fixed length: add_items appends to them in a loaded model.
+        self.catalog_ids = _growable(_bytes(catalog.ids), "catalog_ids")
+        self.catalog_positions = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1, name="catalog_positions")
+        self.catalog_positions.insert(tf.constant(_bytes(catalog.ids)), tf.range(len(catalog.ids), dtype=tf.int64))
+        self.catalog_embeddings = _growable(np.asarray(catalog.embeddings, np.float32), "catalog_embeddings")
+        self.catalog_item_index = _growable(np.asarray(catalog.item_index, np.int64), "catalog_item_index")
         self.catalog_content_profile = None
         if catalog.content_profile is not None:
-            self.catalog_content_profile = tf.Variable(catalog.content_profile, trainable=False, name="catalog_content_profile")
-        self.catalog_slices = {name: tf.Variable(_bytes(values), trainable=False, name=name) for name, values in catalog.slices.items()}
+            self.catalog_content_profile = _growable(np.asarray(catalog.content_profile, np.float32), "catalog_content_profile")
+        self.catalog_slices = {name: _growable(_bytes(values), name) for name, values in catalog.slices.items()}
+        self.oov_item_index = tf.Variable(oov_item_index, dtype=tf.int64, trainable=False, name="oov_item_index")
+        self.profile_modalities = tf.Variable(_bytes(profile_modalities) if profile_modalities else np.zeros([0], object), dtype=tf.string, shape=[None], trainable=False, name="profile_modalities")
+        self.index_type = tf.Variable(index, trainable=False, name="index_type")
+        # Catalog rows [0, indexed_items) are in the ScaNN index; later rows (added items) are scored by brute force.
+        self.indexed_items = tf.Variable(len(catalog.ids) if index == SCANN else 0, dtype=tf.int64, trainable=False, name="indexed_items")
+        self.scann_index = None
+        self.exclusion_margin = 0
+        if index == SCANN:
+            from towers import scann_index
+
+            self.scann_index = scann_index.ScannIndex(scann_index.build_searcher(catalog.embeddings, self.ranking_candidates))
+            self.initially_indexed = len(catalog.ids)
+            # ScaNN returns this many more than asked, so that excluding a user's seen items still leaves enough.
+            self.exclusion_margin = max((len(row) for row in seen_positions), default=0) + 50
         self.user_activity = tf.Variable(_bytes(user_activity), trainable=False, name="user_activity")
         lengths = [len(row) for row in seen_positions]
         values = np.concatenate([np.asarray(row, np.int64) for row in seen_positions]) if sum(lengths) else np.zeros([0], np.int64)
@@ -155,6 +228,33 @@ class ServingModule(tf.Module):
         self.query = self._query_signature([], self._top_k)
         self.recommend = self._query_signature([tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], self._recommend)
         self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], self._rank_items)
+        self.add_items = tf.function(self._add_items, input_signature=[self.added_items_spec()], autograph=False)
+
+    def added_items_spec(self) -> dict:
+        """What add_items takes: ids, candidate embeddings, content profiles (if the ranker reads them) and slices [n, ...]."""
+        spec = {
+            ITEM_IDS_INPUT: tf.TensorSpec([None], tf.string),
+            EMBEDDINGS_OUTPUT: tf.TensorSpec([None, self.catalog_embeddings.shape[1]], tf.float32),
+        }
+        if self.catalog_content_profile is not None:
+            spec[F.CONTENT_PROFILE] = tf.TensorSpec([None, self.catalog_content_profile.shape[1]], tf.float32)
+        spec.update({name: tf.TensorSpec([None], tf.string) for name in self.catalog_slices})
+        return spec
+
+    def _add_items(self, items: dict) -> tf.Tensor:
+        """Appends items to the catalog (not a serving signature: serving.index calls it on a loaded model,
+        then saves a new version). The caller makes sure the ids are new. -> the catalog size."""
+        start = tf.size(self.catalog_ids, out_type=tf.int64)
+        count = tf.size(items[ITEM_IDS_INPUT], out_type=tf.int64)
+        self.catalog_positions.insert(items[ITEM_IDS_INPUT], start + tf.range(count))
+        self.catalog_ids.assign(tf.concat([self.catalog_ids, items[ITEM_IDS_INPUT]], 0))
+        self.catalog_embeddings.assign(tf.concat([self.catalog_embeddings, items[EMBEDDINGS_OUTPUT]], 0))
+        self.catalog_item_index.assign(tf.concat([self.catalog_item_index, tf.fill([count], self.oov_item_index)], 0))
+        if self.catalog_content_profile is not None:
+            self.catalog_content_profile.assign(tf.concat([self.catalog_content_profile, items[F.CONTENT_PROFILE]], 0))
+        for name, table in self.catalog_slices.items():
+            table.assign(tf.concat([table, items[name]], 0))
+        return start + count
 
     def _query_signature(self, extra_inputs: list, body):
         """A tf.function taking one tensor per query feature (scalars [batch], history [batch, None]) + `extra_inputs`.
@@ -174,11 +274,15 @@ class ServingModule(tf.Module):
         # closures re-reads source files, which breaks if they change while a run is going).
         return tf.function(signature, input_signature=inputs + extra_inputs, autograph=False)
 
+    def _positions(self, ids: tf.Tensor) -> tf.Tensor:
+        """Catalog positions of item ids, same shape (-1: not in the catalog)."""
+        return tf.reshape(self.catalog_positions.lookup(ids), tf.shape(ids))
+
     def _exclusions(self, user_index: tf.Tensor, history: tf.SparseTensor) -> tf.Tensor:
         """[n, 2] (query row, catalog position) pairs not to recommend: training items + history."""
         seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_row_splits)
         rows = tf.gather(seen, user_index)  # [batch, None] catalog positions
-        history_positions = self.catalog_positions.lookup(history.values)
+        history_positions = self._positions(history.values)
         known = history_positions >= 0
         from_history = tf.stack([tf.boolean_mask(history.indices[:, 0], known), tf.boolean_mask(history_positions, known)], axis=1)
         return tf.concat([tf.stack([rows.value_rowids(), rows.values], axis=1), from_history], axis=0)
@@ -190,14 +294,42 @@ class ServingModule(tf.Module):
         """
         transformed = self.tft_layer(raw)
         queries = self.query_tower(transformed)
-        scores = tf.matmul(queries, self.catalog_embeddings, transpose_b=True)  # [batch, N]
         exclude = self._exclusions(transformed[F.USER_INDEX], raw[F.HISTORY])
         if exclude_seen is not None:
             exclude = tf.boolean_mask(exclude, tf.gather(exclude_seen, exclude[:, 0]))
-        mask = tf.scatter_nd(exclude, tf.ones_like(exclude[:, 0], tf.float32), tf.shape(scores, out_type=tf.int64))
-        scores = tf.where(mask > 0, tf.float32.min, scores)
-        top_scores, top_positions = tf.math.top_k(scores, k=k)
-        return transformed, queries, top_scores, tf.cast(top_positions, tf.int64)
+        if self.scann_index is None:
+            scores = tf.matmul(queries, self.catalog_embeddings, transpose_b=True)  # [batch, N]
+            mask = tf.scatter_nd(exclude, tf.ones_like(exclude[:, 0], tf.float32), tf.shape(scores, out_type=tf.int64))
+            scores = tf.where(mask > 0, tf.float32.min, scores)
+            top_scores, top_positions = tf.math.top_k(scores, k=k)
+            return transformed, queries, top_scores, tf.cast(top_positions, tf.int64)
+        scores, positions = self._index_candidates(queries, k + self.exclusion_margin)
+        excluded = _is_excluded(positions, exclude, tf.size(self.catalog_ids, out_type=tf.int64))
+        top_scores, order = tf.math.top_k(tf.where(excluded, tf.float32.min, scores), k=k)
+        return transformed, queries, top_scores, tf.gather(positions, order, batch_dims=1)
+
+    def _index_candidates(self, queries: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """ScaNN's top `k` of the indexed rows + the top `k` of the added rows by brute force -> (scores, catalog positions) [batch, >= k].
+
+        With `indexed_items` 0 the index is skipped: every row is scored exactly (the benchmarks' brute-force reference).
+        """
+        indexed = tf.minimum(self.indexed_items, tf.size(self.catalog_ids, out_type=tf.int64))
+        batch = tf.shape(queries)[0]
+
+        def search():
+            positions, scores = self.scann_index.search(queries, min(k, self.initially_indexed))
+            return scores, tf.cast(positions, tf.int64)
+
+        ann_scores, ann_positions = tf.cond(indexed > 0, search, lambda: (tf.zeros([batch, 0]), tf.zeros([batch, 0], tf.int64)))
+        added = self.catalog_embeddings[indexed:]
+        added_scores, added_order = tf.math.top_k(tf.matmul(queries, added, transpose_b=True), k=tf.minimum(k, tf.shape(added)[0]))
+        scores = tf.concat([ann_scores, added_scores], axis=1)
+        positions = tf.concat([ann_positions, indexed + tf.cast(added_order, tf.int64)], axis=1)
+        # pad to k when the catalog has fewer items than asked for
+        missing = tf.maximum(k - tf.shape(scores)[1], 0)
+        scores = tf.pad(scores, [[0, 0], [0, missing]], constant_values=tf.float32.min)
+        positions = tf.pad(positions, [[0, 0], [0, missing]])
+        return scores, positions
 
     def _top_k(self, raw: dict, k: int | None = None) -> dict:
         _, _, top_scores, top_positions = self._retrieve(raw, k or self.k)
@@ -240,7 +372,7 @@ class ServingModule(tf.Module):
 
     def _rank_items(self, raw: dict, item_ids: tf.Tensor) -> dict:
         transformed = self.tft_layer(raw)
-        ranked = self._ranking_scores(transformed, self.query_tower(transformed), self.catalog_positions.lookup(item_ids))
+        ranked = self._ranking_scores(transformed, self.query_tower(transformed), self._positions(item_ids))
         return {SCORES_OUTPUT: ranked[ENGAGEMENT_OUTPUT], PREDICTED_RATINGS_OUTPUT: ranked[RATING_OUTPUT]}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
@@ -252,15 +384,6 @@ class ServingModule(tf.Module):
     def embed_query(self, examples):
         raw = tf.io.parse_example(examples, self._query_spec)
         return {EMBEDDINGS_OUTPUT: self.query_tower(self.tft_layer(raw))}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    def embed_candidates(self, examples):
-        raw = tf.io.parse_example(examples, {**self._item_spec, **self._content_spec})
-        features = {**self.tft_layer({name: raw[name] for name in self._item_spec}), **{name: raw[name] for name in self._content_spec}}
-        return {
-            EMBEDDINGS_OUTPUT: self.candidate_tower(features),
-            MODALITY_WEIGHTS_OUTPUT: self.candidate_tower.modality_weights(features),
-        }
 
     def _evaluation(self, top_ids: tf.Tensor, true_ids: tf.Tensor) -> dict:
         return {**metrics.retrieval_metrics(top_ids, true_ids), ITEM_IDS_OUTPUT: top_ids[:, : metrics.NDCG_K]}
@@ -280,14 +403,14 @@ class ServingModule(tf.Module):
     def rank_examples(self, examples):
         raw = tf.io.parse_example(examples, self._eval_spec)
         transformed = self.tft_layer(raw)
-        positions = self.catalog_positions.lookup(raw[F.ITEM_ID])  # [batch, 1]
+        positions = self._positions(raw[F.ITEM_ID])  # [batch, 1]
         ranked = self._ranking_scores(transformed, self.query_tower(transformed), positions)
         return {name: values[:, 0] for name, values in ranked.items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluation_features(self, examples):
         raw = tf.io.parse_example(examples, self._labelled_spec)
-        positions = tf.squeeze(self.catalog_positions.lookup(raw[F.ITEM_ID]), 1)
+        positions = tf.squeeze(self._positions(raw[F.ITEM_ID]), 1)
         known = positions >= 0
         out = {name: tf.where(known, tf.gather(table, tf.maximum(positions, 0)), UNKNOWN) for name, table in self.catalog_slices.items()}
         out[F.USER_ACTIVITY] = tf.gather(self.user_activity, self.tft_layer(raw)[F.USER_INDEX])
@@ -309,6 +432,27 @@ SIGNATURES = (
 )
 
 
+RANKER_DIR = "ranker"  # beside the recommender's Format-Serving folder in the Trainer's model artifact
+ITEM_ENCODER_DIR = "item_encoder"
+
+
+def save(module, path: str, signatures: dict) -> None:
+    """tf.saved_model.save with the Scann op namespace allowed (a ScaNN-indexed model has its ops)."""
+    from towers import scann_index
+
+    tf.saved_model.save(module, path, signatures=signatures, options=scann_index.SAVE_OPTIONS)
+
+
+def standalone_dirs(serving_model_dir: str) -> dict[str, str]:
+    """Where export() writes the ranker and the item encoder, beside the recommender."""
+    parent = os.path.dirname(os.path.normpath(serving_model_dir))
+    return {RANKER_DIR: os.path.join(parent, RANKER_DIR), ITEM_ENCODER_DIR: os.path.join(parent, ITEM_ENCODER_DIR)}
+
+
 def export(module: ServingModule, path: str) -> None:
-    """Saves `module` with every signature in SIGNATURES."""
-    tf.saved_model.save(module, path, signatures={name: getattr(module, name) for name in SIGNATURES})
+    """Saves the recommender (every signature in SIGNATURES) at `path`, and the ranker and the item encoder beside it."""
+    save(module, path, {name: getattr(module, name) for name in SIGNATURES})
+    dirs = standalone_dirs(path)
+    save(module, dirs[RANKER_DIR], {SERVING_DEFAULT: module.rank, RANK_SIGNATURE: module.rank})
+    encoder = module.item_encoder
+    save(encoder, dirs[ITEM_ENCODER_DIR], {SERVING_DEFAULT: encoder.embed_candidates, EMBED_SIGNATURE: encoder.embed_candidates})

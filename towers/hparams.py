@@ -36,6 +36,9 @@ class HParams:
       batch_size: training batch size (also the number of in-batch negatives).
       epochs: passes over the training split.
       top_k: number of items the serving signatures return.
+      retrieval_index: "brute_force" (score every item; the stock TF Serving
+        image serves it) or "scann" (a ScaNN index in the SavedModel; needs the
+        ScaNN-enabled image; worth it from about 100k items).
       ranking_candidates: items retrieved for the ranking model to order
         (`recommend`); also where the ranker's training negatives come from.
       ranking_negatives: retrieved, not-interacted items sampled per training
@@ -67,6 +70,7 @@ class HParams:
     batch_size: int = 512
     epochs: int = 3
     top_k: int = 100
+    retrieval_index: str = "brute_force"
     ranking_candidates: int = 100
     ranking_negatives: int = 3
     ranking_cross_layers: int = 2

@@ -133,7 +133,7 @@ def evaluate_model(model, records: list[bytes], with_slices: bool) -> tuple[dict
     if with_slices:
         names["slices"] = exporter.EVALUATION_FEATURES_SIGNATURE
     outputs, problems = run_signatures(model, names, records)
-    catalog_size = int(model.catalog_ids.shape[0])
+    catalog_size = int(tf.size(model.catalog_ids))
     slices = {name: outputs["slices"][name] for name in F.EVAL_SLICE_FEATURES} if with_slices and outputs["slices"] else {}
     result = {}
     for key in SIGNATURES:

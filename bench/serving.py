@@ -1,0 +1,243 @@
+"""Benchmark: `recommend` over TF Serving's gRPC API on loopback, brute force vs ScaNN, 100k and 1M items.
+
+One trained model (MovieLens-100K through the pipeline, `--retrieval-index
+scann`, item tower on id + metadata so the catalog tables stay small) is grown
+to each catalog size with synthetic items (`add_items`; embeddings drawn
+around the real items' embeddings, so queries see a realistic neighbourhood),
+then saved twice: with the ScaNN index rebuilt over every item, and with the
+index switched off (`indexed_items` 0: every item scored exactly, the
+brute-force reference, same graph and weights). For each variant:
+
+- in-process latency of the SavedModel's `recommend` and `query` (batch 1);
+- `mmtower serve` in its own process; 1, 4 and 16 concurrent gRPC clients
+  (threads of this process) -> p50/p95/p99 and QPS; server overhead = gRPC p50
+  at 1 client / in-process p50 on the same inputs;
+- ScaNN's recall@10 of `query` against the exact variant, over the same users.
+
+    .venv/bin/python -m bench.serving [--sizes 100000,1000000] [--output /tmp/mmtower-serving-bench]
+
+Results: bench/results/serving.md. Client and server share this machine's cores.
+"""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import results  # noqa: E402
+from components.slices import COLD, NO_CONTENT  # noqa: E402
+from datasets.records import USERS_FILE, read_records  # noqa: E402
+from pipeline import local_runner  # noqa: E402
+from pipeline.recommend import query_arrays  # noqa: E402
+from serving import config as model_config  # noqa: E402
+from serving.client import GrpcClient  # noqa: E402
+from serving.server import load_custom_ops  # noqa: E402
+from towers import exporter, scann_index  # noqa: E402
+from towers import features as F  # noqa: E402
+from towers.hparams import HParams  # noqa: E402
+
+CLIENTS = (1, 4, 16)
+REQUESTS = {1: 300, 4: 120, 16: 40}  # per client
+USERS = 200
+
+
+def train(output: str) -> str:
+    hparams = HParams(item_modalities=("id", "metadata"), retrieval_index=exporter.SCANN)
+    config = local_runner.RunConfig(dataset="movielens-100k", output=output, hparams=hparams, min_recall_at_100=0.0, min_auc=0.0)
+    paths, _ = local_runner.run(config)
+    return paths
+
+
+def grow(model_dir: str, size: int, seed: int = 0):
+    """Loads the trained recommender and appends synthetic items until the catalog has `size`."""
+    model = tf.saved_model.load(model_dir)
+    real = model.catalog_embeddings.numpy()
+    count = size - len(real)
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, 200_000):
+        n = min(200_000, count - start)
+        base = real[rng.integers(len(real), size=n)]
+        noise = rng.normal(scale=np.linalg.norm(real, axis=1).mean() / np.sqrt(real.shape[1]), size=base.shape)
+        embeddings = (base + noise).astype(np.float32)
+        embeddings *= (np.linalg.norm(real, axis=1).mean() / np.linalg.norm(embeddings, axis=1))[:, None]
+        items = {exporter.ITEM_IDS_INPUT: tf.constant([f"synthetic-{start + i:07d}" for i in range(n)]), exporter.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
+        if getattr(model, "catalog_content_profile", None) is not None:
+            items[F.CONTENT_PROFILE] = tf.zeros([n, model.catalog_content_profile.shape[1]])
+        for name in (F.ITEM_POPULARITY, F.ITEM_FRESHNESS):
+            items[name] = tf.fill([n], COLD)
+        items[F.ITEM_MODALITIES] = tf.fill([n], NO_CONTENT)
+        model.add_items(items)
+    return model
+
+
+def save(model, folder: str) -> str:
+    exporter.save(model, os.path.join(folder, model_config.RECOMMENDER, "1"), dict(model.signatures))
+    return model_config.write_for(folder, names=[model_config.RECOMMENDER])
+
+
+def latencies(function, inputs: list[dict], repeats: int = 1) -> np.ndarray:
+    function(**inputs[0])  # warm up
+    out = []
+    for _ in range(repeats):
+        for request in inputs:
+            started = time.perf_counter()
+            function(**request)
+            out.append(time.perf_counter() - started)
+    return np.array(out)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(config_path: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    mmtower = os.path.join(os.path.dirname(sys.executable), "mmtower")
+    process = subprocess.Popen([mmtower, "serve", "--model-config", config_path, "--port", str(port), "--rest-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = GrpcClient(f"127.0.0.1:{port}")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if client.status(model_config.RECOMMENDER)[-1][1] == "AVAILABLE":
+                return process, port
+        except Exception:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"mmtower serve exited with {process.returncode}")
+        time.sleep(0.5)
+    raise TimeoutError("the server did not load the model in 10 minutes")
+
+
+def load_test(port: int, inputs: list[dict], clients: int) -> tuple[np.ndarray, float, int]:
+    """-> (latencies, QPS, failed requests) of `clients` threads each sending REQUESTS[clients] recommend calls."""
+    per_client = REQUESTS[clients]
+    lock, seconds, failed = threading.Lock(), [], [0]
+
+    def work(offset: int):
+        client = GrpcClient(f"127.0.0.1:{port}")
+        client.predict(model_config.RECOMMENDER, inputs[0], exporter.RECOMMEND_SIGNATURE)  # connect
+        barrier.wait()
+        mine = []
+        for i in range(per_client):
+            started = time.perf_counter()
+            try:
+                client.predict(model_config.RECOMMENDER, inputs[(offset + i) % len(inputs)], exporter.RECOMMEND_SIGNATURE)
+            except Exception:
+                with lock:
+                    failed[0] += 1
+            mine.append(time.perf_counter() - started)
+        with lock:
+            seconds.extend(mine)
+        client.close()
+
+    barrier = threading.Barrier(clients + 1)
+    threads = [threading.Thread(target=work, args=(i * 7,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return np.array(seconds), len(seconds) / (time.perf_counter() - started), failed[0]
+
+
+def ms(values: np.ndarray, q: float) -> str:
+    return f"{np.percentile(values, q) * 1000:.2f}"
+
+
+def user_inputs(paths, signature, n: int) -> list[dict]:
+    users = read_records(os.path.join(paths.data_dir, USERS_FILE))[:n]
+    dtypes = {name: spec.dtype for name, spec in signature.structured_input_signature[1].items()}
+    out = []
+    for user in users:
+        arrays = query_arrays(dtypes, user, 893_000_000)
+        if exporter.EXCLUDE_SEEN_INPUT in dtypes:
+            arrays[exporter.EXCLUDE_SEEN_INPUT] = np.array([True])
+        out.append(arrays)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000", help="catalog sizes (comma-separated)")
+    parser.add_argument("--output", default="/tmp/mmtower-serving-bench")
+    args = parser.parse_args()
+    load_custom_ops()
+    started = time.monotonic()
+    paths = train(os.path.join(args.output, "run"))
+    trained = os.path.join(paths.serving_model_dir(), str(model_config.ready_versions(paths.serving_model_dir())[-1]))
+    print(f"[{time.monotonic() - started:6.0f}s] trained: {trained}", flush=True)
+    lines = [
+        f"# Serving benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, client and server on the same machine)",
+        "",
+        "Model: MovieLens-100K two-tower + DCN-v2 ranker (item tower: id + metadata), grown with synthetic items; "
+        "`recommend` = retrieve 100 (excluding seen items), rank, return 100. Latencies in ms, batch of 1.",
+        "",
+        "| items | retrieval | in-process `query` p50 | in-process `recommend` p50 / p99 | gRPC clients | gRPC p50 / p95 / p99 | QPS | failed | server overhead (gRPC p50 / in-process p50) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary, findings = [], []
+    for size in (int(s) for s in args.sizes.split(",")):
+        model = grow(trained, size)
+        tops = {}
+        for variant in ("brute force", "ScaNN"):
+            if variant == "ScaNN":
+                build = time.monotonic()
+                scann_index.replace(model.scann_index, scann_index.build_searcher(model.catalog_embeddings.numpy(), 100))
+                model.indexed_items.assign(size)
+                build = time.monotonic() - build
+            else:
+                model.indexed_items.assign(0)
+            folder = os.path.join(args.output, f"{size}-{variant.replace(' ', '-').lower()}")
+            config_path = save(model, folder)
+            served = tf.saved_model.load(os.path.join(folder, model_config.RECOMMENDER, "1"))
+            recommend_fn, query_fn = served.signatures[exporter.RECOMMEND_SIGNATURE], served.signatures[exporter.QUERY_SIGNATURE]
+            inputs = user_inputs(paths, recommend_fn, USERS)
+            tensors = [{k: tf.constant(v) for k, v in request.items()} for request in inputs]
+            query_inputs = [{k: v for k, v in request.items() if k != exporter.EXCLUDE_SEEN_INPUT} for request in tensors]
+            tops[variant] = [query_fn(**request)[exporter.ITEM_IDS_OUTPUT].numpy()[0, :10] for request in query_inputs]
+            in_query = latencies(query_fn, query_inputs)
+            in_recommend = latencies(recommend_fn, tensors)
+            del served
+            process, port = start_server(config_path)
+            try:
+                for clients in CLIENTS:
+                    remote, qps, failed = load_test(port, inputs, clients)
+                    overhead = f"{np.median(remote) / np.median(in_recommend):.2f}x" if clients == 1 else ""
+                    lines.append(
+                        f"| {size:,} | {variant} | {ms(in_query, 50)} | {ms(in_recommend, 50)} / {ms(in_recommend, 99)} | {clients} | "
+                        f"{ms(remote, 50)} / {ms(remote, 95)} / {ms(remote, 99)} | {qps:.0f} | {failed} | {overhead} |"
+                    )
+                    print(lines[-1], flush=True)
+            finally:
+                process.terminate()
+                process.wait()
+            summary.append((size, variant, float(np.median(in_query)), float(np.median(in_recommend))))
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops["brute force"], tops["ScaNN"])])
+        brute = next(s for s in summary if s[0] == size and s[1] == "brute force")
+        scann = next(s for s in summary if s[0] == size and s[1] == "ScaNN")
+        summary_line = (
+            f"{size:,} items: ScaNN `query` {brute[2] / scann[2]:.1f}x faster than brute force (p50 {brute[2] * 1000:.2f} -> {scann[2] * 1000:.2f} ms), "
+            f"`recommend` {brute[3] / scann[3]:.1f}x; ScaNN recall@10 vs exact {recall:.3f} over {USERS} users; index build {build:.0f} s"
+        )
+        print(summary_line, flush=True)
+        findings.append(summary_line)
+    lines += [""] + [f"- {line}" for line in findings]
+    lines += ["", f"Command: `.venv/bin/python -m bench.serving --sizes {args.sizes} --output {args.output}` ({time.monotonic() - started:.0f} s in all)"]
+    results.write("serving", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""`mmtower index add-items FILE`: recommend new items without retraining.
+
+New catalog items are encoded by the same pretrained content encoders as in
+training (the ContentEmbedder's Beam pipeline, DirectRunner, in process),
+embedded by the pushed `item_encoder` (the candidate tower), and appended to
+the newest `recommender` and `ranker` versions, which are saved as a new
+version that a running server picks up. Their ids are unknown to the ID
+embeddings (out-of-vocabulary), so they are retrieved and ranked from content
+and metadata. With a ScaNN index, added items are scored by brute force until
+`--rebuild-index` (or the next training run) indexes them.
+
+Items whose id is already in the catalog, or that carry no readable content,
+are quarantined with the reason, never dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving import config as model_config
+
+ADD_ITEMS = "add_items"
+
+
+@dataclass
+class AddItemsReport:
+    added: list[str] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)  # {item_id, reason}
+    versions: dict[str, str] = field(default_factory=dict)  # model -> new version folder
+    catalog_size: int = 0
+    index_rebuilt: bool = False
+
+
+def read_items(path: str) -> list[bytes]:
+    """Serialized catalog tf.Examples from a TFRecord file (.tfrecord, .tfrecord.gz) in the catalog's format,
+    or from JSON lines (one object per item: feature name -> value; `image`/`audio`: a file path, relative
+    to the JSONL file)."""
+    import tensorflow as tf
+
+    from datasets.records import to_example
+    from towers import features as F
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.endswith(".jsonl") or path.endswith(".json"):
+        records = []
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as error:
+                    raise ValueError(f"{path} line {number}: not JSON ({error})") from error
+                if not isinstance(row, dict) or not row.get(F.ITEM_ID):
+                    raise ValueError(f"{path} line {number}: an item is a JSON object with an {F.ITEM_ID!r}")
+                for name in F.RAW_BYTES_FEATURES:
+                    if row.get(name):
+                        media = os.path.join(os.path.dirname(os.path.abspath(path)), row[name])
+                        with open(media, "rb") as m:
+                            row[name] = m.read()
+                    else:
+                        row.pop(name, None)
+                records.append(to_example(row).SerializeToString())
+        return records
+    compression = "GZIP" if path.endswith(".gz") else ""
+    return list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator())
+
+
+def encode_content(records: list[bytes], handles: dict[str, str]) -> tuple[dict[str, dict[str, np.ndarray]], list[dict]]:
+    """The ContentEmbedder's Beam pipeline on `records` -> (modality -> item id -> embedding, quarantined)."""
+    import apache_beam as beam
+    import tensorflow as tf
+
+    from components.content_embedder import executor as embedder
+    from components.trainer import read_item_embeddings
+
+    with tempfile.TemporaryDirectory() as scratch:
+        with beam.Pipeline() as pipeline:
+            embedded, quarantined = embedder.embed_items(pipeline | beam.Create(records), handles)
+            _ = embedded | beam.io.WriteToTFRecord(os.path.join(scratch, "Split-items", "embeddings"), file_name_suffix=".gz")
+            _ = quarantined | beam.Map(json.dumps) | beam.io.WriteToText(os.path.join(scratch, "quarantine.jsonl"), shard_name_template="")
+        content = read_item_embeddings(scratch) if tf.io.gfile.glob(os.path.join(scratch, "Split-items", "*")) else {}
+        with open(os.path.join(scratch, "quarantine.jsonl")) as f:
+            problems = [json.loads(line) for line in f if line.strip()]
+    return content, problems
+
+
+def next_version(serving_dir: str) -> int:
+    """A version number above every pushed one (Pusher versions are UNIX timestamps)."""
+    versions = [v for name in model_config.SERVED_MODELS for v in model_config.ready_versions(os.path.join(serving_dir, name))]
+    return max([int(time.time())] + [v + 1 for v in versions])
+
+
+def _save_version(model, base_path: str, version: int) -> str:
+    from components.pusher import push_version
+    from towers import exporter
+
+    with tempfile.TemporaryDirectory(dir=base_path) as scratch:
+        exporter.save(model, os.path.join(scratch, "model"), dict(model.signatures))
+        return push_version(os.path.join(scratch, "model"), base_path, str(version))
+
+
+def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str, str] | None = None, rebuild_index: bool = False, log=print) -> AddItemsReport:
+    """Appends the items in `records` (serialized catalog tf.Examples) to the served recommender and ranker."""
+    import tensorflow as tf
+
+    from components.slices import COLD, item_modalities
+    from serving.server import load_custom_ops
+    from towers import exporter
+    from towers import features as F
+    from towers.encoders import registry as encoders
+    from towers.towers import content_profile
+
+    load_custom_ops()
+    report = AddItemsReport()
+    latest = {name: model_config.ready_versions(os.path.join(serving_dir, name)) for name in model_config.SERVED_MODELS}
+    missing = [name for name, versions in latest.items() if not versions]
+    if missing:
+        raise FileNotFoundError(f"no pushed {', '.join(missing)} under {serving_dir}: run `mmtower run` first")
+    path = {name: os.path.join(serving_dir, name, str(versions[-1])) for name, versions in latest.items()}
+    log(f"loading {path[model_config.ITEM_ENCODER]} and {path[model_config.RECOMMENDER]}")
+    item_encoder = tf.saved_model.load(path[model_config.ITEM_ENCODER])
+    recommender = tf.saved_model.load(path[model_config.RECOMMENDER])
+    known = {v.decode() for v in recommender.catalog_ids.numpy()}
+
+    fresh, seen_ids = [], set()
+    for number, record in enumerate(records, 1):
+        example = tf.train.Example.FromString(record)
+        values = example.features.feature[F.ITEM_ID].bytes_list.value
+        item_id = values[0].decode() if values else ""
+        reason = "no item_id" if not item_id else "already in the catalog" if item_id in known else "repeated in the file" if item_id in seen_ids else None
+        if reason:
+            report.quarantined.append({"record": number, "item_id": item_id, "reason": reason})
+            continue
+        seen_ids.add(item_id)
+        fresh.append((item_id, record))
+    if not fresh:
+        log("no new item to add")
+        return report
+
+    modalities = [m.decode() for m in item_encoder.content_modalities.numpy()]
+    handles = {m: (encoder_handles or {}).get(m) or encoders.local_handle(m) for m in modalities}
+    log(f"encoding the content of {len(fresh)} items ({', '.join(modalities) or 'no content'}) ...")
+    content, problems = encode_content([record for _, record in fresh], handles) if modalities else ({}, [])
+    for problem in problems:
+        report.quarantined.append({"item_id": problem["item_id"], "reason": f"{problem['modality']}: {problem['reason']} (added without it)"})
+    ids = [item_id for item_id, _ in fresh]
+    # an item without some content gets zeros there, as in training (the tower treats the modality as missing)
+    per_modality = {m: np.stack([content.get(m, {}).get(i, np.zeros(encoders.ENCODERS[m].dim, np.float32)) for i in ids]) for m in modalities}
+
+    examples = []
+    for item_id, record in fresh:
+        example = tf.train.Example.FromString(record)
+        for m, rows in per_modality.items():
+            vector = rows[ids.index(item_id)]
+            example.features.feature[F.CONTENT_EMBEDDINGS[m]].float_list.value[:] = vector.tolist()
+        examples.append(example.SerializeToString())
+    embeddings = item_encoder.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant(examples))[exporter.EMBEDDINGS_OUTPUT].numpy()
+
+    version = next_version(serving_dir)
+    for name in (model_config.RECOMMENDER, model_config.RANKER):
+        model = recommender if name == model_config.RECOMMENDER else tf.saved_model.load(path[name])
+        items = {exporter.ITEM_IDS_INPUT: tf.constant(ids), exporter.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
+        if getattr(model, "catalog_content_profile", None) is not None:
+            profile_modalities = [m.decode() for m in model.profile_modalities.numpy()]
+            items[F.CONTENT_PROFILE] = content_profile([per_modality[m] for m in profile_modalities])
+        items[F.ITEM_POPULARITY] = tf.constant([COLD] * len(ids))
+        items[F.ITEM_FRESHNESS] = tf.constant([COLD] * len(ids))
+        items[F.ITEM_MODALITIES] = tf.constant(item_modalities(ids, content))
+        report.catalog_size = int(model.add_items(items))
+        if rebuild_index and model.index_type.numpy() == exporter.SCANN.encode():
+            from towers import scann_index
+
+            scann_index.replace(model.scann_index, scann_index.build_searcher(model.catalog_embeddings.numpy(), 100))
+            model.indexed_items.assign(report.catalog_size)
+            report.index_rebuilt = True
+        report.versions[name] = _save_version(model, os.path.join(serving_dir, name), version)
+        log(f"{name}: version {version} with {report.catalog_size} items at {report.versions[name]}")
+    report.added = ids
+    return report
+
+
+def main(output: str, path: str, rebuild_index: bool = False, encoder_handles: dict[str, str] | None = None) -> int:
+    from pipeline.runs import RunPaths
+
+    serving_dir = RunPaths(os.path.abspath(output), "").serving_dir
+    report = add_items(serving_dir, read_items(path), encoder_handles, rebuild_index)
+    for problem in report.quarantined:
+        print(f"  quarantined: {json.dumps(problem)}")
+    print(f"added {len(report.added)} items ({len(report.quarantined)} quarantined); catalog: {report.catalog_size} items" + ("; ScaNN index rebuilt" if report.index_rebuilt else ""))
+    return 0 if report.added or not report.quarantined else 1
