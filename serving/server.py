@@ -105,7 +105,11 @@ class Server:
 
 
 def main(config_path: str, options: ServerOptions) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    log.addHandler(handler)  # absl may own the root logger: mmtower.serve logs on its own
+    log.setLevel(logging.INFO)
+    log.propagate = False
     server = Server(config_path, options).start()
     served = {name: server.models.status(name) for name in server.models.model_names}
     for name, states in served.items():
