@@ -93,6 +93,7 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         serving_model_dir=paths.serving_model_dir(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),
         beam_pipeline_args=beam_args(config.direct_num_workers),
+        evaluator_beam_pipeline_args=beam_args(1) if config.hparams.retrieval_index == "scann" else None,
         enable_cache=config.enable_cache,
     )
 
@@ -116,6 +117,10 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     wall_times = {"dataset": time.monotonic() - started}
     from tfx import v1 as tfx
 
+    if config.hparams.retrieval_index == "scann":
+        from towers import scann_index
+
+        scann_index.load_ops()  # the in-process Evaluator loads a ScaNN-indexed model
     tfx.orchestration.LocalDagRunner().run(build_pipeline(config, paths))
     wall_times.update(handler.wall_times)
     wall_times["total"] = time.monotonic() - started

@@ -48,6 +48,7 @@ def create_pipeline(
     serving_model_dir: str,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[list[str]] = None,
+    evaluator_beam_pipeline_args: Optional[list[str]] = None,
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the retrieval pipeline.
@@ -68,6 +69,8 @@ def create_pipeline(
         land in subfolders, the ranker and item encoder beside it, models.config in `<serving dir>`.
       metadata_connection_config: ML Metadata store.
       beam_pipeline_args: Beam options for the Beam-based components.
+      evaluator_beam_pipeline_args: extra Beam options for the TFMA Evaluator (e.g. in-process, so that
+        its workers have the Scann ops a ScaNN-indexed model needs).
       enable_cache: reuse outputs of unchanged components.
     """
     input_config = tfx.proto.Input(
@@ -120,6 +123,8 @@ def create_pipeline(
         eval_config=eval_config,
         example_splits=[EVAL_SPLIT],
     )
+    if evaluator_beam_pipeline_args:
+        evaluator = evaluator.with_beam_pipeline_args(evaluator_beam_pipeline_args)
     retrieval_evaluator = RetrievalEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],

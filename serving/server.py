@@ -49,11 +49,9 @@ class ServerOptions:
 
 def load_custom_ops() -> list[str]:
     """Registers the TF ops a ScaNN-indexed model needs (tf-serving-scann's role), when scann is installed."""
-    try:
-        import scann  # noqa: F401 - registers the Scann* ops with TensorFlow
-    except ImportError:
-        return []
-    return ["scann"]
+    from towers import scann_index
+
+    return ["scann"] if scann_index.load_ops() else []
 
 
 class Server:

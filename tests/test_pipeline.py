@@ -87,3 +87,15 @@ def test_eval_config_ranks_with_slices_and_gates_auc():
     assert gate.value_threshold.lower_bound.value == pytest.approx(0.6)
     assert gate.change_threshold.absolute.value == pytest.approx(-0.01)
     assert gate.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+
+
+def test_pusher_pushes_all_served_models_and_scann_runs_tfma_in_process(built, tmp_path):
+    from components import pusher
+
+    by_id = {c.id: c for c in built.components}
+    assert by_id["Pusher"].executor_spec.executor_class is pusher.Executor
+    assert by_id["Evaluator"].executor_spec.beam_pipeline_args == local_runner.beam_args(2)  # the pipeline's workers
+    config = local_runner.RunConfig(output=str(tmp_path), hparams=HParams(retrieval_index="scann"))
+    scann = {c.id: c for c in local_runner.build_pipeline(config, RunPaths(str(tmp_path), config.dataset)).components}
+    # TFMA's worker processes would lack the Scann ops: the Evaluator runs in this process
+    assert scann["Evaluator"].executor_spec.beam_pipeline_args[-2:] == local_runner.beam_args(1)  # the last flags win

@@ -21,22 +21,34 @@ TENSOR_NAMES = (
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
 
 
+def load_ops() -> bool:
+    """Registers the Scann* TF ops (needed before loading a ScaNN-indexed SavedModel); False if scann is not installed."""
+    try:
+        import scann  # noqa: F401 - importing registers the ops
+    except ImportError:
+        return False
+    return True
+
+
 def _ops():
     from scann.scann_ops.py import scann_ops
 
     return scann_ops
 
 
-def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.05, reorder: int | None = None):
+def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.3, reorder: int | None = None):
     """A dot-product ScaNN searcher over `embeddings`: tree partitioning (about sqrt(N) leaves, `leaves_fraction`
-    of them searched), asymmetric hashing, exact re-scoring of the best `reorder` (default 10 k)."""
+    of them searched), asymmetric hashing, exact re-scoring of the best `reorder` (default max(10 k, 1000)).
+
+    The defaults were chosen on item embeddings grown around trained ones (bench/serving.py):
+    searching 30% of the leaves gave recall@10 0.95 at 100k items and 0.97 at 1M (5%: 0.67; 20%: 0.91-0.93)."""
     embeddings = np.asarray(embeddings, np.float32)
     n = len(embeddings)
     builder = _ops().builder(embeddings, k, "dot_product")
     if n >= 2000:
         leaves = max(2, int(math.sqrt(n)))
         builder = builder.tree(num_leaves=leaves, num_leaves_to_search=max(1, int(leaves * leaves_fraction)), training_sample_size=min(n, 250_000))
-    return builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder or max(10 * k, 100)).build()
+    return builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder or max(10 * k, 1000)).build()
 
 
 class ScannIndex(tf.Module):

@@ -23,7 +23,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.retrieval_evaluator import spec
-from towers import exporter
+from towers import exporter, scann_index
 from towers import features as F
 from towers import metrics
 
@@ -69,6 +69,7 @@ def load_model(model_uri: str):
     """The SavedModel of a Trainer output (text ops registered first: a fine-tuned text tower needs them)."""
     import tensorflow_text  # noqa: F401  (registers the ops)
 
+    scann_index.load_ops()  # a ScaNN-indexed model needs the Scann ops
     return tf.saved_model.load(path_utils.serving_model_path(model_uri))
 
 
