@@ -52,16 +52,17 @@ class GrpcClient:
             raise ServingError(error.code(), f"{self.target}: {error.details()}") from error
 
     def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int | None = None, output_filter=()) -> dict[str, np.ndarray]:
-        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
+
+        from serving import tensors
 
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, signature)
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[name].CopyFrom(tensors.to_proto(value))
         request.output_filter.extend(output_filter)
         response = self._call(self.prediction.Predict, request)
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return {name: tensors.to_array(proto) for name, proto in response.outputs.items()}
 
     def metadata(self, model: str, version: int | None = None) -> dict:
         """Signature name -> SignatureDef proto."""

@@ -14,7 +14,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import predict
+from serving import predict, tensors
 from serving.errors import ServingError, StatusCode
 from serving.models import ModelManager
 
@@ -23,18 +23,10 @@ SIGNATURE_DEF_FIELD = "signature_def"
 
 
 def to_array(name: str, proto) -> np.ndarray:
-    import tensorflow as tf
-
     try:
-        return tf.make_ndarray(proto)
+        return tensors.to_array(proto)
     except Exception as error:  # malformed TensorProto: bad dtype, content size not matching the shape, ...
         raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r} is not a valid TensorProto: {error}") from error
-
-
-def to_proto(array: np.ndarray):
-    import tensorflow as tf
-
-    return tf.make_tensor_proto(array)
 
 
 def _version(model_spec) -> int | None:
@@ -69,7 +61,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(to_proto(value))
+            response.outputs[name].CopyFrom(tensors.to_proto(value))
         return response
 
     def GetModelMetadata(self, request, context):

@@ -85,9 +85,8 @@ def run(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], 
     if unknown:
         raise ServingError(StatusCode.INVALID_ARGUMENT, f"output_filter {unknown} not among the outputs of {name!r}: {sorted(signature.outputs)}")
     function = servable.model.signatures[name]
-    tensors = {key: tf.constant(value, dtype=tf.as_dtype(signature.inputs[key].dtype)) for key, value in inputs.items()}
     try:
-        outputs = function(**tensors)
+        outputs = function(**{key: tf.constant(value, dtype=tf.as_dtype(signature.inputs[key].dtype)) for key, value in inputs.items()})
     except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError) as error:
         # e.g. inputs whose batch sizes disagree: the graph rejects them
         raise ServingError(StatusCode.INVALID_ARGUMENT, f"{name}: {_first_line(error)}") from error

@@ -322,3 +322,27 @@ def test_broken_version_is_reported_and_the_old_one_kept(served):
         assert GrpcClient(f"127.0.0.1:{server.grpc_port}").predict(MODEL, recommend_inputs(), "recommend")["scores"][0, 0] == current
     finally:
         shutil.rmtree(broken)
+
+
+@pytest.mark.parametrize("value", [
+    np.array([[b"a", b"\xff"], [b"", b"x"]], dtype=object), np.arange(6, dtype=np.int64).reshape(2, 3), np.ones([3], bool),
+    np.zeros([2, 0], np.float32), np.array([1.5, -2], np.float32), np.array(3, np.int32), np.array([2.0], np.float64),
+])
+def test_tensor_conversions_agree_with_tensorflow(value):
+    from serving import tensors
+
+    assert tf.make_ndarray(tensors.to_proto(value)).tolist() == value.tolist()
+    back = tensors.to_array(tf.make_tensor_proto(value))
+    assert back.tolist() == value.tolist() and back.shape == value.shape
+
+
+def test_malformed_tensor_protos_are_refused():
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    from serving import tensors
+
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)])
+    with pytest.raises(ValueError, match="does not fit"):
+        tensors.to_array(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=b"\x00" * 5))
+    with pytest.raises(ValueError, match="strings for shape"):
+        tensors.to_array(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=[b"a", b"b"]))
