@@ -49,7 +49,7 @@ class GrpcClient:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise ServingError(error.code(), f"{self.target}: {error.details()}") from error
+            raise ServingError(error.code(), f"{self.target}: {error.code().name}: {error.details()}") from error
 
     def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int | None = None, output_filter=()) -> dict[str, np.ndarray]:
         from tensorflow_serving.apis import predict_pb2

@@ -414,12 +414,12 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
     catalog = {row[F.ITEM_ID]: row for row in read_records(os.path.join(paths.data_dir, CATALOG_FILE))}
     new_items = tmp_path / "new_items.jsonl"
     rows = []
-    for new_id, source in (("new-copy-of-top", catalog[top]), (top, catalog[top])):  # the second is already in the catalog
+    for number, (new_id, source) in enumerate((("new-copy-of-top", catalog[top]), (top, catalog[top]))):  # the second is already in the catalog
         row = {k: v for k, v in source.items() if k not in F.RAW_BYTES_FEATURES}
         for name in F.RAW_BYTES_FEATURES:
             if source.get(name):
-                (tmp_path / f"{new_id}.{name}").write_bytes(source[name])
-                row[name] = f"{new_id}.{name}"
+                (tmp_path / f"item{number}.{name}").write_bytes(source[name])
+                row[name] = f"item{number}.{name}"
         row[F.ITEM_ID] = new_id
         rows.append(json.dumps(row))
     new_items.write_text("\n".join(rows) + "\n")
