@@ -19,6 +19,8 @@ EPILOG = """examples:
   mmtower serve                                # TF Serving's gRPC (:8500) and REST (:8501) API on the pushed models
   mmtower recommend --server localhost:8500 --user u00001   # the same over gRPC
   mmtower index add-items new_items.jsonl      # recommend new items from their content, no retraining
+  mmtower compile --target kubeflow --image IMG --data-root gs://b/data --pipeline-root gs://b/root \
+      --serving-dir gs://b/serving --beam-option project=P --beam-option region=R ...   # KFP v2 JSON
   mmtower report                               # HTML report: metrics per slice, across runs
   mmtower encoders export                      # write the pretrained encoders (done by make setup)
 """
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-auc", type=float, default=0.5, help="blessing floor on the ranking model's like-AUC, TFMA Evaluator (default: 0.5)")
     run.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes; 1 = in memory (default: 2)")
     run.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs did not change")
+    _beam_arguments(run)
     run.add_argument(
         "--retrieval-index",
         default=defaults.retrieval_index,
@@ -114,6 +117,27 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new model versions (default: 1)")
     srv.add_argument("--max-batch", type=int, default=1024, help="largest batch a request may send (default: 1024)")
     srv.add_argument("--max-message-mib", type=int, default=16, help="largest request or response in MiB (default: 16)")
+    comp = sub.add_parser(
+        "compile",
+        help="write the pipeline for an orchestrator: a KFP v2 JSON spec for Kubeflow Pipelines / Vertex AI",
+        description="Compiles the same DAG with TFX's KubeflowV2DagRunner. Every component runs in --image (built from the "
+        "Dockerfile). Run-time parameters: examples-dir, min-recall-at-100. Upload the JSON to Kubeflow/Vertex, or "
+        "`mmtower schedule` it.",
+    )
+    comp.add_argument("--target", default="kubeflow", choices=["kubeflow"], help="orchestrator (default: kubeflow)")
+    comp.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset (schema, slices, encoders)")
+    comp.add_argument("--image", required=True, help="the mmtower container image (see Dockerfile)")
+    comp.add_argument("--data-root", required=True, help="the built dataset, e.g. gs://bucket/mmtower/data/tuxpaint (copy of <output>/data/<dataset>)")
+    comp.add_argument("--pipeline-root", required=True, help="component outputs, e.g. gs://bucket/mmtower/pipeline")
+    comp.add_argument("--serving-dir", required=True, help="where the Pusher writes the served models, e.g. gs://bucket/mmtower/serving")
+    comp.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
+    comp.add_argument("--output", default="mmtower-pipeline.json", help="the JSON spec to write (default: ./mmtower-pipeline.json)")
+    _beam_arguments(comp, default="dataflow")
+    sch = sub.add_parser("schedule", help="create a recurring run of a compiled pipeline on Kubeflow Pipelines (kfp client)")
+    sch.add_argument("--spec", default="mmtower-pipeline.json", help="the compiled JSON (mmtower compile)")
+    sch.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint")
+    sch.add_argument("--cron", default="0 0 3 * * *", help="six-field cron expression, seconds first (default: 03:00 daily)")
+    sch.add_argument("--param", action="append", default=[], help="run-time parameter NAME=VALUE (repeatable)")
     idx = sub.add_parser("index", help="change the served catalog without retraining")
     idx_sub = idx.add_subparsers(dest="index_command", required=True)
     add = idx_sub.add_parser(
@@ -144,6 +168,52 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="rebuild even if an export exists")
     enc_sub.add_parser("list", help="the encoders, their sources and handles")
     return parser
+
+
+def _beam_arguments(parser, default: str = "local") -> None:
+    from pipeline.beam_profiles import PROFILES
+
+    parser.add_argument(
+        "--beam-profile", default=default, choices=sorted(PROFILES),
+        help="where Beam stages run: " + "; ".join(f"{name}: {p.help}" for name, p in PROFILES.items()) + f" (default: {default})",
+    )
+    parser.add_argument("--beam-option", action="append", default=[], help="Beam option KEY=VALUE for the profile (repeatable), e.g. project=my-project")
+
+
+def _beam_args(args) -> list[str] | None:
+    from pipeline import beam_profiles
+
+    if args.beam_profile == beam_profiles.LOCAL and not args.beam_option:
+        return None  # --workers decides
+    beam_args = beam_profiles.beam_args(args.beam_profile, beam_profiles.parse_options(args.beam_option))
+    beam_profiles.validate(beam_args)
+    return beam_args
+
+
+def _compile(args) -> int:
+    from pipeline import kubeflow
+    from towers.hparams import HParams
+
+    try:
+        beam_args = _beam_args(args) or []
+    except ValueError as error:  # a profile's missing or unknown option
+        print(f"mmtower: {error}", file=sys.stderr)
+        return 2
+    config = kubeflow.KubeflowConfig(
+        dataset=args.dataset, data_root=args.data_root.rstrip("/"), pipeline_root=args.pipeline_root.rstrip("/"),
+        serving_dir=args.serving_dir.rstrip("/"), image=args.image, beam_args=beam_args,
+        hparams_json=HParams(epochs=args.epochs).to_json(),
+    )
+    print(f"wrote {kubeflow.compile_spec(config, args.output)}")
+    return 0
+
+
+def _schedule(args) -> int:
+    from pipeline import beam_profiles, kubeflow
+
+    run = kubeflow.schedule(args.spec, args.host, args.cron, parameters=beam_profiles.parse_options(args.param))
+    print(f"recurring run {getattr(run, 'recurring_run_id', run)} created ({args.cron})")
+    return 0
 
 
 def _encoders(args) -> int:
@@ -179,6 +249,7 @@ def _run(args) -> int:
         min_recall_at_100=args.min_recall,
         min_auc=args.min_auc,
         direct_num_workers=args.workers,
+        beam_pipeline_args=_beam_args(args),
         enable_cache=not args.no_cache,
     )
     paths, wall_times = local_runner.run(config)
@@ -250,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     from serving.errors import ServingError
 
     try:
-        commands = {"run": _run, "recommend": _recommend, "report": _report, "encoders": _encoders, "serve": _serve, "index": _index}
+        commands = {
+            "run": _run, "recommend": _recommend, "report": _report, "encoders": _encoders, "serve": _serve, "index": _index,
+            "compile": _compile, "schedule": _schedule,
+        }
         return commands[args.command](args)
     except (DataValidationError, SetupError, FileNotFoundError, ServingError) as error:
         print(f"mmtower: {error}", file=sys.stderr)

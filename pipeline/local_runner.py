@@ -36,6 +36,7 @@ class RunConfig:
       min_auc: blessing floor on the ranking model's like AUC (TFMA).
       max_auc_regression: allowed AUC drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
+      beam_pipeline_args: Beam options instead of the DirectRunner's (pipeline.beam_profiles: Dataflow, Flink, Spark).
       enable_cache: reuse unchanged components' outputs from ML Metadata.
       encoder_handles: modality -> encoder handle; default: the local exports
         (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
@@ -53,6 +54,7 @@ class RunConfig:
     min_auc: float = 0.5
     max_auc_regression: float = 0.02
     direct_num_workers: int = 2
+    beam_pipeline_args: list[str] | None = None
     enable_cache: bool = True
     encoder_handles: dict[str, str] | None = None
 
@@ -92,7 +94,7 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         retrieval_thresholds=Thresholds(min_recall_at_100=config.min_recall_at_100, max_regression=config.max_regression),
         serving_model_dir=paths.serving_model_dir(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),
-        beam_pipeline_args=beam_args(config.direct_num_workers),
+        beam_pipeline_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),
         evaluator_beam_pipeline_args=beam_args(1) if config.hparams.retrieval_index == "scann" else None,
         enable_cache=config.enable_cache,
     )

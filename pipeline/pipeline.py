@@ -49,6 +49,7 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[list[str]] = None,
     evaluator_beam_pipeline_args: Optional[list[str]] = None,
+    min_recall_at_100=None,
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the retrieval pipeline.
@@ -71,7 +72,10 @@ def create_pipeline(
       beam_pipeline_args: Beam options for the Beam-based components.
       evaluator_beam_pipeline_args: extra Beam options for the TFMA Evaluator (e.g. in-process, so that
         its workers have the Scann ops a ScaNN-indexed model needs).
+      min_recall_at_100: if set (a float or a RuntimeParameter), the RetrievalEvaluator's floor instead of retrieval_thresholds'.
       enable_cache: reuse outputs of unchanged components.
+
+    `examples_dir` may be a RuntimeParameter (compiled pipelines take the data root at run time).
     """
     input_config = tfx.proto.Input(
         splits=[tfx.proto.Input.Split(name=split, pattern=f"{split}/*") for split in (TRAIN_SPLIT, EVAL_SPLIT)]
@@ -131,6 +135,7 @@ def create_pipeline(
         thresholds=retrieval_thresholds,
         baseline_model=model_resolver.outputs["model"],
         tfma_blessing=evaluator.outputs["blessing"],
+        min_recall_at_100=min_recall_at_100,
     ).with_id(RETRIEVAL_EVALUATOR_ID)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],

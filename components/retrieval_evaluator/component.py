@@ -23,6 +23,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
       thresholds: executor.Thresholds.
       baseline_model: last blessed model (Resolver with LatestBlessedModelStrategy).
       tfma_blessing: the TFMA Evaluator's blessing of the same model.
+      min_recall_at_100: overrides thresholds.min_recall_at_100 (a float or a RuntimeParameter).
     """
 
     SPEC_CLASS = spec.RetrievalEvaluatorSpec
@@ -35,6 +36,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
         thresholds: executor.Thresholds,
         baseline_model: Optional[types.BaseChannel] = None,
         tfma_blessing: Optional[types.BaseChannel] = None,
+        min_recall_at_100=None,
     ):
         super().__init__(
             spec=spec.RetrievalEvaluatorSpec(
@@ -43,6 +45,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
                 baseline_model=baseline_model,
                 tfma_blessing=tfma_blessing,
                 thresholds=thresholds.to_json(),
+                min_recall_at_100=min_recall_at_100,
                 evaluation=channel_utils.as_channel([standard_artifacts.ModelEvaluation()]),
                 blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
             )

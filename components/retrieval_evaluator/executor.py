@@ -169,6 +169,8 @@ def checks(candidate: dict, baseline: Optional[dict], thresholds: Thresholds, tf
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
         thresholds = Thresholds.from_json(exec_properties[spec.THRESHOLDS_KEY])
+        if exec_properties.get(spec.MIN_RECALL_KEY) is not None:
+            thresholds = dataclasses.replace(thresholds, min_recall_at_100=float(exec_properties[spec.MIN_RECALL_KEY]))
         model_artifact = artifact_utils.get_single_instance(input_dict[spec.MODEL_KEY])
         records = read_records(artifact_utils.get_split_uri(input_dict[spec.EXAMPLES_KEY], EVAL_SPLIT))
         absl.logging.info("RetrievalEvaluator: %d eval records", len(records))

@@ -8,12 +8,16 @@ TFMA_BLESSING_KEY = "tfma_blessing"
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 THRESHOLDS_KEY = "thresholds"
+MIN_RECALL_KEY = "min_recall_at_100"  # overrides the thresholds' floor when set (a Kubeflow runtime parameter)
 
 
 class RetrievalEvaluatorSpec(component_spec.ComponentSpec):
     """thresholds: JSON of executor.Thresholds fields (floors and the allowed regression)."""
 
-    PARAMETERS = {THRESHOLDS_KEY: component_spec.ExecutionParameter(type=str)}
+    PARAMETERS = {
+        THRESHOLDS_KEY: component_spec.ExecutionParameter(type=str),
+        MIN_RECALL_KEY: component_spec.ExecutionParameter(type=float, optional=True),
+    }
     INPUTS = {
         EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
         MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
