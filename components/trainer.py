@@ -35,6 +35,9 @@ def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     return {name: tft_output.vocabulary_size_by_name(name) for name in sorted(names)}
 
 
+DISTRIBUTIONS = ("auto", "mirrored", "default")
+
+
 def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
@@ -160,6 +163,19 @@ def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict,
     return ids, np.concatenate(embeddings)
 
 
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy for HParams.distribution: "auto" = MirroredStrategy on several GPUs, else the
+    default (one device); "mirrored" = MirroredStrategy over every local GPU (or the CPU); "default"."""
+    if name not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {name!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        strategy = tf.distribute.MirroredStrategy()
+        absl.logging.info("training with MirroredStrategy over %d replicas", strategy.num_replicas_in_sync)
+        return strategy
+    return tf.distribute.get_strategy()
+
+
 def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]]) -> TwoTowerModel:
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
@@ -180,8 +196,9 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
         texts = catalog_texts(fn_args.custom_config[CATALOG_KEY])
         content_by_index[F.ITEM_TEXT] = np.array([texts.get(item, "") for item in item_vocab] + [""] * F.NUM_OOV_BUCKETS, dtype=object)
         absl.logging.info("fine-tuning the text encoder %s", fn_args.custom_config[TEXT_ENCODER_KEY])
-    model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
+    with distribution_strategy(hp.distribution).scope():
+        model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index)
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
@@ -202,8 +219,9 @@ def train_ranker(tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str
         per_position[F.CONTENT_PROFILE] = catalog.content_profile
     per_row = {F.QUERY_EMBEDDING: train[F.QUERY_EMBEDDING], F.TIME_CONTEXT: train[F.TIME_CONTEXT]}
     dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed)
-    ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
-    ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
+    with distribution_strategy(hp.distribution).scope():
+        ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
+        ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     absl.logging.info(
         "ranking model: %d examples (%d interactions, %d of them retrieved in the top %d, %d liked)",
         len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()), int(retrieved.sum()), hp.ranking_candidates, int(rows[F.LIKED].sum()),

@@ -23,3 +23,18 @@ def test_item_embeddings_round_trip_and_align(tmp_path):
     features = trainer.content_features(["b", "a", ""], content)
     np.testing.assert_array_equal(features[F.TEXT_EMBEDDING], [[0, 0, 0], [1, 2, 3], [0, 0, 0]])  # missing -> zeros
     np.testing.assert_array_equal(features[F.AUDIO_EMBEDDING], [[5, 6], [0, 0], [0, 0]])
+
+
+def test_distribution_strategy_follows_the_hardware():
+    on_gpus = len(tf.config.list_logical_devices("GPU")) > 1
+    auto = trainer.distribution_strategy("auto")
+    assert isinstance(auto, tf.distribute.MirroredStrategy) == on_gpus
+    assert trainer.distribution_strategy("default") is tf.distribute.get_strategy()
+    mirrored = trainer.distribution_strategy("mirrored")
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy) and mirrored.num_replicas_in_sync >= 1
+    with mirrored.scope():  # a model built in the scope trains under it
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones([8, 2], np.float32), np.ones([8, 1], np.float32), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="distribution must be"):
+        trainer.distribution_strategy("tpu-pod")

@@ -50,6 +50,8 @@ class HParams:
       liked_rating: an interaction rated at or above it counts as liked.
       engagement_loss_weight, like_loss_weight, rating_loss_weight: the
         ranking tasks' weights.
+      distribution: tf.distribute strategy: "auto" (MirroredStrategy on several
+        GPUs, else one device), "mirrored" or "default".
       seed: seed for initialisers and shuffling.
     """
 
@@ -81,6 +83,7 @@ class HParams:
     engagement_loss_weight: float = 1.0
     like_loss_weight: float = 0.5
     rating_loss_weight: float = 0.5
+    distribution: str = "auto"
     seed: int = 42
 
     def to_json(self) -> str:
