@@ -74,8 +74,6 @@ UNKNOWN = "unknown"  # slice value of an eval item that is not in the catalog
 BRUTE_FORCE = "brute_force"
 SCANN = "scann"
 INDEXES = (BRUTE_FORCE, SCANN)
-RANKER_SIGNATURES = (RANK_SIGNATURE,)
-ITEM_ENCODER_SIGNATURES = (EMBED_SIGNATURE,)
 
 
 def _bytes(values) -> np.ndarray:
