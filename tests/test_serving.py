@@ -267,6 +267,7 @@ def test_fuzz_every_request_gets_an_answer(served):
         status = session.post(rest, data=body, timeout=10).status_code
         answered[f"http {status}"] = answered.get(f"http {status}", 0) + 1
     channel.close()
+    print("fuzz answers:", {str(k): v for k, v in answered.items()})  # shown with pytest -s
     allowed = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, "http 200", "http 400", "http 404"}
     assert set(answered) <= allowed, answered
     assert sum(answered.values()) == 2500
@@ -277,7 +278,7 @@ def test_fuzz_every_request_gets_an_answer(served):
 def test_hot_swap_under_load_fails_no_request(served):
     """Clients keep calling while new versions land: every call succeeds and the newest answers in the end."""
     server, root = served
-    failures, answered_by, stop = [], set(), threading.Event()
+    failures, answered_by, stop, calls = [], set(), threading.Event(), []
 
     def client_loop():
         client = GrpcClient(f"127.0.0.1:{server.grpc_port}")
@@ -285,6 +286,7 @@ def test_hot_swap_under_load_fails_no_request(served):
             try:
                 score = client.predict(MODEL, recommend_inputs(1), "recommend")["scores"][0, 0]
                 answered_by.add(int(score))
+                calls.append(1)
             except Exception as error:  # any failure counts
                 failures.append(repr(error))
         client.close()
@@ -301,6 +303,7 @@ def test_hot_swap_under_load_fails_no_request(served):
         stop.set()
         for thread in threads:
             thread.join()
+    print(f"hot swap: {len(calls)} requests from 4 clients across 2 new versions, {len(failures)} failed")  # pytest -s
     assert failures == []
     assert {2, 3} <= answered_by
     assert GrpcClient(f"127.0.0.1:{server.grpc_port}").status(MODEL) == [(1, "END"), (2, "END"), (3, "AVAILABLE")]
