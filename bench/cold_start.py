@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from components import baseline  # noqa: E402
-from datasets.records import EVAL_SPLIT, EXAMPLES_DIR, TRAIN_SPLIT  # noqa: E402
+from datasets.records import EVAL_SPLIT, TRAIN_SPLIT, split_dir  # noqa: E402
 from bench import results  # noqa: E402
 from datasets import registry  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
@@ -122,12 +122,11 @@ def main() -> int:
         model_dir = os.path.join(summary.read(paths).model_uri, "Format-Serving")
         rows.append((label, model_dir, time.monotonic() - started))
 
-    examples = os.path.join(paths.data_dir, EXAMPLES_DIR)
-    train = baseline.read_events(os.path.join(examples, TRAIN_SPLIT))
-    held_out = baseline.read_events(os.path.join(examples, EVAL_SPLIT))
+    train = baseline.read_events(split_dir(paths.data_dir, TRAIN_SPLIT))
+    held_out = baseline.read_events(split_dir(paths.data_dir, EVAL_SPLIT))
     train_items = {item for _, item, _ in train}
     cold = np.array([item not in train_items for _, item, _ in held_out])
-    records = [r for r in tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples, EVAL_SPLIT, "*")), compression_type="GZIP").as_numpy_iterator()]
+    records = [r for r in tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(split_dir(paths.data_dir, EVAL_SPLIT), "*")), compression_type="GZIP").as_numpy_iterator()]
     popular = {name: np.asarray(v) for name, v in baseline.per_example(train, held_out).items()}
 
     header = "| model | R@10 warm | R@50 warm | R@10 cold | R@50 cold | R@10 all | cold/warm R@50 | wall s |"

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from bench import results  # noqa: E402
 from components.baseline import read_events  # noqa: E402
 from components.retrieval_evaluator.executor import COVERAGE  # noqa: E402
-from datasets.records import EVAL_SPLIT, EXAMPLES_DIR, RANDOM, TEMPORAL, TRAIN_SPLIT  # noqa: E402
+from datasets.records import EVAL_SPLIT, RANDOM, TEMPORAL, TRAIN_SPLIT, split_dir  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
 from towers import exporter, metrics  # noqa: E402
 from towers import features as F  # noqa: E402
@@ -97,10 +97,10 @@ def factorized_top_k_accuracy(model_dir: str, records: list[bytes], k: int = TFR
     return hits / len(records)
 
 
-def most_popular_accuracy(examples_dir: str, records: list[bytes], k: int = TFRS_TOP_K) -> float:
+def most_popular_accuracy(data_dir: str, records: list[bytes], k: int = TFRS_TOP_K) -> float:
     """Factorized top-k accuracy of the k most-rated training items (nothing excluded), on the same eval events."""
     counts: dict[bytes, int] = {}
-    for _, item, _ in read_events(os.path.join(examples_dir, TRAIN_SPLIT)):
+    for _, item, _ in read_events(split_dir(data_dir, TRAIN_SPLIT)):
         counts[item] = counts.get(item, 0) + 1
     top = set(sorted(counts, key=lambda item: (-counts[item], item))[:k])
     truth = tf.io.parse_example(tf.constant(records), {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string)})[F.ITEM_ID].numpy()
@@ -119,10 +119,10 @@ def tfrs_100k(output: str) -> list[str]:
     recall_10 = metrics.recall_name(10)
     for label, modalities in (("two-tower, ID only", ID_ONLY), ("two-tower, text-enriched (default)", None)):
         paths, result, seconds = run_variant("movielens-100k", output, modalities, RANDOM, 0.2, None)
-        records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(paths.data_dir, EXAMPLES_DIR, EVAL_SPLIT, "*")), compression_type="GZIP").as_numpy_iterator())
+        records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(split_dir(paths.data_dir, EVAL_SPLIT), "*")), compression_type="GZIP").as_numpy_iterator())
         accuracy = factorized_top_k_accuracy(os.path.join(result.model_uri, "Format-Serving"), records)
         lines.append(f"| {label} | {accuracy:.4f} | {result.model_metrics.get(recall_10, float('nan')):.4f} | {seconds:.0f} |")
-    popular = most_popular_accuracy(os.path.join(paths.data_dir, EXAMPLES_DIR), records)
+    popular = most_popular_accuracy(paths.data_dir, records)
     lines.insert(6, f"| most-popular (training counts) | {popular:.4f} | {result.baseline_metrics.get(recall_10, float('nan')):.4f} | - |")
     lines += ["", "TFRS tutorials, same protocol (as cited in the issue): ~0.20 (ids only), ~0.27-0.29 (deep model with text features)."]
     return lines

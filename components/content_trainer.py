@@ -38,7 +38,7 @@ class Trainer(base_component.BaseComponent):
 
     Args:
       examples, transform_graph, schema, train_args, eval_args, run_fn,
-      custom_config: as for tfx.components.Trainer.
+      custom_config, base_model: as for tfx.components.Trainer.
       item_embeddings: ContentEmbedder output channel.
     """
 
@@ -55,12 +55,14 @@ class Trainer(base_component.BaseComponent):
         train_args: Optional[trainer_pb2.TrainArgs] = None,
         eval_args: Optional[trainer_pb2.EvalArgs] = None,
         custom_config: Optional[dict] = None,
+        base_model: Optional[types.BaseChannel] = None,
     ):
         super().__init__(
             spec=ContentTrainerSpec(
                 examples=examples,
                 transform_graph=transform_graph,
                 schema=schema,
+                base_model=base_model,
                 item_embeddings=item_embeddings,
                 train_args=train_args or trainer_pb2.TrainArgs(),
                 eval_args=eval_args or trainer_pb2.EvalArgs(),

@@ -118,4 +118,6 @@ def preprocessing_fn(inputs: dict) -> dict:
     out = {**_query_features(inputs, item_vocab), **_item_features(inputs, item_vocab)}
     if F.RATING in inputs:  # the ranking model's label; serving queries have none
         out[F.RATING] = tf.cast(_squeeze(inputs[F.RATING]), tf.float32)
+    # Passed through for the Trainer: an incremental run trains on the events after its base model's data.
+    out[F.TIMESTAMP] = _squeeze(inputs[F.TIMESTAMP])
     return out

@@ -18,6 +18,7 @@ from components import ranking_data, slices
 from components.content_trainer import ITEM_EMBEDDINGS_URI
 from towers import exporter
 from towers import features as F
+from towers import warm_start
 from towers.hparams import HParams
 from towers.model import TwoTowerModel, item_sampling_probability
 from towers.ranking import RankingModel
@@ -26,6 +27,9 @@ from towers.towers import content_profile, profile_modalities
 HPARAMS_KEY = "hparams"
 CATALOG_KEY = "catalog_path"
 TEXT_ENCODER_KEY = "text_encoder_handle"  # read only when hparams.fine_tune_text
+WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what the next run can warm-start from
+RETRIEVAL_STATE, RANKING_STATE = "retrieval", "ranking"
+TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the model was trained on
 
 
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
@@ -36,6 +40,27 @@ def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
 
 
 DISTRIBUTIONS = ("auto", "mirrored", "default")
+
+
+def vocabularies(tft_output: tft.TFTransformOutput) -> dict[str, list[str]]:
+    """Vocabulary name -> its entries in index order, for the vocabularies the models' tables use."""
+    return {name: _decode(tft_output.vocabulary_by_name(name)) for name in vocab_sizes(tft_output)}
+
+
+def warm_start_dir(serving_model_dir: str) -> str:
+    """`<Model artifact>/warm_start`, from the artifact's serving model path (fn_args.serving_model_dir or .base_model)."""
+    return os.path.join(os.path.dirname(serving_model_dir), WARM_START_DIR)
+
+
+def base_state(fn_args) -> str | None:
+    """The warm-start folder of the Trainer's base model (the last blessed model), or None: train from scratch."""
+    if not fn_args.base_model:
+        return None
+    path = warm_start_dir(fn_args.base_model)
+    if not warm_start.exists(os.path.join(path, RETRIEVAL_STATE)):
+        absl.logging.warning("base model %s has no warm-start state (trained before incremental training existed): training from scratch", fn_args.base_model)
+        return None
+    return path
 
 
 def _decode(values) -> list[str]:
@@ -113,10 +138,15 @@ def catalog_texts(catalog_path: str) -> dict[str, str]:
     return texts
 
 
-def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None) -> tf.data.Dataset:
-    """Transformed examples; with `content_by_index` (feature -> [items + OOV, ...]), batches get their items' content (embeddings, or text)."""
-    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle)
+def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None, after: int | None = None) -> tf.data.Dataset:
+    """Transformed examples; with `content_by_index` (feature -> [items + OOV, ...]), batches get their items' content (embeddings, or text).
+
+    `after`: only the events with a timestamp after it (an incremental run's new data).
+    """
+    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle and after is None)
     dataset = fn_args.data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
+    if after is not None:
+        dataset = dataset.unbatch().filter(lambda f: f[F.TIMESTAMP] > after).batch(batch_size, drop_remainder=shuffle)
     if content_by_index:
         tables = {name: tf.constant(rows) for name, rows in content_by_index.items()}
         dataset = dataset.map(lambda f: {**f, **{name: tf.gather(table, f[F.ITEM_INDEX]) for name, table in tables.items()}})
@@ -139,7 +169,7 @@ def seen_positions(users: np.ndarray, positions: np.ndarray, num_user_rows: int)
 
 def training_interactions(dataset: tf.data.Dataset, query_tower) -> dict[str, np.ndarray]:
     """User/item index, context, rating and the query embedding of every training interaction, in order."""
-    names = (F.USER_INDEX, F.ITEM_INDEX, F.TIME_CONTEXT, F.RATING)
+    names = (F.USER_INDEX, F.ITEM_INDEX, F.TIME_CONTEXT, F.RATING, F.TIMESTAMP)
     out: dict[str, list] = {name: [] for name in names + (F.QUERY_EMBEDDING,)}
     for batch in dataset:
         for name in names:
@@ -176,7 +206,11 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]]) -> TwoTowerModel:
+def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]], base: str | None = None) -> tuple[TwoTowerModel, dict]:
+    """Trains the two-tower model: from scratch, or from `base` (a warm-start folder) on the events after its data.
+
+    Returns (model, per vocabulary the ids whose rows were kept / new / dropped; empty from scratch).
+    """
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
@@ -199,29 +233,53 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     with distribution_strategy(hp.distribution).scope():
         model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
-    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index)
+    after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None
+    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after)
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
+    if base:
+        with distribution_strategy(hp.distribution).scope():
+            batch = next(iter(eval_ds))
+            model.query_tower(batch), model.candidate_tower(batch)  # creates the variables
+            report = warm_start.restore(model, os.path.join(base, RETRIEVAL_STATE), vocabularies(tft_output))
+        absl.logging.info("two-tower model warm-started from %s: %s; training on the events after %d", base, report, after)
+        if next(iter(train_ds), None) is None:
+            absl.logging.warning("no training events after %d (the base model's data): the model keeps the base model's weights", after)
+            return model, report
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
     model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=[tensorboard], verbose=2)
-    return model
+    return model, report if base else {}
 
 
-def train_ranker(tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]]) -> RankingModel:
-    """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data)."""
+def train_ranker(
+    tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]], base: str | None = None
+) -> RankingModel:
+    """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data).
+
+    With `base` (a warm-start folder), starts from its ranking model and trains on the interactions after its data.
+    """
     tf.keras.utils.set_random_seed(hp.seed)
+    per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
+    if catalog.content_profile is not None:
+        per_position[F.CONTENT_PROFILE] = catalog.content_profile
+    with distribution_strategy(hp.distribution).scope():
+        ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
+        ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
+        if base:
+            first = {name: train[name][:1] for name in (F.USER_INDEX, F.QUERY_EMBEDDING, F.TIME_CONTEXT)}
+            ranker({**first, **{name: values[:1] for name, values in per_position.items()}})  # creates the variables
+            report = warm_start.restore(ranker, os.path.join(base, RANKING_STATE), vocabularies(tft_output))
+            new = train[F.TIMESTAMP] > warm_start.facts(os.path.join(base, RANKING_STATE))[TRAINED_UNTIL]
+            absl.logging.info("ranking model warm-started from %s: %s; %d interactions after its data", base, report, int(new.sum()))
+            if not new.any():
+                return ranker
+            train, positions = {name: values[new] for name, values in train.items()}, positions[new]
     negatives, retrieved = ranking_data.retrieved_negatives(
         train[F.QUERY_EMBEDDING], catalog.embeddings, train[F.USER_INDEX], positions, seen,
         hp.ranking_candidates, hp.ranking_negatives, np.random.default_rng(hp.seed),
     )
     rows = ranking_data.ranking_rows(train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, retrieved, hp.liked_rating)
-    per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
-    if catalog.content_profile is not None:
-        per_position[F.CONTENT_PROFILE] = catalog.content_profile
     per_row = {F.QUERY_EMBEDDING: train[F.QUERY_EMBEDDING], F.TIME_CONTEXT: train[F.TIME_CONTEXT]}
     dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed)
-    with distribution_strategy(hp.distribution).scope():
-        ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
-        ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     absl.logging.info(
         "ranking model: %d examples (%d interactions, %d of them retrieved in the top %d, %d liked)",
         len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()), int(retrieved.sum()), hp.ranking_candidates, int(rows[F.LIKED].sum()),
@@ -242,7 +300,13 @@ def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """TFX Trainer entry point: train retrieval, then ranking; export the serving SavedModel."""
+    """TFX Trainer entry point: train retrieval, then ranking; export the serving SavedModel.
+
+    With a base model (the pipeline's warm start: the last blessed model), both
+    models start from its weights (rows remapped to the new vocabularies) and
+    train on the events after its data. Either way the models' weights are
+    saved beside the export, for the next run to start from.
+    """
     hp = HParams.from_json(fn_args.custom_config.get(HPARAMS_KEY))
     absl.logging.info("hyperparameters: %s", hp)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -250,7 +314,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     content = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI])
     for modality, embeddings in content.items():
         absl.logging.info("%s embeddings for %d items", modality, len(embeddings))
-    model = train(fn_args, tft_output, hp, content)
+    base = base_state(fn_args)
+    model, warm_start_report = train(fn_args, tft_output, hp, content, base)
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
@@ -261,7 +326,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train_data = training_interactions(_dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed), model.query_tower)
     positions = item_positions(item_vocab, {item: i for i, item in enumerate(catalog_ids)})[train_data[F.ITEM_INDEX]]
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
-    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen)
+    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, base)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
     module = exporter.ServingModule(
@@ -271,4 +336,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         index=hp.retrieval_index, oov_item_index=len(item_vocab),
     )
     exporter.export(module, fn_args.serving_model_dir)
+    after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None
+    facts = {
+        TRAINED_UNTIL: int(train_data[F.TIMESTAMP].max()),
+        "warm_started_from": fn_args.base_model if base else None,
+        "events_trained_on": int((train_data[F.TIMESTAMP] > after).sum()) if base else len(train_data[F.TIMESTAMP]),
+        "warm_start": warm_start_report,
+    }
+    state, vocabs = warm_start_dir(fn_args.serving_model_dir), vocabularies(tft_output)
+    warm_start.save(model, vocabs, os.path.join(state, RETRIEVAL_STATE), **facts)
+    warm_start.save(ranker, vocabs, os.path.join(state, RANKING_STATE), **facts)
+    absl.logging.info("warm-start state for the next run: %s (%s)", state, facts)
     absl.logging.info("exported %d catalog items to %s (%s retrieval), with the ranker and the item encoder beside it", len(catalog_ids), fn_args.serving_model_dir, hp.retrieval_index)

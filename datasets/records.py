@@ -24,6 +24,7 @@ QUARANTINE_FILE = "quarantine.jsonl"
 MANIFEST_FILE = "manifest.json"
 COLD_ITEMS_FILE = "cold_items.txt"
 RECORD_FILE = "data.tfrecord.gz"
+SPAN_DIR = "span-{SPAN}"  # ExampleGen's span spec: examples/span-<N>/{train,eval}/
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Manifest:
     num_cold_items: int = 0
     quarantined_by_field: dict = field(default_factory=dict)
     split: str = TEMPORAL
+    spans: int = 1
+    span_train_until: list = field(default_factory=list)  # per span: its latest training timestamp
 
     def write(self, data_dir: str) -> None:
         with open(os.path.join(data_dir, MANIFEST_FILE), "w") as f:
@@ -221,8 +224,36 @@ def read_records(path: str) -> list[dict]:
     return rows
 
 
-def split_dir(data_dir: str, split: str) -> str:
-    return os.path.join(data_dir, EXAMPLES_DIR, split)
+def span_dir(data_dir: str, span: int) -> str:
+    return os.path.join(data_dir, EXAMPLES_DIR, SPAN_DIR.replace("{SPAN}", str(span)))
+
+
+def latest_span(data_dir: str) -> int:
+    """The highest span number under `<data_dir>/examples/` (what ExampleGen ingests by default)."""
+    root = os.path.join(data_dir, EXAMPLES_DIR)
+    prefix = SPAN_DIR.split("{")[0]
+    spans = [int(name[len(prefix):]) for name in os.listdir(root) if name.startswith(prefix) and name[len(prefix):].isdigit()] if os.path.isdir(root) else []
+    if not spans:
+        raise FileNotFoundError(f"no {SPAN_DIR} folder under {root}: build the dataset first (mmtower run)")
+    return max(spans)
+
+
+def split_dir(data_dir: str, split: str, span: int | None = None) -> str:
+    """`<data_dir>/examples/span-<span>/<split>` (None: the latest span)."""
+    return os.path.join(span_dir(data_dir, latest_span(data_dir) if span is None else span), split)
+
+
+def snapshot_spans(interactions: pd.DataFrame, spans: int) -> list[pd.DataFrame]:
+    """Cumulative snapshots: span k of `spans` holds every interaction up to the k/spans time quantile.
+
+    A span is the interaction log as exported at the end of a period, so span k
+    contains span k-1 plus what happened since; the last span is everything.
+    """
+    if spans < 1:
+        raise ValueError(f"spans must be >= 1, got {spans}")
+    times = interactions[F.TIMESTAMP].to_numpy()
+    ends = [int(np.quantile(times, k / spans, method="lower")) for k in range(1, spans)] + [int(times.max())]
+    return [interactions[times <= end] for end in ends]
 
 
 def write_dataset(
@@ -236,8 +267,9 @@ def write_dataset(
     max_users: int | None = None,
     cold_item_fraction: float = 0.0,
     split: str = TEMPORAL,
+    spans: int = 1,
 ) -> Manifest:
-    """Splits and writes a dataset: examples/{train,eval}, catalog, users, quarantine, manifest.
+    """Splits and writes a dataset: examples/span-<k>/{train,eval}, catalog, users, quarantine, manifest.
 
     Args:
       name: registry name of the dataset.
@@ -253,21 +285,31 @@ def write_dataset(
       split: TEMPORAL (the latest eval_fraction by time; histories from all
         earlier interactions) or RANDOM (random_split; histories from training
         interactions only, see history_from_training).
+      spans: number of cumulative snapshots (snapshot_spans), each split by
+        time on its own; spans 1..spans-1 stand for the data of earlier
+        scheduled runs, the last span is the whole dataset. Temporal split only.
     """
     if split == TEMPORAL:
         interactions = add_history(interactions, F.HISTORY_LENGTH)
-        train, evaluation, cutoff = temporal_split(interactions, eval_fraction)
+        snapshots = [temporal_split(snapshot, eval_fraction) for snapshot in snapshot_spans(interactions, spans)]
     elif split == RANDOM:
+        if spans != 1:
+            raise ValueError("spans > 1 need the temporal split (a span is a period of time)")
         train, evaluation = history_from_training(*random_split(interactions, eval_fraction), F.HISTORY_LENGTH)
-        cutoff = int(train[F.TIMESTAMP].max())
+        snapshots = [(train, evaluation, int(train[F.TIMESTAMP].max()))]
     else:
         raise ValueError(f"unknown split {split!r}; known: {TEMPORAL}, {RANDOM}")
+    train, evaluation, cutoff = snapshots[-1]
     train, cold_items = hold_out_items(train, evaluation, cold_item_fraction)
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
         f.write("".join(f"{item}\n" for item in cold_items))
-    write_records(train, os.path.join(split_dir(data_dir, TRAIN_SPLIT), RECORD_FILE))
-    write_records(evaluation, os.path.join(split_dir(data_dir, EVAL_SPLIT), RECORD_FILE))
+    span_train_until = []
+    for span, (span_train, span_eval, _) in enumerate(snapshots, start=1):
+        span_train = span_train[~span_train[F.ITEM_ID].isin(cold_items)]  # cold items stay out of every span's training
+        write_records(span_train, os.path.join(split_dir(data_dir, TRAIN_SPLIT, span), RECORD_FILE))
+        write_records(span_eval, os.path.join(split_dir(data_dir, EVAL_SPLIT, span), RECORD_FILE))
+        span_train_until.append(int(span_train[F.TIMESTAMP].max()))
     write_records(catalog[[name for name in F.CATALOG_FEATURES if name in catalog.columns]], os.path.join(data_dir, CATALOG_FILE))
     write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
@@ -290,6 +332,8 @@ def write_dataset(
         num_cold_items=len(cold_items),
         split=split,
         quarantined_by_field=by_field,
+        spans=spans,
+        span_train_until=span_train_until,
     )
     manifest.write(data_dir)
     return manifest

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from datasets import movielens, tuxpaint
-from datasets.records import TEMPORAL, Manifest, write_dataset
+from datasets.records import TEMPORAL, Manifest, span_dir, write_dataset
 from towers import features as F
 
 
@@ -60,19 +60,20 @@ def get(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None, split: str = TEMPORAL) -> Manifest:
+def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None, split: str = TEMPORAL, spans: int = 1) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
     `split`: records.TEMPORAL (default) or records.RANDOM (the TFRS tutorials' protocol).
+    `spans`: cumulative snapshots written as examples/span-<k>/ (records.write_dataset).
     """
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
     cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
-        same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split)
-        if same == (name, eval_fraction, max_users, cold_item_fraction, split):
+        same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split, manifest.spans)
+        if same == (name, eval_fraction, max_users, cold_item_fraction, split, spans) and os.path.isdir(span_dir(data_dir, spans)):
             return manifest
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)
-    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction, split)
+    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction, split, spans)

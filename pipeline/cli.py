@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-auc", type=float, default=0.5, help="blessing floor on the ranking model's like-AUC, TFMA Evaluator (default: 0.5)")
     run.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes; 1 = in memory (default: 2)")
     run.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs did not change")
+    run.add_argument("--spans", type=int, default=1, help="build the dataset as N cumulative snapshots examples/span-1..N, for incremental runs (default: 1)")
+    run.add_argument("--span", type=int, default=None, help="the span ExampleGen ingests (default: the latest, as a scheduled run does)")
+    run.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="incremental training: start from the last blessed model (its embedding rows mapped to the new vocabularies) "
+        "and train only on the events after its data (default: train from scratch on the whole span)",
+    )
     _beam_arguments(run)
     run.add_argument(
         "--retrieval-index",
@@ -251,6 +259,9 @@ def _run(args) -> int:
         direct_num_workers=args.workers,
         beam_pipeline_args=_beam_args(args),
         enable_cache=not args.no_cache,
+        spans=args.spans,
+        span=args.span,
+        warm_start=args.warm_start,
     )
     paths, wall_times = local_runner.run(config)
     print(report.format_run(summary.read(paths), wall_times))

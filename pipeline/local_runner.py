@@ -40,6 +40,9 @@ class RunConfig:
       enable_cache: reuse unchanged components' outputs from ML Metadata.
       encoder_handles: modality -> encoder handle; default: the local exports
         (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
+      spans: build the dataset as this many cumulative snapshots (examples/span-<k>/).
+      span: the span ExampleGen ingests; None: the latest.
+      warm_start: train from the last blessed model on the events after its data (incremental).
     """
 
     dataset: str = registry.DEFAULT_DATASET
@@ -57,6 +60,9 @@ class RunConfig:
     beam_pipeline_args: list[str] | None = None
     enable_cache: bool = True
     encoder_handles: dict[str, str] | None = None
+    spans: int = 1
+    span: int | None = None
+    warm_start: bool = False
 
 
 def schema_path(dataset: str) -> str:
@@ -96,6 +102,8 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),
         beam_pipeline_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),
         evaluator_beam_pipeline_args=beam_args(1) if config.hparams.retrieval_index == "scann" else None,
+        span=config.span,
+        warm_start=config.warm_start,
         enable_cache=config.enable_cache,
     )
 
@@ -111,9 +119,12 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     handler = progress.install(paths.log_file)
     started = time.monotonic()
     handler.say(f"building dataset {config.dataset} -> {paths.data_dir}")
-    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction)
+    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction, spans=config.spans)
+    if config.span is not None and not 1 <= config.span <= manifest.spans:
+        raise ValueError(f"--span {config.span}: the dataset has spans 1..{manifest.spans}")
+    span = f"span {config.span or manifest.spans} of {manifest.spans}: " if manifest.spans > 1 else ""
     handler.say(
-        f"✔ dataset: {manifest.num_train:,} train / {manifest.num_eval:,} eval interactions, "
+        f"✔ dataset: {span}{manifest.num_train:,} train / {manifest.num_eval:,} eval interactions (latest span), "
         f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
     wall_times = {"dataset": time.monotonic() - started}

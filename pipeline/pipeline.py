@@ -24,6 +24,7 @@ from components.content_embedder.component import ContentEmbedder
 from components.retrieval_evaluator.component import RetrievalEvaluator
 from components.retrieval_evaluator.executor import Thresholds
 from components.validation_gate import ValidationGate
+from datasets.records import SPAN_DIR
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
@@ -50,6 +51,8 @@ def create_pipeline(
     beam_pipeline_args: Optional[list[str]] = None,
     evaluator_beam_pipeline_args: Optional[list[str]] = None,
     min_recall_at_100=None,
+    span: Optional[int] = None,
+    warm_start: bool = False,
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the retrieval pipeline.
@@ -73,14 +76,20 @@ def create_pipeline(
       evaluator_beam_pipeline_args: extra Beam options for the TFMA Evaluator (e.g. in-process, so that
         its workers have the Scann ops a ScaNN-indexed model needs).
       min_recall_at_100: if set (a float or a RuntimeParameter), the RetrievalEvaluator's floor instead of retrieval_thresholds'.
+      span: the span ExampleGen ingests (`<examples_dir>/span-<N>/`); None: the latest one.
+      warm_start: the Trainer starts from the last blessed model (its `base_model`) and trains
+        only on the events after that model's data (components.trainer); False: from scratch.
       enable_cache: reuse outputs of unchanged components.
 
     `examples_dir` may be a RuntimeParameter (compiled pipelines take the data root at run time).
     """
     input_config = tfx.proto.Input(
-        splits=[tfx.proto.Input.Split(name=split, pattern=f"{split}/*") for split in (TRAIN_SPLIT, EVAL_SPLIT)]
+        splits=[tfx.proto.Input.Split(name=split, pattern=f"{SPAN_DIR}/{split}/*") for split in (TRAIN_SPLIT, EVAL_SPLIT)]
     )
-    example_gen = tfx.components.ImportExampleGen(input_base=examples_dir, input_config=input_config)
+    range_config = None
+    if span is not None:
+        range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span))
+    example_gen = tfx.components.ImportExampleGen(input_base=examples_dir, input_config=input_config, range_config=range_config)
     catalog_gen = tfx.components.ImportExampleGen(
         input_base=catalog_dir,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=CATALOG_SPLIT, pattern="*")]),
@@ -100,6 +109,14 @@ def create_pipeline(
         custom_config={CODE_VERSION_KEY: code_version},
     )
     transform.add_upstream_node(validation_gate)
+    # Only the RetrievalEvaluator's blessing (which includes TFMA's) makes a model "last blessed".
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing, producer_component_id=RETRIEVAL_EVALUATOR_ID, output_key="blessing"
+        ),
+    ).with_id("latest_blessed_model_resolver")
     trainer = content_trainer.Trainer(
         item_embeddings=content_embedder.outputs["item_embeddings"],
         run_fn=RUN_FN,
@@ -109,17 +126,10 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
         custom_config={**trainer_custom_config, CODE_VERSION_KEY: code_version},
+        base_model=model_resolver.outputs["model"] if warm_start else None,
     )
     baseline = MostPopularBaseline(examples=example_gen.outputs["examples"], code_version=code_version)
     baseline.add_upstream_node(validation_gate)
-    # Only the RetrievalEvaluator's blessing (which includes TFMA's) makes a model "last blessed".
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ModelBlessing, producer_component_id=RETRIEVAL_EVALUATOR_ID, output_key="blessing"
-        ),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],

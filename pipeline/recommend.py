@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from datasets.records import CATALOG_FILE, EXAMPLES_DIR, TRAIN_SPLIT, USERS_FILE, read_records
+from datasets.records import CATALOG_FILE, TRAIN_SPLIT, USERS_FILE, read_records, split_dir
 from pipeline.runs import RunPaths, latest_version_dir
 from towers import features as F
 
@@ -111,7 +111,7 @@ def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     from components.baseline import read_events
 
     counts: dict[str, int] = {}
-    for _, item, _ in read_events(os.path.join(paths.data_dir, EXAMPLES_DIR, TRAIN_SPLIT)):
+    for _, item, _ in read_events(split_dir(paths.data_dir, TRAIN_SPLIT)):
         counts[item.decode()] = counts.get(item.decode(), 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 

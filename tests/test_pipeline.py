@@ -1,4 +1,6 @@
 """Building the DAG (no execution): components, wiring, TFMA thresholds, cache key."""
+import json
+
 import pytest
 import tensorflow_model_analysis as tfma
 
@@ -99,3 +101,19 @@ def test_pusher_pushes_all_served_models_and_scann_runs_tfma_in_process(built, t
     scann = {c.id: c for c in local_runner.build_pipeline(config, RunPaths(str(tmp_path), config.dataset)).components}
     # TFMA's worker processes would lack the Scann ops: the Evaluator runs in this process
     assert scann["Evaluator"].executor_spec.beam_pipeline_args[-2:] == local_runner.beam_args(1)  # the last flags win
+
+
+def test_example_gen_reads_spans_and_only_an_incremental_run_warm_starts(built, tmp_path):
+    by_id = {c.id: c for c in built.components}
+    example_gen = by_id["ImportExampleGen"]
+    splits = json.loads(example_gen.exec_properties["input_config"])["splits"]  # protos are kept as JSON
+    assert [s["pattern"] for s in splits] == ["span-{SPAN}/train/*", "span-{SPAN}/eval/*"]
+    assert not example_gen.exec_properties.get("range_config")  # the latest span
+    # From scratch: no base model, so a re-run with no new data stays a cache hit of the Trainer.
+    assert "base_model" not in by_id["Trainer"].inputs
+    config = local_runner.RunConfig(output=str(tmp_path), hparams=HParams(epochs=1), span=1, warm_start=True)
+    incremental = {c.id: c for c in local_runner.build_pipeline(config, RunPaths(str(tmp_path), config.dataset)).components}
+    static = json.loads(incremental["ImportExampleGen"].exec_properties["range_config"])["static_range"]
+    assert (static["start_span_number"], static["end_span_number"]) == (1, 1)
+    assert incremental["latest_blessed_model_resolver"] in incremental["Trainer"].upstream_nodes
+    assert "base_model" in incremental["Trainer"].inputs

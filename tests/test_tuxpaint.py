@@ -96,7 +96,7 @@ def test_written_tuxpaint_dataset_keeps_media_in_the_catalog_only(stamps, tmp_pa
     rows = {row[F.ITEM_ID]: row for row in read_records(str(out / "catalog" / "catalog.tfrecord.gz"))}
     assert F.AUDIO in rows["animals/mammals/badger"] and F.AUDIO not in rows["animals/mammals/echidna"]
     assert F.IMAGE not in rows["food/broken"]
-    train = read_records(str(out / "examples" / "train" / "data.tfrecord.gz"))
+    train = read_records(str(out / "examples" / "span-1" / "train" / "data.tfrecord.gz"))
     assert train and not any(F.IMAGE in row or F.AGE in row for row in train)
     np.testing.assert_equal(len(users), 20)
 

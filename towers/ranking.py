@@ -55,8 +55,8 @@ class RankingModel(tfrs.Model):
         users, items = vocab_sizes[F.VOCAB_USER], vocab_sizes[F.VOCAB_ITEM]
         self.user_dropout = IdDropout(users, hp.id_dropout, seed=hp.seed)
         self.item_dropout = IdDropout(items, hp.id_dropout, seed=hp.seed + 1)
-        self.user_embedding = id_embedding(users, hp.id_embedding_dim, "ranking_user_embedding")
-        self.item_embedding = id_embedding(items, hp.id_embedding_dim, "ranking_item_embedding")
+        self.user_embedding = id_embedding(vocab_sizes, F.VOCAB_USER, hp.id_embedding_dim, "ranking_user_embedding")
+        self.item_embedding = id_embedding(vocab_sizes, F.VOCAB_ITEM, hp.id_embedding_dim, "ranking_item_embedding")
         self.content_projection = tf.keras.layers.Dense(hp.fusion_dim, name="ranking_content_projection") if content_dim else None
         projection = hp.ranking_projection_dim or None
         self.cross_layers = [

@@ -9,12 +9,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from towers import features as F
+from towers import warm_start
 from towers.hparams import HParams
 
 
-def id_embedding(vocab_size: int, dim: int, name: str) -> tf.keras.layers.Embedding:
-    """Table for ids in [0, vocab_size + OOV) as produced by compute_and_apply_vocabulary."""
-    return tf.keras.layers.Embedding(vocab_size + F.NUM_OOV_BUCKETS, dim, name=name)
+def id_embedding(vocab_sizes: dict[str, int], vocab: str, dim: int, name: str) -> tf.keras.layers.Embedding:
+    """Table for ids in [0, size of `vocab` + OOV) as produced by compute_and_apply_vocabulary."""
+    return warm_start.index_by(tf.keras.layers.Embedding(vocab_sizes[vocab] + F.NUM_OOV_BUCKETS, dim, name=name), vocab)
 
 
 class MaskedMeanEmbedding(tf.keras.layers.Layer):
@@ -25,11 +26,13 @@ class MaskedMeanEmbedding(tf.keras.layers.Layer):
     word and pull new items towards whatever it learned.
     """
 
-    def __init__(self, vocab_size: int, dim: int, **kwargs):
+    def __init__(self, vocab_size: int, dim: int, vocab: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size, self.dim = vocab_size, dim
+        self.vocab_size, self.dim, self.vocab = vocab_size, dim, vocab
         # +1 for the padding id 0 that preprocessing prepends to the vocabulary.
         self.embedding = tf.keras.layers.Embedding(vocab_size + F.NUM_OOV_BUCKETS + 1, dim)
+        if vocab is not None:  # the vocabulary's name, for warm starts
+            warm_start.index_by(self.embedding, vocab, offset=1)
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         known = tf.logical_and(ids > 0, ids <= self.vocab_size)  # ids are vocabulary index + 1
@@ -38,7 +41,7 @@ class MaskedMeanEmbedding(tf.keras.layers.Layer):
         return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim}
+        return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim, "vocab": self.vocab}
 
 
 class IdDropout(tf.keras.layers.Layer):
@@ -151,16 +154,16 @@ class QueryTower(tf.keras.Model):
     def __init__(self, vocab_sizes: dict[str, int], hp: HParams, history_content=None, shared_content=None):
         super().__init__(name="query_tower")
         self.hp = hp
-        self.user = id_embedding(vocab_sizes[F.VOCAB_USER], hp.id_embedding_dim, "user_embedding")
+        self.user = id_embedding(vocab_sizes, F.VOCAB_USER, hp.id_embedding_dim, "user_embedding")
         self.user_dropout = IdDropout(vocab_sizes[F.VOCAB_USER], hp.id_dropout, hp.seed, name="user_id_dropout")
         dims = {F.GENDER_INDEX: 4, F.OCCUPATION_INDEX: hp.feature_embedding_dim, F.ZIP_PREFIX_INDEX: hp.feature_embedding_dim}
         self.attributes = {
-            feature: id_embedding(vocab_sizes[F.ID_FEATURE_VOCABS[feature]], dim, f"{F.ID_FEATURE_VOCABS[feature]}_embedding")
+            feature: id_embedding(vocab_sizes, F.ID_FEATURE_VOCABS[feature], dim, f"{F.ID_FEATURE_VOCABS[feature]}_embedding")
             for feature, dim in dims.items()
             if F.ID_FEATURE_VOCABS[feature] in vocab_sizes
         }
         self.recency = tf.keras.layers.Embedding(F.RECENCY_BUCKETS, hp.feature_embedding_dim, name="recency_embedding")
-        self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, name="history_embedding")
+        self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, F.VOCAB_ITEM, name="history_embedding")
         self.history_content = None
         self.shared_content = None
         if history_content is not None:
@@ -227,10 +230,12 @@ class CandidateTower(tf.keras.Model):
         self.modality_dropout = hp.modality_dropout
         self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.modalities]])
         self.seed = hp.seed
-        self.item = id_embedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, "item_embedding")
+        self.item = id_embedding(vocab_sizes, F.VOCAB_ITEM, hp.id_embedding_dim, "item_embedding")
         # Metadata: title words and genres where the dataset has them (+ year, if in the inputs).
         self.metadata = {
-            feature: MaskedMeanEmbedding(vocab_sizes[F.TOKEN_FEATURE_VOCABS[feature]], hp.feature_embedding_dim, name=f"{F.TOKEN_FEATURE_VOCABS[feature]}_embedding")
+            feature: MaskedMeanEmbedding(
+                vocab_sizes[F.TOKEN_FEATURE_VOCABS[feature]], hp.feature_embedding_dim, F.TOKEN_FEATURE_VOCABS[feature], name=f"{F.TOKEN_FEATURE_VOCABS[feature]}_embedding"
+            )
             for feature in (F.TITLE_TOKENS, F.GENRE_TOKENS)
             if F.TOKEN_FEATURE_VOCABS[feature] in vocab_sizes
         }
