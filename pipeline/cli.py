@@ -140,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--serving-dir", required=True, help="where the Pusher writes the served models, e.g. gs://bucket/mmtower/serving")
     comp.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
     comp.add_argument("--output", default="mmtower-pipeline.json", help="the JSON spec to write (default: ./mmtower-pipeline.json)")
+    comp.add_argument("--warm-start", action="store_true", help="incremental runs: warm-start from the last blessed model, train on the new events (see mmtower run --warm-start)")
     _beam_arguments(comp, default="dataflow")
     sch = sub.add_parser("schedule", help="create a recurring run of a compiled pipeline on Kubeflow Pipelines (kfp client)")
     sch.add_argument("--spec", default="mmtower-pipeline.json", help="the compiled JSON (mmtower compile)")
@@ -210,7 +211,7 @@ def _compile(args) -> int:
     config = kubeflow.KubeflowConfig(
         dataset=args.dataset, data_root=args.data_root.rstrip("/"), pipeline_root=args.pipeline_root.rstrip("/"),
         serving_dir=args.serving_dir.rstrip("/"), image=args.image, beam_args=beam_args,
-        hparams_json=HParams(epochs=args.epochs).to_json(),
+        hparams_json=HParams(epochs=args.epochs).to_json(), warm_start=args.warm_start,
     )
     print(f"wrote {kubeflow.compile_spec(config, args.output)}")
     return 0

@@ -36,6 +36,8 @@ class KubeflowConfig:
       image: the container image built from the Dockerfile.
       beam_args: Beam options of the Beam-based components (pipeline.beam_profiles).
       hparams_json: towers.hparams.HParams as JSON.
+      warm_start: each run starts from the last blessed model and trains on the events after its data
+        (ExampleGen ingests the latest span of `<data_root>/examples/span-{SPAN}/`).
     """
 
     dataset: str
@@ -45,6 +47,7 @@ class KubeflowConfig:
     image: str
     beam_args: list[str] = field(default_factory=list)
     hparams_json: str = ""
+    warm_start: bool = False
 
 
 def pipeline_name(dataset: str) -> str:
@@ -90,6 +93,7 @@ def build(config: KubeflowConfig):
         metadata_connection_config=None,
         beam_pipeline_args=config.beam_args,
         min_recall_at_100=parameter(name=MIN_RECALL_PARAM, ptype=float, default=Thresholds().min_recall_at_100),
+        warm_start=config.warm_start,
     )
 
 

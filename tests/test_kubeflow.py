@@ -63,7 +63,17 @@ def test_compile_writes_a_kfp_v2_spec_with_every_component_and_runtime_parameter
     assert json.loads(custom_config["hparams"])["epochs"] == 5
     assert custom_config["catalog_path"].startswith("gs://bucket/data/tuxpaint/catalog/")
     examples = json.dumps(tasks["ImportExampleGen"])
-    assert "examples-dir" in examples
+    assert "examples-dir" in examples and "span-{SPAN}/train/*" in examples  # each run ingests the latest span
+    assert "base_model" not in tasks["Trainer"]["inputs"].get("artifacts", {})
+
+
+def test_incremental_spec_feeds_the_last_blessed_model_to_the_trainer(tmp_path):
+    config = kubeflow.KubeflowConfig(
+        dataset="tuxpaint", data_root="gs://b/data", pipeline_root="gs://b/root", serving_dir="gs://b/serving", image="gcr.io/p/mmtower:1", warm_start=True
+    )
+    spec = json.loads(open(kubeflow.compile_spec(config, str(tmp_path / "incremental.json"))).read())["pipelineSpec"]
+    trainer = spec["root"]["dag"]["tasks"]["Trainer"]
+    assert trainer["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]["producerTask"].startswith("latest_blessed_model_resolver")
 
 
 def test_compile_refuses_an_incomplete_profile(tmp_path):
