@@ -268,8 +268,11 @@ def test_cached_rerun_reports_its_own_model(run):
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
+    versions = sorted(os.listdir(paths.serving_model_dir()))
     local_runner.run(_config(paths.dataset, paths.output))  # the fixture's inputs again: a cache hit
     first = summary.read(paths).model_uri
+    # Re-evaluated against itself (the last blessed model is now this one) and blessed, but not pushed again.
+    assert sorted(os.listdir(paths.serving_model_dir())) == versions
     local_runner.run(_config(paths.dataset, paths.output, epochs=2))  # trains a newer model
     assert summary.read(paths).model_uri != first
     local_runner.run(_config(paths.dataset, paths.output))  # same inputs as the first run: the Trainer is a cache hit

@@ -117,3 +117,15 @@ def test_example_gen_reads_spans_and_only_an_incremental_run_warm_starts(built, 
     assert (static["start_span_number"], static["end_span_number"]) == (1, 1)
     assert incremental["latest_blessed_model_resolver"] in incremental["Trainer"].upstream_nodes
     assert "base_model" in incremental["Trainer"].inputs
+
+
+def test_push_log_names_the_newest_version_still_there(tmp_path):
+    from components import pusher
+
+    assert pusher.newest_push(str(tmp_path)) is None
+    for version, model in (("1", "/m/a"), ("2", "/m/b")):
+        (tmp_path / "recommender" / version).mkdir(parents=True)
+        pusher.record_push(str(tmp_path), version, str(tmp_path / "recommender" / version), model)
+    assert pusher.newest_push(str(tmp_path))["model"] == "/m/b"
+    (tmp_path / "recommender" / "2").rmdir()  # an operator removed it: the one before is what is served
+    assert pusher.newest_push(str(tmp_path))["version"] == "1"
