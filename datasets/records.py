@@ -66,6 +66,7 @@ class Manifest:
     split: str = TEMPORAL
     spans: int = 1
     span_train_until: list = field(default_factory=list)  # per span: its latest training timestamp
+    span_sizes: list = field(default_factory=list)  # per span: [train, eval] interactions
 
     def write(self, data_dir: str) -> None:
         with open(os.path.join(data_dir, MANIFEST_FILE), "w") as f:
@@ -304,12 +305,13 @@ def write_dataset(
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
         f.write("".join(f"{item}\n" for item in cold_items))
-    span_train_until = []
+    span_train_until, span_sizes = [], []
     for span, (span_train, span_eval, _) in enumerate(snapshots, start=1):
         span_train = span_train[~span_train[F.ITEM_ID].isin(cold_items)]  # cold items stay out of every span's training
         write_records(span_train, os.path.join(split_dir(data_dir, TRAIN_SPLIT, span), RECORD_FILE))
         write_records(span_eval, os.path.join(split_dir(data_dir, EVAL_SPLIT, span), RECORD_FILE))
         span_train_until.append(int(span_train[F.TIMESTAMP].max()))
+        span_sizes.append([len(span_train), len(span_eval)])
     write_records(catalog[[name for name in F.CATALOG_FEATURES if name in catalog.columns]], os.path.join(data_dir, CATALOG_FILE))
     write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
@@ -334,6 +336,7 @@ def write_dataset(
         quarantined_by_field=by_field,
         spans=spans,
         span_train_until=span_train_until,
+        span_sizes=span_sizes,
     )
     manifest.write(data_dir)
     return manifest

@@ -72,7 +72,7 @@ def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction:
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
         same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split, manifest.spans)
-        if same == (name, eval_fraction, max_users, cold_item_fraction, split, spans) and os.path.isdir(span_dir(data_dir, spans)):
+        if same == (name, eval_fraction, max_users, cold_item_fraction, split, spans) and os.path.isdir(span_dir(data_dir, spans)) and manifest.span_sizes:
             return manifest
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)

@@ -122,9 +122,10 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction, spans=config.spans)
     if config.span is not None and not 1 <= config.span <= manifest.spans:
         raise ValueError(f"--span {config.span}: the dataset has spans 1..{manifest.spans}")
-    span = f"span {config.span or manifest.spans} of {manifest.spans}: " if manifest.spans > 1 else ""
+    span = config.span or manifest.spans
+    train, evaluation = manifest.span_sizes[span - 1]
     handler.say(
-        f"✔ dataset: {span}{manifest.num_train:,} train / {manifest.num_eval:,} eval interactions (latest span), "
+        f"✔ dataset: {f'span {span} of {manifest.spans}: ' if manifest.spans > 1 else ''}{train:,} train / {evaluation:,} eval interactions, "
         f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
     wall_times = {"dataset": time.monotonic() - started}

@@ -146,6 +146,7 @@ def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     for span in events.values():  # each span's eval events come after its training events
         assert max(t for *_, t in span["train"]) < min(t for *_, t in span["eval"])
     assert manifest.span_train_until == [max(t for *_, t in events[k]["train"]) for k in (1, 2)]
+    assert manifest.span_sizes == [[len(events[k]["train"]), len(events[k]["eval"])] for k in (1, 2)]
     # the latest span is the single-span build
     single = write_dataset("mini", str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))
