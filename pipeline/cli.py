@@ -220,7 +220,13 @@ def _compile(args) -> int:
 def _schedule(args) -> int:
     from pipeline import beam_profiles, kubeflow
 
-    run = kubeflow.schedule(args.spec, args.host, args.cron, parameters=beam_profiles.parse_options(args.param))
+    import urllib3
+
+    try:
+        run = kubeflow.schedule(args.spec, args.host, args.cron, parameters=beam_profiles.parse_options(args.param))
+    except (urllib3.exceptions.HTTPError, ConnectionError) as error:
+        print(f"mmtower: cannot reach the Kubeflow Pipelines API at {args.host}: {error}", file=sys.stderr)
+        return 2
     print(f"recurring run {getattr(run, 'recurring_run_id', run)} created ({args.cron})")
     return 0
 

@@ -89,3 +89,17 @@ def test_pipeline_names_are_kubeflow_safe():
     assert kubeflow.pipeline_name("movielens-100k") == "mmtower-movielens-100k"
     with pytest.raises(ValueError, match="a-z0-9-"):
         kubeflow.pipeline_name("my_data")
+
+
+def test_schedule_names_an_unreachable_endpoint(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "mmtower-tuxpaint"}}}))
+    cli = [sys.executable, "-m", "pipeline.cli", "schedule", "--spec", str(spec), "--host", f"http://127.0.0.1:{port}"]
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"cannot reach the Kubeflow Pipelines API at http://127.0.0.1:{port}" in done.stderr
