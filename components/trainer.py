@@ -236,6 +236,7 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after)
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
+    report = {}
     if base:
         with distribution_strategy(hp.distribution).scope():
             batch = next(iter(eval_ds))
@@ -247,7 +248,7 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
             return model, report
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
     model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=[tensorboard], verbose=2)
-    return model, report if base else {}
+    return model, report
 
 
 def train_ranker(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -305,6 +306,7 @@ def write_dataset(
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
         f.write("".join(f"{item}\n" for item in cold_items))
+    shutil.rmtree(os.path.join(data_dir, EXAMPLES_DIR), ignore_errors=True)  # an earlier build's spans would be ingested
     span_train_until, span_sizes = [], []
     for span, (span_train, span_eval, _) in enumerate(snapshots, start=1):
         span_train = span_train[~span_train[F.ITEM_ID].isin(cold_items)]  # cold items stay out of every span's training

@@ -150,6 +150,9 @@ def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     # the latest span is the single-span build
     single = write_dataset("mini", str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))
+    # Rebuilt with one span, the old span 2 must not linger (ExampleGen would ingest it as the latest).
+    write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
+    assert latest_span(str(tmp_path)) == 1
 
 
 def test_spans_need_the_temporal_split(tmp_path):
