@@ -246,6 +246,10 @@ def _run(args) -> int:
     from pipeline import local_runner, report, summary
     from towers.hparams import HParams
 
+    if args.spans < 1 or (args.span is not None and not 1 <= args.span <= args.spans):
+        print(f"mmtower: --span must be between 1 and --spans ({args.spans}), and --spans at least 1", file=sys.stderr)
+        return 2
+
     hparams = HParams().replace(
         epochs=args.epochs,
         batch_size=args.batch_size,

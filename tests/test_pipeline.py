@@ -129,3 +129,12 @@ def test_push_log_names_the_newest_version_still_there(tmp_path):
     assert pusher.newest_push(str(tmp_path))["model"] == "/m/b"
     (tmp_path / "recommender" / "2").rmdir()  # an operator removed it: the one before is what is served
     assert pusher.newest_push(str(tmp_path))["version"] == "1"
+
+
+@pytest.mark.parametrize("spans", [["--spans", "2", "--span", "3"], ["--spans", "0"], ["--span", "0"]])
+def test_run_refuses_a_span_the_dataset_cannot_have(spans, tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--output", str(tmp_path)] + spans) == 2
+    assert "--span must be between 1 and --spans" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before building anything
