@@ -29,12 +29,20 @@ from components.retrieval_evaluator.executor import RETRIEVAL  # noqa: E402
 from components.trainer import RETRIEVAL_STATE, warm_start_dir  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
 from towers import warm_start  # noqa: E402
+from tfx.utils import path_utils  # noqa: E402
 
 METRICS = ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10")
 
 
-def _row(label: str, metrics: dict, trained_on: str, trainer_s: str, total_s: str) -> str:
-    return f"| {label} | " + " | ".join(f"{metrics.get(name, float('nan')):.4f}" for name in METRICS) + f" | {trained_on} | {trainer_s} | {total_s} |"
+def _row(label: str, metrics: dict, run: tuple | None = None) -> str:
+    """A table row: metrics, then events trained on, Trainer and run seconds of `run` ((summary, wall times, facts); None: '-')."""
+    cells = [f"{metrics.get(name, float('nan')):.4f}" for name in METRICS]
+    if run is None:
+        cells += ["-"] * 3
+    else:
+        _, wall, facts = run
+        cells += [f"{facts['events_trained_on']:,}", f"{wall['Trainer']:.0f}", f"{wall['total']:.0f}"]
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def main() -> int:
@@ -54,7 +62,7 @@ def main() -> int:
     for name, config in runs.items():
         paths, wall = local_runner.run(config)
         result = summary.read(paths)
-        facts = warm_start.facts(os.path.join(warm_start_dir(os.path.join(result.model_uri, "Format-Serving")), RETRIEVAL_STATE))
+        facts = warm_start.facts(os.path.join(warm_start_dir(path_utils.serving_model_path(result.model_uri)), RETRIEVAL_STATE))
         done[name] = (result, wall, facts)
         print(name, json.dumps(facts), {k: round(v, 1) for k, v in wall.items()}, flush=True)
     incremental, full = done["incremental"][0], done["full"][0]
@@ -66,10 +74,10 @@ def main() -> int:
         "",
         "| model | " + " | ".join(METRICS) + " | events trained on | Trainer s | run s |",
         "|---|" + "---|" * (len(METRICS) + 3),
-        _row("most-popular (span's training counts)", full.baseline_metrics, "-", "-", "-"),
-        _row(f"span-{args.spans - 1} model, not updated", stale, f"{done['first'][2]['events_trained_on']:,}", f"{done['first'][1]['Trainer']:.0f}", f"{done['first'][1]['total']:.0f}"),
-        _row("incremental: warm start + new events only", incremental.model_metrics, f"{done['incremental'][2]['events_trained_on']:,}", f"{done['incremental'][1]['Trainer']:.0f}", f"{done['incremental'][1]['total']:.0f}"),
-        _row("full retrain from scratch", full.model_metrics, f"{done['full'][2]['events_trained_on']:,}", f"{done['full'][1]['Trainer']:.0f}", f"{done['full'][1]['total']:.0f}"),
+        _row("most-popular (span's training counts)", full.baseline_metrics),
+        _row(f"span-{args.spans - 1} model, not updated", stale, done["first"]),
+        _row("incremental: warm start + new events only", incremental.model_metrics, done["incremental"]),
+        _row("full retrain from scratch", full.model_metrics, done["full"]),
         "",
         f"Warm start (rows kept / new / dropped per vocabulary): {json.dumps(done['incremental'][2].get('warm_start', {}))}",
         "",

@@ -206,8 +206,10 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]], base: str | None = None) -> tuple[TwoTowerModel, dict]:
-    """Trains the two-tower model: from scratch, or from `base` (a warm-start folder) on the events after its data.
+def train(
+    fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]], base: str | None = None, after: int | None = None
+) -> tuple[TwoTowerModel, dict]:
+    """Trains the two-tower model: from scratch, or from `base` (a warm-start folder) on the events after `after` (its data's end).
 
     Returns (model, per vocabulary the ids whose rows were kept / new / dropped; empty from scratch).
     """
@@ -233,7 +235,6 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
     with distribution_strategy(hp.distribution).scope():
         model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
-    after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after)
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
     report = {}
@@ -252,11 +253,12 @@ def train(fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict
 
 
 def train_ranker(
-    tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]], base: str | None = None
+    tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]],
+    base: str | None = None, after: int | None = None,
 ) -> RankingModel:
     """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data).
 
-    With `base` (a warm-start folder), starts from its ranking model and trains on the interactions after its data.
+    With `base` (a warm-start folder), starts from its ranking model and trains on the interactions after `after`.
     """
     tf.keras.utils.set_random_seed(hp.seed)
     per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
@@ -269,7 +271,7 @@ def train_ranker(
             first = {name: train[name][:1] for name in (F.USER_INDEX, F.QUERY_EMBEDDING, F.TIME_CONTEXT)}
             ranker({**first, **{name: values[:1] for name, values in per_position.items()}})  # creates the variables
             report = warm_start.restore(ranker, os.path.join(base, RANKING_STATE), vocabularies(tft_output))
-            new = train[F.TIMESTAMP] > warm_start.facts(os.path.join(base, RANKING_STATE))[TRAINED_UNTIL]
+            new = train[F.TIMESTAMP] > after
             absl.logging.info("ranking model warm-started from %s: %s; %d interactions after its data", base, report, int(new.sum()))
             if not new.any():
                 return ranker
@@ -316,7 +318,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     for modality, embeddings in content.items():
         absl.logging.info("%s embeddings for %d items", modality, len(embeddings))
     base = base_state(fn_args)
-    model, warm_start_report = train(fn_args, tft_output, hp, content, base)
+    after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None  # the base model's data ends here
+    model, warm_start_report = train(fn_args, tft_output, hp, content, base, after)
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
@@ -327,7 +330,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train_data = training_interactions(_dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed), model.query_tower)
     positions = item_positions(item_vocab, {item: i for i, item in enumerate(catalog_ids)})[train_data[F.ITEM_INDEX]]
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
-    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, base)
+    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, base, after)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
     module = exporter.ServingModule(
@@ -337,7 +340,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         index=hp.retrieval_index, oov_item_index=len(item_vocab),
     )
     exporter.export(module, fn_args.serving_model_dir)
-    after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None
     facts = {
         TRAINED_UNTIL: int(train_data[F.TIMESTAMP].max()),
         "warm_started_from": fn_args.base_model if base else None,

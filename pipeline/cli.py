@@ -246,10 +246,6 @@ def _run(args) -> int:
     from pipeline import local_runner, report, summary
     from towers.hparams import HParams
 
-    if args.spans < 1 or (args.span is not None and not 1 <= args.span <= args.spans):
-        print(f"mmtower: --span must be between 1 and --spans ({args.spans}), and --spans at least 1", file=sys.stderr)
-        return 2
-
     hparams = HParams().replace(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -259,21 +255,25 @@ def _run(args) -> int:
         fine_tune_text=args.fine_tune_text,
         retrieval_index=args.retrieval_index,
     )
-    config = local_runner.RunConfig(
-        dataset=args.dataset,
-        output=args.output,
-        hparams=hparams,
-        max_users=args.max_users,
-        cold_item_fraction=args.cold_items,
-        min_recall_at_100=args.min_recall,
-        min_auc=args.min_auc,
-        direct_num_workers=args.workers,
-        beam_pipeline_args=_beam_args(args),
-        enable_cache=not args.no_cache,
-        spans=args.spans,
-        span=args.span,
-        warm_start=args.warm_start,
-    )
+    try:  # options that contradict each other are refused before anything is built
+        config = local_runner.RunConfig(
+            dataset=args.dataset,
+            output=args.output,
+            hparams=hparams,
+            max_users=args.max_users,
+            cold_item_fraction=args.cold_items,
+            min_recall_at_100=args.min_recall,
+            min_auc=args.min_auc,
+            direct_num_workers=args.workers,
+            beam_pipeline_args=_beam_args(args),
+            enable_cache=not args.no_cache,
+            spans=args.spans,
+            span=args.span,
+            warm_start=args.warm_start,
+        )
+    except ValueError as error:
+        print(f"mmtower: {error}", file=sys.stderr)
+        return 2
     paths, wall_times = local_runner.run(config)
     print(report.format_run(summary.read(paths), wall_times))
     return 0

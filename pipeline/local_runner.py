@@ -64,6 +64,10 @@ class RunConfig:
     span: int | None = None
     warm_start: bool = False
 
+    def __post_init__(self):
+        if self.spans < 1 or (self.span is not None and not 1 <= self.span <= self.spans):
+            raise ValueError(f"--span must be between 1 and --spans ({self.spans}), and --spans at least 1")
+
 
 def schema_path(dataset: str) -> str:
     return os.path.join(SCHEMAS_DIR, registry.get(dataset).schema_name, "schema.pbtxt")
@@ -120,8 +124,6 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     started = time.monotonic()
     handler.say(f"building dataset {config.dataset} -> {paths.data_dir}")
     manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction, spans=config.spans)
-    if config.span is not None and not 1 <= config.span <= manifest.spans:
-        raise ValueError(f"--span {config.span}: the dataset has spans 1..{manifest.spans}")
     span = config.span or manifest.spans
     train, evaluation = manifest.span_sizes[span - 1]
     handler.say(
