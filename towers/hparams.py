@@ -63,7 +63,7 @@ class HParams:
     l2_normalize: bool = True
     id_dropout: float = 0.2
     fusion_dim: int = 64
-    content_similarity_dim: int = 16
+    content_similarity_dim: int = 32
     modality_dropout: float = 0.2
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
     fine_tune_text: bool = False
