@@ -36,6 +36,11 @@ def _ops():
     return scann_ops
 
 
+def num_leaves(n: int) -> int:
+    """Partitions of a tree over `n` items (none under 2,000 items: every item is scored)."""
+    return max(2, int(math.sqrt(n))) if n >= 2000 else 0
+
+
 def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.3, reorder: int | None = None):
     """A dot-product ScaNN searcher over `embeddings`: tree partitioning (about sqrt(N) leaves, `leaves_fraction`
     of them searched), asymmetric hashing, exact re-scoring of the best `reorder` (default max(10 k, 1000)).
@@ -46,7 +51,7 @@ def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.3,
     n = len(embeddings)
     builder = _ops().builder(embeddings, k, "dot_product")
     if n >= 2000:
-        leaves = max(2, int(math.sqrt(n)))
+        leaves = num_leaves(n)
         builder = builder.tree(num_leaves=leaves, num_leaves_to_search=max(1, int(leaves * leaves_fraction)), training_sample_size=min(n, 250_000))
     return builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder or max(10 * k, 1000)).build()
 
