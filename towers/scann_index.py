@@ -45,8 +45,9 @@ def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.3,
     """A dot-product ScaNN searcher over `embeddings`: tree partitioning (about sqrt(N) leaves, `leaves_fraction`
     of them searched), asymmetric hashing, exact re-scoring of the best `reorder` (default max(10 k, 1000)).
 
-    The defaults were chosen on item embeddings grown around trained ones (bench/serving.py):
-    searching 30% of the leaves gave recall@10 0.95 at 100k items and 0.97 at 1M (5%: 0.67; 20%: 0.91-0.93)."""
+    The defaults were chosen on item embeddings grown around trained ones (bench/serving.py): searching 30%
+    of the leaves gave recall@10 0.95-0.995 at 100k items and 0.97-0.996 at 1M in two models (20%: 0.91-0.99;
+    5%: 0.67); see bench/results/serving.md for the latest speed and recall per share of leaves."""
     embeddings = np.asarray(embeddings, np.float32)
     n = len(embeddings)
     builder = _ops().builder(embeddings, k, "dot_product")
