@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline-root", required=True, help="component outputs, e.g. gs://bucket/mmtower/pipeline")
     comp.add_argument("--serving-dir", required=True, help="where the Pusher writes the served models, e.g. gs://bucket/mmtower/serving")
     comp.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
-    comp.add_argument("--output", default="mmtower-pipeline.json", help="the JSON spec to write (default: ./mmtower-pipeline.json)")
+    comp.add_argument("--output", default="mmtower-pipeline.json", help="the JSON spec to write, or a folder to write mmtower-pipeline.json in (default: ./mmtower-pipeline.json)")
     comp.add_argument("--warm-start", action="store_true", help="incremental runs: warm-start from the last blessed model, train on the new events (see mmtower run --warm-start)")
     _beam_arguments(comp, default="dataflow")
     sch = sub.add_parser("schedule", help="create a recurring run of a compiled pipeline on Kubeflow Pipelines (kfp client)")

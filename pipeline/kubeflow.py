@@ -97,10 +97,15 @@ def build(config: KubeflowConfig):
     )
 
 
+SPEC_FILENAME = "mmtower-pipeline.json"
+
+
 def compile_spec(config: KubeflowConfig, output_path: str) -> str:
-    """Writes the KFP v2 pipeline JSON; returns its path."""
+    """Writes the KFP v2 pipeline JSON (`output_path`, or SPEC_FILENAME inside it when it is a folder); returns its path."""
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
+    if os.path.isdir(output_path):
+        output_path = os.path.join(output_path, SPEC_FILENAME)
     output_dir, filename = os.path.split(os.path.abspath(output_path))
     os.makedirs(output_dir, exist_ok=True)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

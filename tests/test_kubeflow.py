@@ -76,6 +76,13 @@ def test_incremental_spec_feeds_the_last_blessed_model_to_the_trainer(tmp_path):
     assert trainer["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]["producerTask"].startswith("latest_blessed_model_resolver")
 
 
+def test_compile_into_a_folder_writes_the_spec_file_there(tmp_path):
+    config = kubeflow.KubeflowConfig(dataset="tuxpaint", data_root="gs://b/data", pipeline_root="gs://b/root", serving_dir="gs://b/serving", image="gcr.io/p/mmtower:1")
+    path = kubeflow.compile_spec(config, str(tmp_path))
+    assert path == str(tmp_path / kubeflow.SPEC_FILENAME)
+    assert json.loads(open(path).read())["pipelineSpec"]["pipelineInfo"]["name"] == "mmtower-tuxpaint"
+
+
 def test_compile_refuses_an_incomplete_profile(tmp_path):
     cli = [
         sys.executable, "-m", "pipeline.cli", "compile", "--image", "i", "--data-root", "gs://b/d", "--pipeline-root", "gs://b/r",
