@@ -185,13 +185,14 @@ def search_only(embeddings: np.ndarray, queries: np.ndarray, searcher, k: int = 
     exact_seconds, truth = timed(exact)
     lines = [f"| {len(embeddings):,} | exact (matmul + top-k) | all | {ms(exact_seconds, 50)} | {ms(exact_seconds, 99)} | 1.0x | 1.000 |"]
     leaves = scann_index.num_leaves(len(embeddings))
-    for share in LEAVES_SEARCHED:
-        searched = max(1, int(leaves * share))
+    for share in LEAVES_SEARCHED if leaves else (None,):  # a small catalog has no tree: one row, every item scored
+        searched = max(1, int(leaves * share)) if leaves else None
         ann = tf.function(lambda q, searched=searched: searcher.search_batched(q, final_num_neighbors=k, leaves_to_search=searched).indices)
         seconds, tops = timed(ann)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, tops)])
         speedup = np.median(exact_seconds) / np.median(seconds)
-        lines.append(f"| {len(embeddings):,} | ScaNN | {searched} of {leaves} | {ms(seconds, 50)} | {ms(seconds, 99)} | {speedup:.1f}x | {recall:.3f} |")
+        where = f"{searched} of {leaves}" if leaves else "no tree"
+        lines.append(f"| {len(embeddings):,} | ScaNN | {where} | {ms(seconds, 50)} | {ms(seconds, 99)} | {speedup:.1f}x | {recall:.3f} |")
     return lines
 
 
@@ -249,8 +250,9 @@ def main() -> int:
                 build = time.monotonic() - build
                 scann_index.replace(model.scann_index, searcher)
                 model.indexed_items.assign(size)
-                search_lines += search_only(model.catalog_embeddings.numpy(), queries, searcher)
-                print("\n".join(search_lines[-len(LEAVES_SEARCHED) - 1 :]), flush=True)
+                rows = search_only(model.catalog_embeddings.numpy(), queries, searcher)
+                search_lines += rows
+                print("\n".join(rows), flush=True)
             else:
                 model.indexed_items.assign(0)
             folder = os.path.join(args.output, f"{size}-{variant.replace(' ', '-').lower()}")

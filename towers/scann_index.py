@@ -51,8 +51,8 @@ def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.3,
     embeddings = np.asarray(embeddings, np.float32)
     n = len(embeddings)
     builder = _ops().builder(embeddings, k, "dot_product")
-    if n >= 2000:
-        leaves = num_leaves(n)
+    leaves = num_leaves(n)
+    if leaves:
         builder = builder.tree(num_leaves=leaves, num_leaves_to_search=max(1, int(leaves * leaves_fraction)), training_sample_size=min(n, 250_000))
     return builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder or max(10 * k, 1000)).build()
 
