@@ -66,7 +66,7 @@ def main() -> int:
         done[name] = (result, wall, facts)
         print(name, json.dumps(facts), {k: round(v, 1) for k, v in wall.items()}, flush=True)
     incremental, full = done["incremental"][0], done["full"][0]
-    stale = incremental.retrieval_report["baseline"][RETRIEVAL]["overall"]
+    stale = incremental.retrieval_report["last_blessed_model"][RETRIEVAL]["overall"]
     lines = [
         f"# Incremental vs full retrain ({args.dataset}, {args.spans} cumulative spans, {started}, {os.cpu_count()} cores)",
         "",

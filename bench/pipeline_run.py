@@ -42,7 +42,7 @@ def main() -> int:
         f"Peak RSS of the largest process: {peak_mib:,.0f} MiB. Bar: total <= 360 s.",
         "",
         "```",
-        report.format_metrics_table(result.model_metrics, result.baseline_metrics, result.recommend_metrics),
+        report.format_metrics_table(result.model_metrics, result.recommend_metrics, result.baselines),
         "```",
         "",
         "Ranking model (TFMA, overall): " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(result.ranking_metrics.items())),

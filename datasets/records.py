@@ -17,7 +17,9 @@ import pandas as pd
 from towers import features as F
 
 TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"  # the latest part of the training period: choices are made on it, never on eval
 EVAL_SPLIT = "eval"
+SPLITS = (TRAIN_SPLIT, VALIDATION_SPLIT, EVAL_SPLIT)
 EXAMPLES_DIR = "examples"
 CATALOG_FILE = "catalog/catalog.tfrecord.gz"
 USERS_FILE = "users/users.tfrecord.gz"
@@ -67,7 +69,9 @@ class Manifest:
     split: str = TEMPORAL
     spans: int = 1
     span_train_until: list = field(default_factory=list)  # per span: its latest training timestamp
-    span_sizes: list = field(default_factory=list)  # per span: [train, eval] interactions
+    span_sizes: list = field(default_factory=list)  # per span: [train, validation, eval] interactions
+    validation_fraction: float = 0.0
+    num_validation: int = 0
 
     def write(self, data_dir: str) -> None:
         with open(os.path.join(data_dir, MANIFEST_FILE), "w") as f:
@@ -79,7 +83,14 @@ class Manifest:
             return cls(**json.load(f))
 
 
-def temporal_split(interactions: pd.DataFrame, eval_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def temporal_cutoff(interactions: pd.DataFrame, eval_fraction: float) -> int:
+    """The timestamp at the (1 - eval_fraction) quantile: later interactions are evaluation data."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    return int(np.quantile(interactions[F.TIMESTAMP].to_numpy(), 1.0 - eval_fraction, method="lower"))
+
+
+def temporal_split(interactions: pd.DataFrame, eval_fraction: float, cutoff: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Splits interactions at one global time cutoff.
 
     Every interaction strictly after the cutoff is evaluation data; the cutoff is
@@ -89,14 +100,13 @@ def temporal_split(interactions: pd.DataFrame, eval_fraction: float) -> tuple[pd
     Args:
       interactions: rows with a `timestamp` column.
       eval_fraction: wanted share of evaluation rows, in (0, 1).
+      cutoff: split here instead (a cutoff fixed before rows were removed).
 
     Returns:
       (train, eval, cutoff_timestamp).
     """
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    cutoff = temporal_cutoff(interactions, eval_fraction) if cutoff is None else cutoff
     times = interactions[F.TIMESTAMP].to_numpy()
-    cutoff = int(np.quantile(times, 1.0 - eval_fraction, method="lower"))
     is_eval = times > cutoff
     return interactions[~is_eval], interactions[is_eval], cutoff
 
@@ -157,21 +167,23 @@ def latest_history(interactions: pd.DataFrame, users: pd.DataFrame, length: int)
     return users.assign(**{F.HISTORY: [latest.get(user, []) for user in users[F.USER_ID]]})
 
 
-def hold_out_items(train: pd.DataFrame, evaluation: pd.DataFrame, fraction: float, seed: int = 7) -> tuple[pd.DataFrame, list[str]]:
-    """Makes a seeded `fraction` of the items seen in evaluation cold: their training rows are removed.
-
-    They stay in the catalog and in the eval split, so their Recall@K measures
-    recommendation from content alone.
-
-    Returns:
-      (train without the cold items, sorted cold item ids).
-    """
+def pick_cold_items(evaluation: pd.DataFrame, fraction: float, seed: int = 7) -> list[str]:
+    """A seeded `fraction` of the items seen in evaluation, sorted: the new items of the hold-out."""
     if fraction <= 0:
-        return train, []
+        return []
     candidates = sorted(evaluation[F.ITEM_ID].unique())
     rng = np.random.default_rng(seed)
-    cold = sorted(rng.choice(candidates, size=max(1, int(round(fraction * len(candidates)))), replace=False).tolist())
-    return train[~train[F.ITEM_ID].isin(cold)], cold
+    return sorted(rng.choice(candidates, size=max(1, int(round(fraction * len(candidates)))), replace=False).tolist())
+
+
+def hold_out_items(interactions: pd.DataFrame, cold: list[str], cutoff: int) -> pd.DataFrame:
+    """A true new-item hold-out: every interaction with a `cold` item at or before `cutoff` is removed.
+
+    Run before histories are built, so a cold item exists only from the
+    evaluation period on: no training target and no training history holds
+    it, as for an item added to the catalog after the model was trained.
+    """
+    return interactions[~(interactions[F.ITEM_ID].isin(cold) & (interactions[F.TIMESTAMP] <= cutoff))]
 
 
 def to_example(row: dict):
@@ -270,8 +282,9 @@ def write_dataset(
     cold_item_fraction: float = 0.0,
     split: str = TEMPORAL,
     spans: int = 1,
+    validation_fraction: float = 0.1,
 ) -> Manifest:
-    """Splits and writes a dataset: examples/span-<k>/{train,eval}, catalog, users, quarantine, manifest.
+    """Splits and writes a dataset: examples/span-<k>/{train,validation,eval}, catalog, users, quarantine, manifest.
 
     Args:
       name: registry name of the dataset.
@@ -283,37 +296,50 @@ def write_dataset(
       quarantined: rows the builder could not convert.
       eval_fraction: share of interactions (latest by time) held out.
       max_users: recorded in the manifest (the loader applied it).
-      cold_item_fraction: share of the eval split's items made cold (see hold_out_items).
+      cold_item_fraction: share of the eval split's items that are new items:
+        their interactions before the eval period are removed before
+        histories are built (pick_cold_items, hold_out_items).
       split: TEMPORAL (the latest eval_fraction by time; histories from all
         earlier interactions) or RANDOM (random_split; histories from training
         interactions only, see history_from_training).
+      validation_fraction: share of the training interactions (the latest by
+        time; random ones for RANDOM) written as the validation split, on
+        which early stopping, settings and baseline parameters are chosen.
       spans: number of cumulative snapshots (snapshot_spans), each split by
         time on its own; spans 1..spans-1 stand for the data of earlier
         scheduled runs, the last span is the whole dataset. Temporal split only.
     """
     if split == TEMPORAL:
-        interactions = add_history(interactions, F.HISTORY_LENGTH)
-        snapshots = [temporal_split(snapshot, eval_fraction) for snapshot in snapshot_spans(interactions, spans)]
+        cutoff = temporal_cutoff(interactions, eval_fraction)
+        cold_items = pick_cold_items(interactions[interactions[F.TIMESTAMP] > cutoff], cold_item_fraction)
+        interactions = add_history(hold_out_items(interactions, cold_items, cutoff), F.HISTORY_LENGTH)
+        snapshots = snapshot_spans(interactions, spans)
+        # the last span is split at the cutoff the cold items were chosen by (rows were removed since)
+        splits = [temporal_split(snapshot, eval_fraction) for snapshot in snapshots[:-1]] + [temporal_split(snapshots[-1], eval_fraction, cutoff)]
+        splits = [(*temporal_split(train, validation_fraction)[:2], evaluation) for train, evaluation, _ in splits]
     elif split == RANDOM:
         if spans != 1:
             raise ValueError("spans > 1 need the temporal split (a span is a period of time)")
-        train, evaluation = history_from_training(*random_split(interactions, eval_fraction), F.HISTORY_LENGTH)
-        snapshots = [(train, evaluation, int(train[F.TIMESTAMP].max()))]
+        train, evaluation = random_split(interactions, eval_fraction)
+        cold_items = pick_cold_items(evaluation, cold_item_fraction)
+        train, validation = random_split(train[~train[F.ITEM_ID].isin(cold_items)], validation_fraction, seed=43)
+        _, validation = history_from_training(train, validation, F.HISTORY_LENGTH)
+        splits = [history_from_training(train, evaluation, F.HISTORY_LENGTH)]
+        splits = [(splits[0][0], validation, splits[0][1])]
+        cutoff = int(splits[0][0][F.TIMESTAMP].max())
     else:
         raise ValueError(f"unknown split {split!r}; known: {TEMPORAL}, {RANDOM}")
-    train, evaluation, cutoff = snapshots[-1]
-    train, cold_items = hold_out_items(train, evaluation, cold_item_fraction)
+    train, validation, evaluation = splits[-1]
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
         f.write("".join(f"{item}\n" for item in cold_items))
     shutil.rmtree(os.path.join(data_dir, EXAMPLES_DIR), ignore_errors=True)  # an earlier build's spans would be ingested
     span_train_until, span_sizes = [], []
-    for span, (span_train, span_eval, _) in enumerate(snapshots, start=1):
-        span_train = span_train[~span_train[F.ITEM_ID].isin(cold_items)]  # cold items stay out of every span's training
-        write_records(span_train, os.path.join(split_dir(data_dir, TRAIN_SPLIT, span), RECORD_FILE))
-        write_records(span_eval, os.path.join(split_dir(data_dir, EVAL_SPLIT, span), RECORD_FILE))
-        span_train_until.append(int(span_train[F.TIMESTAMP].max()))
-        span_sizes.append([len(span_train), len(span_eval)])
+    for span, frames in enumerate(splits, start=1):
+        for split_name, frame in zip(SPLITS, frames):
+            write_records(frame, os.path.join(split_dir(data_dir, split_name, span), RECORD_FILE))
+        span_train_until.append(int(frames[0][F.TIMESTAMP].max()))
+        span_sizes.append([len(frame) for frame in frames])
     write_records(catalog[[name for name in F.CATALOG_FEATURES if name in catalog.columns]], os.path.join(data_dir, CATALOG_FILE))
     write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
@@ -328,6 +354,8 @@ def write_dataset(
         eval_fraction=eval_fraction,
         num_train=len(train),
         num_eval=len(evaluation),
+        validation_fraction=validation_fraction,
+        num_validation=len(validation),
         num_items=len(catalog),
         num_users=int(interactions[F.USER_ID].nunique()),
         num_quarantined=len(quarantined),

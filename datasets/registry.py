@@ -20,6 +20,7 @@ class DatasetSpec:
     schema_name: str  # folder under schemas/
     modalities: tuple[str, ...] = ("text",)  # item content the catalog carries (encoder names)
     eval_fraction: float = 0.1
+    validation_fraction: float = 0.1  # share of the training period (its latest part) held out for choices
     cold_item_fraction: float = 0.0  # default share of eval items held out of training (cold start)
     slice_features: tuple[str, ...] = ()  # raw features the Evaluator slices by
 
@@ -60,7 +61,7 @@ def get(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None, split: str = TEMPORAL, spans: int = 1) -> Manifest:
+def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None, split: str = TEMPORAL, spans: int = 1, validation_fraction: float | None = None) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
     `split`: records.TEMPORAL (default) or records.RANDOM (the TFRS tutorials' protocol).
@@ -69,11 +70,12 @@ def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction:
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
     cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
+    validation_fraction = spec.validation_fraction if validation_fraction is None else validation_fraction
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
-        same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split, manifest.spans)
-        if same == (name, eval_fraction, max_users, cold_item_fraction, split, spans) and os.path.isdir(span_dir(data_dir, spans)) and manifest.span_sizes:
+        same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split, manifest.spans, manifest.validation_fraction)
+        if same == (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction) and os.path.isdir(span_dir(data_dir, spans)) and manifest.span_sizes:
             return manifest
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)
-    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction, split, spans)
+    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction)

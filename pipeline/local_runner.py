@@ -31,6 +31,8 @@ class RunConfig:
       split: records.TEMPORAL (the latest interactions are evaluation data) or
         records.RANDOM (a random share: the TFRS tutorials' protocol).
       eval_fraction: share of interactions held out (None: the dataset's default).
+      validation_fraction: share of the training period (its latest part) held out as the
+        validation split, on which choices are made (None: the dataset's default).
       min_recall_at_100: blessing floor on retrieval Recall@100.
       max_regression: allowed retrieval Recall@100 drop versus the last blessed model.
       min_auc: blessing floor on the ranking model's like AUC (TFMA).
@@ -52,6 +54,7 @@ class RunConfig:
     cold_item_fraction: float | None = None
     split: str = TEMPORAL
     eval_fraction: float | None = None
+    validation_fraction: float | None = None
     min_recall_at_100: float = 0.05
     max_regression: float = 0.02
     min_auc: float = 0.5
@@ -123,11 +126,11 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     handler = progress.install(paths.log_file)
     started = time.monotonic()
     handler.say(f"building dataset {config.dataset} -> {paths.data_dir}")
-    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction, spans=config.spans)
+    manifest = registry.build(config.dataset, paths.data_dir, max_users=config.max_users, cold_item_fraction=config.cold_item_fraction, split=config.split, eval_fraction=config.eval_fraction, spans=config.spans, validation_fraction=config.validation_fraction)
     span = config.span or manifest.spans
-    train, evaluation = manifest.span_sizes[span - 1]
+    train, validation, evaluation = manifest.span_sizes[span - 1]
     handler.say(
-        f"✔ dataset: {f'span {span} of {manifest.spans}: ' if manifest.spans > 1 else ''}{train:,} train / {evaluation:,} eval interactions, "
+        f"✔ dataset: {f'span {span} of {manifest.spans}: ' if manifest.spans > 1 else ''}{train:,} train / {validation:,} validation / {evaluation:,} eval interactions, "
         f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
     wall_times = {"dataset": time.monotonic() - started}

@@ -4,9 +4,12 @@ ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
 (TFMA, ranking) -> RetrievalEvaluator (retrieval; also requires the
 Evaluator's blessing) -> Pusher, both evaluators comparing with the last model
-the RetrievalEvaluator blessed; MostPopularBaseline is scored on the same split,
-and the catalog (CatalogExampleGen) is embedded once per item by
-ContentEmbedder for the Trainer.
+the RetrievalEvaluator blessed. Baselines (most-popular, recently popular,
+co-occurrence and content kNN; parameters chosen on the validation split) are
+scored on the same eval events and compared with the model by the
+RetrievalEvaluator. The catalog (CatalogExampleGen) is embedded once per item
+by ContentEmbedder for the Trainer and the content kNN. The Trainer validates
+on the validation split; only the evaluators read the eval split.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import content_trainer
-from components.baseline import MostPopularBaseline
+from components.baselines import Baselines
+from components.evaluation import CATALOG_SPLIT, EVAL_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from components import pusher as pusher_executor
 from components.content_embedder.component import ContentEmbedder
 from components.retrieval_evaluator.component import RetrievalEvaluator
@@ -28,9 +32,7 @@ from datasets.records import SPAN_DIR
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
-TRAIN_SPLIT = "train"
-EVAL_SPLIT = "eval"
-CATALOG_SPLIT = "catalog"
+SPLITS = (TRAIN_SPLIT, VALIDATION_SPLIT, EVAL_SPLIT)
 CODE_VERSION_KEY = "code_version"
 RETRIEVAL_EVALUATOR_ID = "RetrievalEvaluator"
 
@@ -60,7 +62,7 @@ def create_pipeline(
     Args:
       pipeline_name: name in metadata ([a-z0-9-] to compile for Kubeflow).
       pipeline_root: where component outputs go.
-      examples_dir: folder with `train/` and `eval/` TFRecords of tf.Example.
+      examples_dir: folder with `span-<N>/{train,validation,eval}/` TFRecords of tf.Example.
       catalog_dir: folder with the item catalog TFRecords (one tf.Example per item).
       encoder_handles: modality -> content encoder handle (local path or TF-Hub/Kaggle).
       schema_path: curated raw schema.pbtxt.
@@ -84,7 +86,7 @@ def create_pipeline(
     `examples_dir` may be a RuntimeParameter (compiled pipelines take the data root at run time).
     """
     input_config = tfx.proto.Input(
-        splits=[tfx.proto.Input.Split(name=split, pattern=f"{SPAN_DIR}/{split}/*") for split in (TRAIN_SPLIT, EVAL_SPLIT)]
+        splits=[tfx.proto.Input.Split(name=split, pattern=f"{SPAN_DIR}/{split}/*") for split in SPLITS]
     )
     range_config = None
     if span is not None:
@@ -105,7 +107,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN_SPLIT], transform=[TRAIN_SPLIT, EVAL_SPLIT]),
+        splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN_SPLIT], transform=list(SPLITS)),
         custom_config={CODE_VERSION_KEY: code_version},
     )
     transform.add_upstream_node(validation_gate)
@@ -124,12 +126,17 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
         custom_config={**trainer_custom_config, CODE_VERSION_KEY: code_version},
         base_model=model_resolver.outputs["model"] if warm_start else None,
     )
-    baseline = MostPopularBaseline(examples=example_gen.outputs["examples"], code_version=code_version)
-    baseline.add_upstream_node(validation_gate)
+    baselines = Baselines(
+        examples=example_gen.outputs["examples"],
+        catalog=catalog_gen.outputs["examples"],
+        item_embeddings=content_embedder.outputs["item_embeddings"],
+        code_version=code_version,
+    )
+    baselines.add_upstream_node(validation_gate)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -145,6 +152,7 @@ def create_pipeline(
         thresholds=retrieval_thresholds,
         baseline_model=model_resolver.outputs["model"],
         tfma_blessing=evaluator.outputs["blessing"],
+        baselines=baselines.outputs["evaluation"],
         min_recall_at_100=min_recall_at_100,
     ).with_id(RETRIEVAL_EVALUATOR_ID)
     pusher = tfx.components.Pusher(
@@ -168,7 +176,7 @@ def create_pipeline(
             validation_gate,
             transform,
             trainer,
-            baseline,
+            baselines,
             model_resolver,
             evaluator,
             retrieval_evaluator,

@@ -108,10 +108,10 @@ def recommend(model, user: dict, k: int, timestamp: int | None = None, exclude_s
 
 def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     """Most-popular fallback: (item_id, training interactions) best first."""
-    from components.baseline import read_events
+    from components.evaluation import read_events
 
     counts: dict[str, int] = {}
-    for _, item, _ in read_events(split_dir(paths.data_dir, TRAIN_SPLIT)):
+    for item in read_events(split_dir(paths.data_dir, TRAIN_SPLIT)).items:
         counts[item.decode()] = counts.get(item.decode(), 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 

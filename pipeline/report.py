@@ -1,19 +1,23 @@
-"""Plain-text run summary: model next to most-popular, blessing, push location, wall times."""
+"""Plain-text run summary: the model next to every simple baseline, intervals, new items, checks, push location, wall times."""
 from __future__ import annotations
 
-from components.retrieval_evaluator.executor import COVERAGE
+from components import evaluation as ev
+from components.baselines import label
 from pipeline.summary import RunSummary
 from towers import metrics
 
+RECALL_10, RECALL_50 = metrics.recall_name(10), metrics.recall_name(50)
+PATHS = {"retrieval": "two-tower", "recommend": "+ ranking"}  # the RetrievalEvaluator's keys -> column titles
 
-def format_metrics_table(model: dict[str, float], baseline: dict[str, float], recommend: dict[str, float] | None = None) -> str:
-    """Retrieval (and retrieve-then-rank) next to most-popular; ratio = retrieval / most-popular."""
-    recommend = recommend or {}
-    rows = [f"{'metric':<16}{'two-tower':>12}{'+ ranking':>12}{'most-popular':>14}{'ratio':>8}"]
-    for name in metrics.METRIC_NAMES + (COVERAGE,):
-        m, b = model.get(name), baseline.get(name)
-        ratio = f"{m / b:.2f}x" if m is not None and b else "-"
-        rows.append(f"{name:<16}{_fmt(m):>12}{_fmt(recommend.get(name)):>12}{_fmt(b):>14}{ratio:>8}")
+
+def format_metrics_table(model: dict[str, float], recommend: dict[str, float], baselines: dict) -> str:
+    """Eval-split metrics of retrieval, the served recommend and each baseline (Baselines' metrics.json), one column each."""
+    columns = {PATHS["retrieval"]: model, PATHS["recommend"]: recommend}
+    columns.update({name: row["overall"] for name, row in baselines.get("baselines", {}).items()})
+    width = max([14] + [len(title) + 2 for title in columns])
+    rows = [f"{'metric':<16}" + "".join(f"{title:>{width}}" for title in columns)]
+    for name in metrics.METRIC_NAMES + (ev.COVERAGE,):
+        rows.append(f"{name:<16}" + "".join(f"{_fmt(values.get(name)):>{width}}" for values in columns.values()))
     return "\n".join(rows)
 
 
@@ -21,15 +25,79 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _ci(row: dict) -> str:
+    return f"{row['mean']:.4f} [{row['ci'][0]:.4f}, {row['ci'][1]:.4f}]"
+
+
+def format_comparison(report: dict) -> list[str]:
+    """The RetrievalEvaluator's comparison with the baselines: best baseline, intervals, ratios, new vs warm items."""
+    if "comparison" not in report:
+        return ["(no baselines were scored in this run)"]
+    baselines = report["baselines"]
+    best = baselines["best"]
+    chosen = baselines["baselines"][best]
+    lines = [
+        f"Eval split: {report['num_eval_records']:,} events from {report.get('num_eval_users', 0):,} users, scored once. Baseline parameters "
+        f"and the best baseline were chosen on the validation split ({baselines['num_validation']:,} events); every list leaves out "
+        "everything the user had seen before the event.",
+        f"Best simple baseline: {label(best, chosen['params'])} (validation {RECALL_10} {chosen['validation'][RECALL_10]:.4f})",
+        "",
+        f"{RECALL_10} with 95% user-bootstrap intervals ({report['comparison'][RECALL_10]['users']:,} users):",
+        f"  {'':<22}{'per event':<28}{'per user':<28}",
+    ]
+    row = report["comparison"][RECALL_10]
+    names = {"recommend": "served recommend", "retrieval": "two-tower retrieval", **{name: name for name in baselines["baselines"]}}
+    for key, title in names.items():
+        if key in row["per_event"]:
+            lines.append(f"  {title:<22}{_ci(row['per_event'][key]):<28}{_ci(row['per_user'][key]):<28}")
+    for path in ("recommend", "retrieval"):
+        parts = []
+        for other, ratio in row["ratios"][path].items():
+            parts.append(
+                f"vs {other} {ratio['per_event']['ratio']:.2f}x [{ratio['per_event']['ci'][0]:.2f}-{ratio['per_event']['ci'][1]:.2f}] per event, "
+                f"{ratio['per_user']['ratio']:.2f}x [{ratio['per_user']['ci'][0]:.2f}-{ratio['per_user']['ci'][1]:.2f}] per user"
+            )
+        lines.append(f"Ratio, {names[path]}: " + "; ".join(parts))
+    lines.append("")
+    lines += _freshness_lines(report, baselines)
+    return lines
+
+
+def _pair(summary: dict) -> str:
+    return "-" if not summary.get("count") else f"{summary[RECALL_10]:.4f}/{summary[RECALL_50]:.4f}"
+
+
+def _freshness_lines(report: dict, baselines: dict) -> list[str]:
+    """Recall@10/50 of new (cold) and warm targets, among all items and among their own kind only."""
+    lines = []
+    for freshness, title in ((ev.COLD, "New items (no training interaction)"), (ev.WARM, "Warm items")):
+        count = report["retrieval"].get("by_freshness", {}).get(freshness, {}).get("count", 0)
+        lines.append(f"{title}, {count:,} eval events, {RECALL_10}/{RECALL_50}:")
+        among_all = [f"{PATHS['retrieval']} {_pair(report['retrieval']['by_freshness'][freshness])}", f"served recommend {_pair(report['recommend'].get('by_freshness', {}).get(freshness, {}))}"]
+        among_all += [f"{name} {_pair(row['by_freshness'][freshness])}" for name, row in baselines["baselines"].items()]
+        lines.append("  among all items (production): " + ", ".join(among_all))
+        own = [f"{PATHS['retrieval']} {_pair(report['retrieval'].get('among_own_kind', {}).get(freshness, {}))}"]
+        own += [f"{name} {_pair(row['among_own_kind'][freshness])}" for name, row in baselines["baselines"].items()]
+        lines.append(f"  among {freshness} items only (literature protocol): " + ", ".join(own))
+    return lines
+
+
+def format_check(check: dict) -> str:
+    verdict = "PASS" if check["passed"] else ("FAIL" if check.get("gate", True) else "WARN")
+    return f"  {verdict}  {check['check']}  ({check['detail']})"
+
+
 def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
-    lines = ["", "== mmtower run summary ==", format_metrics_table(summary.model_metrics, summary.baseline_metrics, summary.recommend_metrics), ""]
+    lines = ["", "== mmtower run summary ==", "Eval split, per event (Recall@K = the held-out item is in the top K):",
+             format_metrics_table(summary.model_metrics, summary.recommend_metrics, summary.baselines), ""]
+    lines += format_comparison(summary.retrieval_report)
+    lines.append("")
     if summary.ranking_metrics:
         lines.append("Ranking (TFMA, eval split): " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(summary.ranking_metrics.items())))
     if summary.content_quarantined is not None:
         embedded = ", ".join(f"{modality} {count:,}" for modality, count in summary.content_items.items())
         lines.append(f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})")
-    for check in summary.retrieval_report.get("checks", []):
-        lines.append(f"  {'PASS' if check['passed'] else 'FAIL'}  {check['check']}  ({check['detail']})")
+    lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
     if summary.blessed is None:
         lines.append("Evaluators: no blessing recorded")
     else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pipeline.runs import RunPaths
 
-BASELINE_COMPONENT = "MostPopularBaseline"
+BASELINES_COMPONENT = "Baselines"
 EVALUATOR_COMPONENT = "Evaluator"
 RETRIEVAL_EVALUATOR_COMPONENT = "RetrievalEvaluator"
 PUSHER_COMPONENT = "Pusher"
@@ -20,8 +20,8 @@ class RunSummary:
     model_metrics: dict[str, float] = field(default_factory=dict)  # retrieval, overall (RetrievalEvaluator)
     recommend_metrics: dict[str, float] = field(default_factory=dict)  # retrieve-then-rank, overall
     ranking_metrics: dict[str, float] = field(default_factory=dict)  # TFMA, overall: "<output>/<metric>"
-    baseline_metrics: dict[str, float] = field(default_factory=dict)
-    retrieval_report: dict = field(default_factory=dict)  # the RetrievalEvaluator's metrics.json
+    baselines: dict = field(default_factory=dict)  # the Baselines' metrics.json: per baseline its parameters, validation and eval metrics
+    retrieval_report: dict = field(default_factory=dict)  # the RetrievalEvaluator's metrics.json (with the comparison to the baselines)
     blessed: bool | None = None  # the blessing the Pusher reads (retrieval checks and TFMA's)
     ranking_blessed: bool | None = None  # TFMA's alone
     evaluation_uri: str | None = None  # TFMA output (tfma.load_eval_result)
@@ -76,7 +76,7 @@ def ranking_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
 
 
 def read(paths: RunPaths) -> RunSummary:
-    from components import baseline as baseline_component
+    from components import baselines as baselines_component
     from components.content_embedder import executor as content_executor
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
@@ -87,9 +87,9 @@ def read(paths: RunPaths) -> RunSummary:
     store = metadata_store.MetadataStore(config)
     summary = RunSummary()
     name = paths.pipeline_name
-    if baseline := _latest(store, "ModelEvaluation", BASELINE_COMPONENT, name):
-        with open(os.path.join(baseline.uri, baseline_component.METRICS_FILE)) as f:
-            summary.baseline_metrics = json.load(f)
+    if baselines := _latest(store, "ModelEvaluation", BASELINES_COMPONENT, name):
+        with open(os.path.join(baselines.uri, baselines_component.METRICS_FILE)) as f:
+            summary.baselines = json.load(f)
     if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, name):
         summary.evaluation_uri = evaluation.uri
         summary.ranking_metrics = ranking_metrics_from_tfma(evaluation.uri)

@@ -12,6 +12,7 @@ from datasets.records import (
     history_from_training,
     hold_out_items,
     latest_span,
+    pick_cold_items,
     random_split,
     read_records,
     split_dir,
@@ -62,7 +63,7 @@ def test_temporal_split_rejects_bad_fraction():
 def test_written_dataset_round_trips(tmp_path):
     interactions, items, users, quarantined = _load()
     manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
-    assert (manifest.num_train, manifest.num_eval, manifest.num_items) == (4, 2, 3)
+    assert (manifest.num_train, manifest.num_validation, manifest.num_eval, manifest.num_items) == (3, 1, 2, 3)
     assert Manifest.read(str(tmp_path)) == manifest
     evaluation = read_records(str(tmp_path / "examples" / "span-1" / "eval" / "data.tfrecord.gz"))
     assert [(row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP]) for row in evaluation] == [("1", "3", 500), ("2", "2", 800)]
@@ -87,15 +88,49 @@ def test_registry_rejects_unknown_dataset():
         registry.get("nope")
 
 
-def test_held_out_items_never_train_but_stay_in_eval():
-    train = pd.DataFrame({F.ITEM_ID: ["a", "b", "c", "a"], F.USER_ID: ["u"] * 4})
+def test_cold_items_are_picked_among_eval_items_seeded():
     evaluation = pd.DataFrame({F.ITEM_ID: ["a", "b", "c", "d"], F.USER_ID: ["v"] * 4})
-    kept, cold = hold_out_items(train, evaluation, fraction=0.5, seed=1)
-    assert len(cold) == 2 and set(cold) <= {"a", "b", "c", "d"}
-    assert not set(kept[F.ITEM_ID]) & set(cold)
-    assert len(kept) == sum(item not in cold for item in train[F.ITEM_ID])
-    assert hold_out_items(train, evaluation, fraction=0.5, seed=1)[1] == cold  # seeded
-    assert hold_out_items(train, evaluation, fraction=0.0)[1] == []
+    cold = pick_cold_items(evaluation, fraction=0.5, seed=1)
+    assert len(cold) == 2 and set(cold) <= {"a", "b", "c", "d"} and cold == sorted(cold)
+    assert pick_cold_items(evaluation, fraction=0.5, seed=1) == cold  # seeded
+    assert pick_cold_items(evaluation, fraction=0.0) == []
+
+
+def test_hold_out_removes_a_cold_items_interactions_up_to_the_cutoff_only():
+    frame = pd.DataFrame({F.USER_ID: ["u", "u", "v", "v"], F.ITEM_ID: ["a", "b", "a", "b"], F.TIMESTAMP: [1, 2, 3, 4]})
+    kept = hold_out_items(frame, ["a"], cutoff=2)
+    assert list(zip(kept[F.ITEM_ID], kept[F.TIMESTAMP])) == [("b", 2), ("a", 3), ("b", 4)]
+
+
+def _simulated(users: int = 30, items: int = 12, per_user: int = 8) -> tuple:
+    """Interactions of `users` users over `items` items at distinct times, with a catalog and users table."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{i}") for u in range(users) for i in rng.choice(items, per_user, replace=False)]
+    frame = pd.DataFrame({F.USER_ID: [u for u, _ in rows], F.ITEM_ID: [i for _, i in rows], F.TIMESTAMP: rng.permutation(len(rows)) * 10, F.RATING: 4.0})
+    catalog = pd.DataFrame({F.ITEM_ID: [f"i{i}" for i in range(items)]})
+    return frame, catalog, pd.DataFrame({F.USER_ID: [f"u{u}" for u in range(users)]})
+
+
+@pytest.mark.parametrize("split", ["temporal", RANDOM])
+def test_new_items_appear_in_no_training_or_validation_example(tmp_path, split):
+    frame, catalog, users = _simulated()
+    manifest = write_dataset("sim", str(tmp_path), frame, catalog, users, [], eval_fraction=0.3, cold_item_fraction=0.3, split=split)
+    cold = set((tmp_path / "cold_items.txt").read_text().split())
+    assert len(cold) == manifest.num_cold_items >= 2
+    rows = {name: read_records(os.path.join(split_dir(str(tmp_path), name), "data.tfrecord.gz")) for name in ("train", "validation", "eval")}
+    for name in ("train", "validation"):  # neither a target nor a history holds a new item
+        assert not any(row[F.ITEM_ID] in cold or cold & set(row.get(F.HISTORY, [])) for row in rows[name])
+    assert any(row[F.ITEM_ID] in cold for row in rows["eval"])  # new items are eval targets
+    if split == "temporal":  # a new item exists from the eval period on: eval histories may hold it, from eval events only
+        eval_cold = {(row[F.USER_ID], row[F.ITEM_ID]) for row in rows["eval"] if row[F.ITEM_ID] in cold}
+        for row in rows["eval"]:
+            assert {(row[F.USER_ID], item) for item in row.get(F.HISTORY, []) if item in cold} <= eval_cold
+        train_times = [row[F.TIMESTAMP] for row in rows["train"]]
+        validation_times = [row[F.TIMESTAMP] for row in rows["validation"]]
+        assert max(train_times) < min(validation_times) and max(validation_times) < min(row[F.TIMESTAMP] for row in rows["eval"])
+    assert manifest.span_sizes == [[len(rows[name]) for name in ("train", "validation", "eval")]]
 
 
 def test_random_split_is_seeded_and_sized():
@@ -138,15 +173,15 @@ def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34, spans=2)
     assert manifest.spans == 2 and latest_span(str(tmp_path)) == 2
     events = {
-        span: {split: [(r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP]) for r in read_records(os.path.join(split_dir(str(tmp_path), split, span), "data.tfrecord.gz"))] for split in ("train", "eval")}
+        span: {split: [(r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP]) for r in read_records(os.path.join(split_dir(str(tmp_path), split, span), "data.tfrecord.gz"))] for split in ("train", "validation", "eval")}
         for span in (1, 2)
     }
-    first, last = events[1]["train"] + events[1]["eval"], events[2]["train"] + events[2]["eval"]
+    first, last = (events[k]["train"] + events[k]["validation"] + events[k]["eval"] for k in (1, 2))
     assert set(first) < set(last) and len(last) == len(interactions)  # span 2 = span 1 + what came after
     for span in events.values():  # each span's eval events come after its training events
         assert max(t for *_, t in span["train"]) < min(t for *_, t in span["eval"])
     assert manifest.span_train_until == [max(t for *_, t in events[k]["train"]) for k in (1, 2)]
-    assert manifest.span_sizes == [[len(events[k]["train"]), len(events[k]["eval"])] for k in (1, 2)]
+    assert manifest.span_sizes == [[len(events[k][split]) for split in ("train", "validation", "eval")] for k in (1, 2)]
     # the latest span is the single-span build
     single = write_dataset("mini", str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))

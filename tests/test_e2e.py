@@ -256,7 +256,7 @@ def test_degraded_model_is_evaluated_not_blessed_not_pushed(run):
     local_runner.run(config)
     degraded = summary.read(paths)
     assert degraded.model_uri != good.model_uri  # a new model was trained and evaluated
-    assert degraded.retrieval_report["baseline"] is not None  # against the last blessed model
+    assert degraded.retrieval_report["last_blessed_model"] is not None  # against the last blessed model
     failed = [c["check"] for c in degraded.retrieval_report["checks"] if not c["passed"]]
     assert any("last blessed" in check for check in failed), degraded.retrieval_report["checks"]
     assert degraded.blessed is False and degraded.pushed_to is None

@@ -26,7 +26,9 @@ scored by brute force until the index is rebuilt. Signatures:
   `embeddings` [batch, dim] and `modality_weights` [batch, M] (order:
   `candidate_tower.modalities`);
 - `evaluate(examples)` / `evaluate_recommend(examples)`: serialized eval
-  examples (query features + the held-out `item_id`) -> per-example
+  examples (query features + the held-out `item_id` + optional `seen_items`:
+  every item the user had seen before the event, excluded like the training
+  items and the history) -> per-example
   recall@10/50/100, ndcg@10 and the top-10 `item_ids` of retrieval alone /
   of `recommend` (read by the RetrievalEvaluator);
 - `rank_examples(examples)`: eval examples -> `engagement`, `like`,
@@ -281,23 +283,26 @@ class ServingModule(tf.Module):
         """Catalog positions of item ids, same shape (-1: not in the catalog)."""
         return tf.reshape(self.catalog_positions.lookup(ids), tf.shape(ids))
 
-    def _exclusions(self, user_index: tf.Tensor, history: tf.SparseTensor) -> tf.Tensor:
-        """[n, 2] (query row, catalog position) pairs not to recommend: training items + history."""
+    def _exclusions(self, user_index: tf.Tensor, *item_lists: tf.SparseTensor) -> tf.Tensor:
+        """[n, 2] (query row, catalog position) pairs not to recommend: training items + each list's items (history, seen items)."""
         seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_row_splits)
         rows = tf.gather(seen, user_index)  # [batch, None] catalog positions
-        history_positions = self._positions(history.values)
-        known = history_positions >= 0
-        from_history = tf.stack([tf.boolean_mask(history.indices[:, 0], known), tf.boolean_mask(history_positions, known)], axis=1)
-        return tf.concat([tf.stack([rows.value_rowids(), rows.values], axis=1), from_history], axis=0)
+        pairs = [tf.stack([rows.value_rowids(), rows.values], axis=1)]
+        for items in item_lists:
+            positions = self._positions(items.values)
+            known = positions >= 0
+            pairs.append(tf.stack([tf.boolean_mask(items.indices[:, 0], known), tf.boolean_mask(positions, known)], axis=1))
+        return tf.concat(pairs, axis=0)
 
-    def _retrieve(self, raw: dict, k: int, exclude_seen=None) -> tuple[dict, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _retrieve(self, raw: dict, k: int, exclude_seen=None, seen=None) -> tuple[dict, tf.Tensor, tf.Tensor, tf.Tensor]:
         """-> (transformed features, queries [batch, dim], top scores [batch, k], top catalog positions [batch, k]).
 
-        Excluded items score float32.min (they come last only when fewer than k remain).
+        Excluded items (training items, history, `seen` [batch, None] sparse) score float32.min
+        (they come last only when fewer than k remain).
         """
         transformed = self.tft_layer(raw)
         queries = self.query_tower(transformed)
-        exclude = self._exclusions(transformed[F.USER_INDEX], raw[F.HISTORY])
+        exclude = self._exclusions(transformed[F.USER_INDEX], raw[F.HISTORY], *([] if seen is None else [seen]))
         if exclude_seen is not None:
             exclude = tf.boolean_mask(exclude, tf.gather(exclude_seen, exclude[:, 0]))
         if self.scann_index is None:
@@ -334,8 +339,8 @@ class ServingModule(tf.Module):
         positions = tf.pad(positions, [[0, 0], [0, missing]])
         return scores, positions
 
-    def _top_k(self, raw: dict, k: int | None = None) -> dict:
-        _, _, top_scores, top_positions = self._retrieve(raw, k or self.k)
+    def _top_k(self, raw: dict, k: int | None = None, seen=None) -> dict:
+        _, _, top_scores, top_positions = self._retrieve(raw, k or self.k, seen=seen)
         return {ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids.value(), top_positions), SCORES_OUTPUT: top_scores}
 
     def _ranking_scores(self, transformed: dict, queries: tf.Tensor, positions: tf.Tensor) -> dict:
@@ -359,9 +364,9 @@ class ServingModule(tf.Module):
         outputs = self.ranker(inputs)
         return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)}
 
-    def _recommend(self, raw: dict, exclude_seen: tf.Tensor, k: int | None = None) -> dict:
+    def _recommend(self, raw: dict, exclude_seen: tf.Tensor, k: int | None = None, seen=None) -> dict:
         """The top `k` (default: the serving K) of the ranked `ranking_candidates` retrieved items."""
-        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen)
+        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen, seen)
         ranked = self._ranking_scores(transformed, queries, positions)
         excluded = retrieval_scores <= tf.float32.min  # only when fewer than ranking_candidates remain
         engagement = tf.where(excluded, -1.0, ranked[ENGAGEMENT_OUTPUT])
@@ -391,15 +396,20 @@ class ServingModule(tf.Module):
     def _evaluation(self, top_ids: tf.Tensor, true_ids: tf.Tensor) -> dict:
         return {**metrics.retrieval_metrics(top_ids, true_ids), ITEM_IDS_OUTPUT: top_ids[:, : metrics.NDCG_K]}
 
+    def _parse_eval(self, examples) -> tuple[dict, tf.SparseTensor]:
+        """Eval examples -> (raw query features + item_id, the F.SEEN_ITEMS to exclude [batch, None] sparse)."""
+        raw = tf.io.parse_example(examples, {**self._eval_spec, F.SEEN_ITEMS: tf.io.VarLenFeature(tf.string)})
+        return raw, raw.pop(F.SEEN_ITEMS)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluate(self, examples):
-        raw = tf.io.parse_example(examples, self._eval_spec)
-        return self._evaluation(self._top_k(raw, self.eval_k)[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
+        raw, seen = self._parse_eval(examples)
+        return self._evaluation(self._top_k(raw, self.eval_k, seen)[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def evaluate_recommend(self, examples):
-        raw = tf.io.parse_example(examples, self._eval_spec)
-        top = self._recommend(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), self.eval_k)
+        raw, seen = self._parse_eval(examples)
+        top = self._recommend(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), self.eval_k, seen)
         return self._evaluation(top[ITEM_IDS_OUTPUT], tf.squeeze(raw[F.ITEM_ID], 1))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])

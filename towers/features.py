@@ -21,6 +21,9 @@ ITEM_TEXT = "item_text"  # catalog only: the text the content encoder reads
 IMAGE = "image"  # catalog only: encoded image bytes (PNG, JPEG, ...), optional
 AUDIO = "audio"  # catalog only: encoded sound bytes (WAV, OGG, FLAC, MP3), optional
 HISTORY = "history"  # the user's latest item ids strictly before this event, oldest first
+# Evaluation only (added to eval examples by the RetrievalEvaluator, never in the data): every item the
+# user had seen before the event (components.evaluation.SeenItems); the `evaluate*` signatures exclude them.
+SEEN_ITEMS = "seen_items"
 
 # What a query (user at a time) and a candidate (item) can be made of. A
 # dataset's schema declares the subset it has: user_id, timestamp, history and

@@ -18,11 +18,13 @@ class RetrievalEvaluator(base_component.BaseComponent):
     pattern is the bqml-scann IndexEvaluator's: metrics + a standard ModelBlessing.
 
     Args:
-      examples: ExampleGen output with an `eval` split (raw tf.Examples).
+      examples: ExampleGen output with `train`, `validation` and `eval` splits (raw tf.Examples).
       model: Trainer output (the serving SavedModel, see towers.exporter).
       thresholds: executor.Thresholds.
       baseline_model: last blessed model (Resolver with LatestBlessedModelStrategy).
       tfma_blessing: the TFMA Evaluator's blessing of the same model.
+      baselines: the Baselines component's output (simple recommenders scored on the same
+        events): the model is compared with the best of them, per event and per user.
       min_recall_at_100: overrides thresholds.min_recall_at_100 (a float or a RuntimeParameter).
     """
 
@@ -36,6 +38,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
         thresholds: executor.Thresholds,
         baseline_model: Optional[types.BaseChannel] = None,
         tfma_blessing: Optional[types.BaseChannel] = None,
+        baselines: Optional[types.BaseChannel] = None,
         min_recall_at_100=None,
     ):
         super().__init__(
@@ -44,6 +47,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
                 model=model,
                 baseline_model=baseline_model,
                 tfma_blessing=tfma_blessing,
+                baselines=baselines,
                 thresholds=thresholds.to_json(),
                 min_recall_at_100=min_recall_at_100,
                 evaluation=channel_utils.as_channel([standard_artifacts.ModelEvaluation()]),

@@ -3,16 +3,20 @@
 Writes `metrics.json` to the evaluation artifact: Recall@10/50/100, NDCG@10
 and catalog coverage@10 of retrieval alone and of retrieve-then-rank
 (`recommend`), overall and per slice (the model's `evaluation_features`), the
-same for the baseline model, and each check with its verdict. Eval records the
-model cannot read are listed (record number and the model's error), left out
-of the metrics, and block the blessing: the run goes on, the model is not
-pushed.
+same for the last blessed model, and each check with its verdict. Every eval
+example gets the user's full seen list (components.evaluation.SeenItems, the
+exclusion the baselines use too). With the Baselines' output it adds the
+comparison with every simple baseline and the best one (per event and per
+user, 95% user-bootstrap intervals of the ratio), and new items scored among
+all items and among new items only (retrieval). Eval records the model cannot
+read are listed (record number and the model's error), left out of the
+metrics, and block the blessing: the run goes on, the model is not pushed.
 """
 import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import absl.logging
 import numpy as np
@@ -22,16 +26,18 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import baselines as baselines_component
+from components import evaluation as ev
 from components.retrieval_evaluator import spec
 from towers import exporter, scann_index
 from towers import features as F
 from towers import metrics
 
-EVAL_SPLIT = "eval"
 METRICS_FILE = "metrics.json"
 BATCH_SIZE = 1000
 MAX_LISTED_PROBLEMS = 20
-COVERAGE = f"coverage_at_{metrics.NDCG_K}"
+COVERAGE = ev.COVERAGE
+MODEL_PATHS = {"retrieval": "two-tower retrieval", "recommend": "served recommend (retrieve + rank)"}
 RETRIEVAL = "retrieval"
 RECOMMEND = "recommend"
 SIGNATURES = {RETRIEVAL: exporter.EVALUATE_SIGNATURE, RECOMMEND: exporter.EVALUATE_RECOMMEND_SIGNATURE}
@@ -46,11 +52,14 @@ class Thresholds:
       min_recall_at_10: floor on retrieval Recall@10.
       max_regression: allowed drop of retrieval Recall@100 (absolute) versus
         the baseline (last blessed) model on the same eval data.
+      require_beat_baseline: the check "the served recommend beats the best
+        simple baseline on Recall@10" blocks the blessing (default: a warning).
     """
 
     min_recall_at_100: float = 0.05
     min_recall_at_10: float = 0.0
     max_regression: float = 0.02
+    require_beat_baseline: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -61,8 +70,16 @@ class Thresholds:
 
 
 def read_records(split_uri: str) -> list[bytes]:
-    files = tf.io.gfile.glob(os.path.join(split_uri, "*"))
+    """The serialized examples of a split folder, in the order evaluation.read_events reads them."""
+    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
     return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def with_seen_items(record: bytes, seen_ids: list[bytes]) -> bytes:
+    """The eval example with F.SEEN_ITEMS set: the items the `evaluate*` signatures exclude."""
+    example = tf.train.Example.FromString(record)
+    example.features.feature[F.SEEN_ITEMS].bytes_list.value[:] = seen_ids
+    return example.SerializeToString()
 
 
 def load_model(model_uri: str):
@@ -77,33 +94,38 @@ def _call(signature, records: list[bytes]) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in signature(examples=tf.constant(records)).items()}
 
 
-def run_signatures(model, names: dict[str, str], records: list[bytes]) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-    """Calls each named signature on `records` in batches.
+def run_signatures(model, names: dict[str, str], records: list[bytes], prepare: Optional[Callable[[int, bytes], bytes]] = None) -> tuple[dict[str, dict[str, np.ndarray]], list[str], np.ndarray]:
+    """Calls each named signature on `records` in batches (each record passed through `prepare(number, record)` first).
 
     A batch the model rejects is retried record by record; records that still
     fail are left out and reported.
 
     Returns:
-      (key -> output name -> values over the readable records, one problem line per unreadable record).
+      (key -> output name -> values over the readable records, one problem line per unreadable record,
+       the numbers of the readable records).
     """
     outputs: dict[str, dict[str, list]] = {key: {} for key in names}
-    problems = []
+    problems, kept = [], []
     for start in range(0, len(records), BATCH_SIZE):
         batch = records[start : start + BATCH_SIZE]
+        if prepare is not None:
+            batch = [prepare(start + offset, record) for offset, record in enumerate(batch)]
         try:
             results = [{key: _call(model.signatures[name], batch) for key, name in names.items()}]
+            kept.extend(range(start, start + len(batch)))
         except tf.errors.InvalidArgumentError:
             results = []
             for offset, record in enumerate(batch):
                 try:
                     results.append({key: _call(model.signatures[name], [record]) for key, name in names.items()})
+                    kept.append(start + offset)
                 except tf.errors.InvalidArgumentError as error:
                     problems.append(f"eval record {start + offset}: {error.message.splitlines()[0]}")
         for result in results:
             for key, values in result.items():
                 for output, array in values.items():
                     outputs[key].setdefault(output, []).append(array)
-    return {key: {output: np.concatenate(arrays) for output, arrays in values.items()} for key, values in outputs.items()}, problems
+    return {key: {output: np.concatenate(arrays) for output, arrays in values.items()} for key, values in outputs.items()}, problems, np.asarray(kept, np.int64)
 
 
 def coverage(top_ids: np.ndarray, catalog_size: int) -> float:
@@ -114,9 +136,8 @@ def coverage(top_ids: np.ndarray, catalog_size: int) -> float:
 def summarize(per_example: dict[str, np.ndarray], catalog_size: int, mask: Optional[np.ndarray] = None) -> dict[str, float]:
     """Mean of each metric, coverage@10 and the count, over the examples in `mask` (default all)."""
     mask = np.ones(len(per_example[metrics.METRIC_NAMES[0]]), bool) if mask is None else mask
-    out = {name: float(per_example[name][mask].mean()) if mask.any() else float("nan") for name in metrics.METRIC_NAMES}
+    out = ev.summarize(per_example, mask)
     out[COVERAGE] = coverage(per_example[exporter.ITEM_IDS_OUTPUT][mask], catalog_size)
-    out["count"] = int(mask.sum())
     return out
 
 
@@ -128,12 +149,13 @@ def by_slice(per_example: dict[str, np.ndarray], slices: dict[str, np.ndarray], 
     }
 
 
-def evaluate_model(model, records: list[bytes], with_slices: bool) -> tuple[dict[str, Any], list[str]]:
-    """{retrieval, recommend: {overall, by_slice}} for one model, and the unreadable records."""
+def evaluate_model(model, records: list[bytes], with_slices: bool, prepare=None) -> tuple[dict[str, Any], list[str], dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """{retrieval, recommend: {overall, by_slice}} for one model, the unreadable records, the per-record outputs and
+    the numbers of the readable records."""
     names = dict(SIGNATURES)
     if with_slices:
         names["slices"] = exporter.EVALUATION_FEATURES_SIGNATURE
-    outputs, problems = run_signatures(model, names, records)
+    outputs, problems, kept = run_signatures(model, names, records, prepare)
     catalog_size = int(tf.size(model.catalog_ids))
     slices = {name: outputs["slices"][name] for name in F.EVAL_SLICE_FEATURES} if with_slices and outputs["slices"] else {}
     result = {}
@@ -142,11 +164,71 @@ def evaluate_model(model, records: list[bytes], with_slices: bool) -> tuple[dict
             result[key] = {"overall": {"count": 0}, "by_slice": {}}
             continue
         result[key] = {"overall": summarize(outputs[key], catalog_size), "by_slice": by_slice(outputs[key], slices, catalog_size)}
-    return result, problems
+    return result, problems, outputs, kept
+
+
+def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[np.ndarray], index: dict[bytes, int], cold: np.ndarray) -> dict[str, dict]:
+    """Retrieval Recall@K of new (cold) targets ranked among new items only, and of warm targets among warm items only.
+
+    The cold-start literature's protocol (DropoutNet, Heater, GAR, ALDI); the
+    production protocol (among all items) is the overall `by_freshness`.
+    Query embeddings come from `embed_query`, item embeddings from the
+    model's catalog table; exclusions are the same seen items.
+    """
+    embeddings = model.catalog_embeddings.numpy()
+    truth = ev.positions(held_out.items, index)
+    target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
+    out = {}
+    for freshness, candidates, mask in ((ev.COLD, cold, target_cold), (ev.WARM, ~cold, (truth >= 0) & ~target_cold)):
+        rows = np.flatnonzero(mask)
+        per_event: dict[str, list] = {name: [] for name in metrics.METRIC_NAMES}
+        for start in range(0, len(rows), BATCH_SIZE):
+            batch = rows[start : start + BATCH_SIZE]
+            queries = model.signatures[exporter.EMBED_QUERY_SIGNATURE](examples=tf.constant([records[i] for i in batch]))[exporter.EMBEDDINGS_OUTPUT].numpy()
+            top = ev.top_k(queries @ embeddings.T, [seen[i] for i in batch], max(metrics.RECALL_KS), candidates)
+            for name, values in ev.hits(top, truth[batch]).items():
+                per_event[name].append(values)
+        out[freshness] = ev.summarize({name: np.concatenate(values) for name, values in per_event.items()}) if len(rows) else {"count": 0}
+    return out
+
+
+def compare(per_event: dict[str, dict[str, np.ndarray]], users: np.ndarray, best: str) -> dict:
+    """User-bootstrap means and intervals of every path and baseline, and each model path's ratios to the best
+    baseline and to most-popular, per metric.
+
+    Args:
+      per_event: name (model path or baseline) -> metric -> [n], aligned with `users`.
+      users: user id per event.
+      best: the best baseline's name (chosen on the validation split).
+    """
+    out = {}
+    for metric in metrics.METRIC_NAMES:
+        boot = ev.user_bootstrap({name: values[metric] for name, values in per_event.items()}, users)
+        row = ev.public(boot)
+        row["ratios"] = {
+            path: {other: ev.ratio(boot, path, other) for other in dict.fromkeys((best, baselines_component.MOST_POPULAR)) if other in per_event}
+            for path in SIGNATURES
+        }
+        out[metric] = row
+    return out
+
+
+def beats_baseline_check(comparison: dict, best: str, best_label: str, gate: bool) -> dict:
+    """The served recommend beats the best simple baseline on Recall@10: both 95% intervals of the ratio above 1."""
+    name = metrics.recall_name(10)
+    row = comparison[name]
+    ratios = row["ratios"][RECOMMEND][best]
+    passed = all(ratios[view]["ci"][0] > 1.0 for view in ("per_event", "per_user"))
+    detail = "; ".join(
+        f"{view.replace('_', ' ')} {row[view][RECOMMEND]['mean']:.4f} vs {row[view][best]['mean']:.4f} = {ratios[view]['ratio']:.2f}x "
+        f"[95% CI {ratios[view]['ci'][0]:.2f}-{ratios[view]['ci'][1]:.2f}]"
+        for view in ("per_event", "per_user")
+    )
+    return {"check": f"served recommend beats the best simple baseline ({best_label}) on {name}", "passed": passed, "gate": gate, "detail": detail}
 
 
 def checks(candidate: dict, baseline: Optional[dict], thresholds: Thresholds, tfma_blessed: Optional[bool], problems: list[str]) -> list[dict]:
-    """Every check the blessing needs: {'check', 'passed', 'detail'}."""
+    """Every check the blessing needs: {'check', 'passed', 'gate', 'detail'} (gate False: reported, not blocking)."""
     overall = candidate[RETRIEVAL]["overall"]
     out = []
     for name, floor in ((metrics.recall_name(100), thresholds.min_recall_at_100), (metrics.recall_name(10), thresholds.min_recall_at_10)):
@@ -163,7 +245,12 @@ def checks(candidate: dict, baseline: Optional[dict], thresholds: Thresholds, tf
     if tfma_blessed is not None:
         out.append({"check": "TFMA Evaluator blessed the ranking model", "passed": tfma_blessed, "detail": "blessed" if tfma_blessed else "not blessed"})
     out.append({"check": "every eval record readable", "passed": not problems, "detail": f"{len(problems)} unreadable"})
-    return out
+    return [{**check, "gate": True} for check in out]
+
+
+def blessed(results: list[dict]) -> bool:
+    """Every gating check passed."""
+    return all(check["passed"] for check in results if check.get("gate", True))
 
 
 class Executor(base_executor.BaseExecutor):
@@ -172,34 +259,71 @@ class Executor(base_executor.BaseExecutor):
         if exec_properties.get(spec.MIN_RECALL_KEY) is not None:
             thresholds = dataclasses.replace(thresholds, min_recall_at_100=float(exec_properties[spec.MIN_RECALL_KEY]))
         model_artifact = artifact_utils.get_single_instance(input_dict[spec.MODEL_KEY])
-        records = read_records(artifact_utils.get_split_uri(input_dict[spec.EXAMPLES_KEY], EVAL_SPLIT))
+        split_uri = {split: artifact_utils.get_split_uri(input_dict[spec.EXAMPLES_KEY], split) for split in (ev.TRAIN_SPLIT, ev.VALIDATION_SPLIT, ev.EVAL_SPLIT)}
+        records = read_records(split_uri[ev.EVAL_SPLIT])
+        events = {split: ev.read_events(uri) for split, uri in split_uri.items()}
+        held_out = events[ev.EVAL_SPLIT]
         absl.logging.info("RetrievalEvaluator: %d eval records", len(records))
-        candidate, problems = evaluate_model(load_model(model_artifact.uri), records, with_slices=True)
-        baseline_artifacts = input_dict.get(spec.BASELINE_MODEL_KEY) or []
-        baseline = None
-        if baseline_artifacts:
-            baseline, _ = evaluate_model(load_model(baseline_artifacts[0].uri), records, with_slices=False)
+        model = load_model(model_artifact.uri)
+        catalog_ids = model.catalog_ids.numpy()
+        index = ev.catalog_index(catalog_ids)
+        seen = ev.SeenItems(index, events[ev.TRAIN_SPLIT], events[ev.VALIDATION_SPLIT], held_out).for_events(held_out)
+
+        def prepare(number: int, record: bytes) -> bytes:
+            return with_seen_items(record, catalog_ids[seen[number]].tolist())
+
+        candidate, problems, outputs, kept = evaluate_model(model, records, with_slices=True, prepare=prepare)
+        cold = ev.cold_mask(len(catalog_ids), index, events[ev.TRAIN_SPLIT])
+        truth = ev.positions(held_out.items, index)
+        target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
+        for key in SIGNATURES:
+            if outputs[key]:
+                candidate[key]["by_freshness"] = {
+                    ev.COLD: ev.summarize(outputs[key], target_cold[kept]), ev.WARM: ev.summarize(outputs[key], (truth >= 0)[kept] & ~target_cold[kept]),
+                }
+        candidate[RETRIEVAL]["among_own_kind"] = among_own_kind(model, records, held_out, seen, index, cold)
+        report: dict[str, Any] = {**candidate}
+        baselines_artifacts = input_dict.get(spec.BASELINES_KEY) or []
+        extra_checks = []
+        if baselines_artifacts:
+            baselines_report, baseline_arrays = baselines_component.read(baselines_artifacts[0].uri)
+            best = baselines_report["best"]
+            if not np.array_equal(baseline_arrays[F.ITEM_ID], held_out.items.astype(bytes)):
+                raise ValueError("the Baselines' eval events differ from the eval split read here (another ExampleGen output?)")
+            per_event = {key: {name: outputs[key][name] for name in metrics.METRIC_NAMES} for key in SIGNATURES if outputs[key]}
+            per_event.update({
+                name: {metric: baseline_arrays[f"{name}/{metric}"][kept] for metric in metrics.METRIC_NAMES} for name in baselines_report["baselines"]
+            })
+            report["baselines"] = baselines_report
+            report["comparison"] = compare(per_event, held_out.users[kept], best)
+            best_label = baselines_component.label(best, baselines_report["baselines"][best]["params"])
+            extra_checks.append(beats_baseline_check(report["comparison"], best, best_label, thresholds.require_beat_baseline))
+        last_blessed_artifacts = input_dict.get(spec.BASELINE_MODEL_KEY) or []
+        last_blessed = None
+        if last_blessed_artifacts:
+            last_blessed = evaluate_model(load_model(last_blessed_artifacts[0].uri), records, with_slices=False, prepare=prepare)[0]
         tfma = input_dict.get(spec.TFMA_BLESSING_KEY) or []
         tfma_blessed = tfma[0].get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY) == 1 if tfma else None
-        results = checks(candidate, baseline, thresholds, tfma_blessed, problems)
-        blessed = all(check["passed"] for check in results)
-        report = {
-            **candidate,
-            "baseline": baseline,
+        results = checks(candidate, last_blessed, thresholds, tfma_blessed, problems) + extra_checks
+        is_blessed = blessed(results)
+        report.update({
+            "last_blessed_model": last_blessed,
             "checks": results,
-            "blessed": blessed,
+            "blessed": is_blessed,
             "num_eval_records": len(records),
+            "num_eval_users": int(len(np.unique(held_out.users))),
+            "num_validation_records": len(events[ev.VALIDATION_SPLIT]),
             "unreadable_records": len(problems),
             "unreadable_examples": problems[:MAX_LISTED_PROBLEMS],
-        }
+        })
         for problem in problems[:MAX_LISTED_PROBLEMS]:
             absl.logging.warning("RetrievalEvaluator: %s", problem)
         evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
             json.dump(report, f, indent=2)
-        self._write_blessing(artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY]), model_artifact, baseline_artifacts, blessed)
+        self._write_blessing(artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY]), model_artifact, last_blessed_artifacts, is_blessed)
         for check in results:
-            absl.logging.info("RetrievalEvaluator: %s %s (%s)", "PASS" if check["passed"] else "FAIL", check["check"], check["detail"])
+            absl.logging.info("RetrievalEvaluator: %s %s (%s)", "PASS" if check["passed"] else ("FAIL" if check["gate"] else "WARN"), check["check"], check["detail"])
 
     @staticmethod
     def _write_blessing(blessing, model, baseline_artifacts: list, blessed: bool) -> None:
@@ -211,6 +335,6 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_int_custom_property(c.ARTIFACT_PROPERTY_BLESSED_KEY, c.BLESSED_VALUE if blessed else c.NOT_BLESSED_VALUE)
         blessing.set_string_custom_property(c.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
         blessing.set_int_custom_property(c.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
-        if baseline_artifacts:
+        if baseline_artifacts:  # the last blessed model (TFX's "baseline model")
             blessing.set_string_custom_property(c.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline_artifacts[0].uri)
             blessing.set_int_custom_property(c.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline_artifacts[0].id)

@@ -5,6 +5,7 @@ EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
 TFMA_BLESSING_KEY = "tfma_blessing"
+BASELINES_KEY = "baselines"  # the Baselines component's output: simple recommenders on the same events
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 THRESHOLDS_KEY = "thresholds"
@@ -23,6 +24,7 @@ class RetrievalEvaluatorSpec(component_spec.ComponentSpec):
         MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
         BASELINE_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model, optional=True),
         TFMA_BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
+        BASELINES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
     }
     OUTPUTS = {
         EVALUATION_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation),
