@@ -236,6 +236,7 @@ def train(
         model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after)
+    # fn_args.eval_files: the validation split (the pipeline's EvalArgs); the eval split is for the evaluators only
     eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
     report = {}
     if base:
@@ -247,8 +248,10 @@ def train(
         if next(iter(train_ds), None) is None:
             absl.logging.warning("no training events after %d (the base model's data): the model keeps the base model's weights", after)
             return model, report
-    tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
-    model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=[tensorboard], verbose=2)
+    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
+    if hp.early_stopping_patience > 0:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
+    model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=callbacks, verbose=2)
     return model, report
 
 

@@ -2,7 +2,7 @@
 
 One self-contained file (inline SVG plots, no scripts fetched from anywhere):
 the latest model's checks and blessing, retrieval and retrieve-then-rank next
-to most-popular, Recall@10 per slice (item popularity, cold vs warm, content
+to every simple baseline (per-user intervals, new vs warm items), Recall@10 per slice (item popularity, cold vs warm, content
 modalities, user activity), the ranking model's TFMA metrics per slice, and
 every evaluated model of this output folder over time.
 """
@@ -14,6 +14,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from components import evaluation as ev
+from components.baselines import label
 from pipeline import summary as run_summary
 from pipeline.runs import RunPaths
 from towers import features as F
@@ -168,6 +170,49 @@ def _slice_section(report: dict, ranking: dict) -> list[str]:
     return out
 
 
+def _baselines_section(latest) -> list[str]:
+    """The model next to every simple baseline (eval split), per-user intervals, new vs warm items."""
+    names = list(metrics.METRIC_NAMES) + [ev.COVERAGE]
+    baselines = latest.baselines.get("baselines", {})
+    columns = {"two-tower retrieval": latest.model_metrics, "served recommend": latest.recommend_metrics, **{n: row["overall"] for n, row in baselines.items()}}
+    out = ["<h2>Overall, eval split (per event)</h2>"]
+    if latest.baselines:
+        best = latest.baselines["best"]
+        out.append(f"<p>Best simple baseline, chosen on the validation split ({latest.baselines['num_validation']:,} events): "
+                   f"<b>{html.escape(label(best, baselines[best]['params']))}</b>. Every list leaves out everything the user had seen before the event.</p>")
+    out.append(table(["metric", *columns], [[n, *(values.get(n, float("nan")) for values in columns.values())] for n in names]))
+    out.append(bar_chart("Overall: the model vs the simple baselines", list(metrics.METRIC_NAMES), {
+        title: [values.get(n, float("nan")) for n in metrics.METRIC_NAMES] for title, values in columns.items()
+    }))
+    comparison = latest.retrieval_report.get("comparison", {}).get(metrics.recall_name(10))
+    if comparison:
+        keys = {"served recommend": "recommend", "two-tower retrieval": "retrieval", **{n: n for n in baselines}}
+        out.append(f"<h3>Recall@10 with 95% user-bootstrap intervals ({comparison['users']:,} users)</h3>")
+        out.append(table(["", "per event", "95% interval", "per user", "95% interval"], [
+            [title, comparison["per_event"][key]["mean"], "{:.4f} - {:.4f}".format(*comparison["per_event"][key]["ci"]),
+             comparison["per_user"][key]["mean"], "{:.4f} - {:.4f}".format(*comparison["per_user"][key]["ci"])]
+            for title, key in keys.items() if key in comparison["per_event"]
+        ]))
+        out.append(table(["ratio", "per event", "95% interval", "per user", "95% interval"], [
+            [f"{path} / {other}", r["per_event"]["ratio"], "{:.2f} - {:.2f}".format(*r["per_event"]["ci"]), r["per_user"]["ratio"], "{:.2f} - {:.2f}".format(*r["per_user"]["ci"])]
+            for path, others in comparison["ratios"].items() for other, r in others.items()
+        ]))
+    report = latest.retrieval_report
+    if "by_freshness" in report.get("retrieval", {}):
+        rows = []
+        for freshness in (ev.COLD, ev.WARM):
+            rows.append([f"{freshness}: among all items", report["retrieval"]["by_freshness"][freshness].get("count", 0),
+                         report["retrieval"]["by_freshness"][freshness].get(metrics.recall_name(50), float("nan")),
+                         report["recommend"].get("by_freshness", {}).get(freshness, {}).get(metrics.recall_name(50), float("nan")),
+                         *(row["by_freshness"][freshness].get(metrics.recall_name(50), float("nan")) for row in baselines.values())])
+            rows.append([f"{freshness}: among {freshness} items only", report["retrieval"]["among_own_kind"][freshness].get("count", 0),
+                         report["retrieval"]["among_own_kind"][freshness].get(metrics.recall_name(50), float("nan")), float("nan"),
+                         *(row["among_own_kind"][freshness].get(metrics.recall_name(50), float("nan")) for row in baselines.values())])
+        out.append("<h3>New (cold) and warm items, Recall@50</h3>")
+        out.append(table(["targets", "eval events", "two-tower retrieval", "served recommend", *baselines], rows))
+    return out
+
+
 def render(paths: RunPaths) -> str:
     """The report's HTML for one output folder and dataset."""
     latest = run_summary.read(paths)
@@ -180,17 +225,8 @@ def render(paths: RunPaths) -> str:
         report = latest.retrieval_report
         status = "BLESSED and pushed" if latest.blessed and latest.pushed_to else ("BLESSED" if latest.blessed else "NOT blessed")
         body.append(f"<h2>Latest model: {status}</h2><p>{html.escape(latest.model_uri or '')}</p>")
-        body.append(table(["check", "passed", "value"], [[c["check"], "yes" if c["passed"] else "NO", c["detail"]] for c in report["checks"]]))
-        names = list(metrics.METRIC_NAMES) + ["coverage_at_10"]
-        body.append("<h2>Overall, eval split</h2>")
-        body.append(table(["metric", "two-tower retrieval", "retrieve + rank", "most-popular"], [
-            [n, latest.model_metrics.get(n, float("nan")), latest.recommend_metrics.get(n, float("nan")), latest.baseline_metrics.get(n, float("nan"))] for n in names
-        ]))
-        body.append(bar_chart("Overall: model vs most-popular", list(metrics.METRIC_NAMES), {
-            "retrieval": [latest.model_metrics.get(n, float("nan")) for n in metrics.METRIC_NAMES],
-            "retrieve + rank": [latest.recommend_metrics.get(n, float("nan")) for n in metrics.METRIC_NAMES],
-            "most-popular": [latest.baseline_metrics.get(n, float("nan")) for n in metrics.METRIC_NAMES],
-        }))
+        body.append(table(["check", "verdict", "value"], [[c["check"], "pass" if c["passed"] else ("FAIL" if c.get("gate", True) else "warning"), c["detail"]] for c in report["checks"]]))
+        body.extend(_baselines_section(latest))
         if ranking.get(("", "")):
             body.append("<p>Ranking model (TFMA, overall):</p>" + table(["metric", "value"], [[n, v] for n, v in sorted(ranking[("", "")].items())]))
         body.extend(_slice_section(report, ranking))

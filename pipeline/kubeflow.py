@@ -38,6 +38,7 @@ class KubeflowConfig:
       hparams_json: towers.hparams.HParams as JSON.
       warm_start: each run starts from the last blessed model and trains on the events after its data
         (ExampleGen ingests the latest span of `<data_root>/examples/span-{SPAN}/`).
+      require_beat_baseline: bless only a model whose served recommend beats the best simple baseline.
     """
 
     dataset: str
@@ -48,6 +49,7 @@ class KubeflowConfig:
     beam_args: list[str] = field(default_factory=list)
     hparams_json: str = ""
     warm_start: bool = False
+    require_beat_baseline: bool = False
 
 
 def pipeline_name(dataset: str) -> str:
@@ -88,7 +90,7 @@ def build(config: KubeflowConfig):
         },
         code_version=code_version.code_version(),
         eval_config=eval_config.build(0.5, 0.02, spec.slice_features),
-        retrieval_thresholds=Thresholds(),
+        retrieval_thresholds=Thresholds(require_beat_baseline=config.require_beat_baseline),
         serving_model_dir=f"{config.serving_dir}/{RECOMMENDER}",
         metadata_connection_config=None,
         beam_pipeline_args=config.beam_args,

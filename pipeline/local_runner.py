@@ -35,6 +35,8 @@ class RunConfig:
         validation split, on which choices are made (None: the dataset's default).
       min_recall_at_100: blessing floor on retrieval Recall@100.
       max_regression: allowed retrieval Recall@100 drop versus the last blessed model.
+      require_beat_baseline: the served recommend must beat the best simple baseline on
+        Recall@10 (both 95% intervals of the ratio above 1) to be blessed; default: a warning.
       min_auc: blessing floor on the ranking model's like AUC (TFMA).
       max_auc_regression: allowed AUC drop versus the last blessed model.
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
@@ -57,6 +59,7 @@ class RunConfig:
     validation_fraction: float | None = None
     min_recall_at_100: float = 0.05
     max_regression: float = 0.02
+    require_beat_baseline: bool = False
     min_auc: float = 0.5
     max_auc_regression: float = 0.02
     direct_num_workers: int = 2
@@ -104,7 +107,7 @@ def build_pipeline(config: RunConfig, paths: RunPaths):
         },
         code_version=code_version(),
         eval_config=eval_config.build(config.min_auc, config.max_auc_regression, registry.get(config.dataset).slice_features),
-        retrieval_thresholds=Thresholds(min_recall_at_100=config.min_recall_at_100, max_regression=config.max_regression),
+        retrieval_thresholds=Thresholds(min_recall_at_100=config.min_recall_at_100, max_regression=config.max_regression, require_beat_baseline=config.require_beat_baseline),
         serving_model_dir=paths.serving_model_dir(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata_path),
         beam_pipeline_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),

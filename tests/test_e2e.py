@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from datasets.records import CATALOG_FILE, USERS_FILE, read_records
-from pipeline import local_runner, summary
+from pipeline import local_runner, report, summary
 from pipeline.runs import RunPaths, latest_version_dir
 from towers import exporter
 from towers import features as F
@@ -109,8 +109,34 @@ def test_blessed_model_pushed_in_tf_serving_layout(run):
     assert result.pushed_to and os.path.samefile(result.pushed_to, version_dir)
     assert result.ranking_blessed is True
     for metric_values in (result.model_metrics, result.recommend_metrics):
-        assert set(metric_values) >= set(result.baseline_metrics) - {"num_eval"}
         assert all(0.0 <= metric_values[name] <= 1.0 for name in metrics.METRIC_NAMES)
+
+
+def test_every_simple_baseline_is_scored_and_compared_per_event_and_per_user(run):
+    from components import baselines
+
+    paths, _ = run
+    result = summary.read(paths)
+    expected = set(baselines.BASELINES)  # both datasets have text content, so content kNN runs too
+    assert set(result.baselines["baselines"]) == expected and result.baselines["best"] in expected
+    assert result.baselines["num_eval"] == result.retrieval_report["num_eval_records"] and result.baselines["num_validation"] > 0
+    comparison = result.retrieval_report["comparison"][metrics.recall_name(10)]
+    for view in ("per_event", "per_user"):
+        assert set(comparison[view]) == expected | {"retrieval", "recommend"}
+        for row in comparison[view].values():
+            assert row["ci"][0] <= row["mean"] <= row["ci"][1]
+    # per event, the comparison agrees with the plain means
+    assert comparison["per_event"]["recommend"]["mean"] == pytest.approx(result.recommend_metrics[metrics.recall_name(10)], abs=1e-6)
+    best = result.baselines["best"]
+    assert comparison["per_event"][best]["mean"] == pytest.approx(result.baselines["baselines"][best]["overall"][metrics.recall_name(10)], abs=1e-6)
+    assert set(comparison["ratios"]["recommend"]) == {best, baselines.MOST_POPULAR}
+    beat = [check for check in result.retrieval_report["checks"] if "best simple baseline" in check["check"]]
+    assert len(beat) == 1 and beat[0]["gate"] is False  # a warning unless --require-beat-baseline
+    retrieval = result.retrieval_report["retrieval"]
+    if paths.dataset == "tuxpaint":  # new items: scored among all items and among new items only
+        assert retrieval["by_freshness"]["cold"]["count"] == retrieval["among_own_kind"]["cold"]["count"] > 0
+    printed = report.format_run(result, {})
+    assert f"Best simple baseline: {best}" in printed and "per user" in printed and "among cold items only" in printed
     assert {"like/auc", "like/calibration", "like/ndcg@10", "predicted_rating/root_mean_squared_error"} <= set(result.ranking_metrics)
     assert result.content_quarantined == 0  # the packaged photos, sounds and captions all encode
     catalog_size = len(read_records(os.path.join(paths.data_dir, CATALOG_FILE)))
@@ -199,8 +225,9 @@ def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(
     del broken.features.feature[F.USER_ID]
     records[3] = broken.SerializeToString()
     model = executor.load_model(summary.read(paths).model_uri)
-    result, problems = executor.evaluate_model(model, records, with_slices=True)
+    result, problems, _, kept = executor.evaluate_model(model, records, with_slices=True)
     assert len(problems) == 1 and problems[0].startswith("eval record 3:")
+    assert kept.tolist() == [n for n in range(30) if n != 3]
     assert result[executor.RETRIEVAL]["overall"]["count"] == 29
     checks = executor.checks(result, None, executor.Thresholds(min_recall_at_100=0.0), tfma_blessed=True, problems=problems)
     assert [c["check"] for c in checks if not c["passed"]] == ["every eval record readable"]

@@ -195,3 +195,13 @@ def test_towers_share_one_content_projection():
     assert model.query_tower.shared_content is model.candidate_tower.shared_content
     shared = {id(w) for w in model.query_tower.shared_content.weights}
     assert shared <= {id(w) for w in model.query_tower.weights} and shared <= {id(w) for w in model.candidate_tower.weights}
+
+
+def test_a_query_tower_on_the_user_id_alone_ignores_history_time_and_attributes():
+    """The TFRS tutorials' query tower (bench/quality's row): only the user id reaches the embedding."""
+    tower = QueryTower(VOCAB_SIZES, HParams(**{**HP.__dict__, "query_features": ("id",)}))
+    batch = _batch()
+    changed = {**batch, F.HISTORY_TOKENS: tf.ones_like(batch[F.HISTORY_TOKENS]), F.TIME_CONTEXT: batch[F.TIME_CONTEXT] + 1.0, F.GENDER_INDEX: 1 - batch[F.GENDER_INDEX]}
+    np.testing.assert_allclose(tower(batch).numpy(), tower(changed).numpy())
+    other_users = {**batch, F.USER_INDEX: (batch[F.USER_INDEX] + 1) % 3}
+    assert not np.allclose(tower(batch).numpy(), tower(other_users).numpy())

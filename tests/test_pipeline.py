@@ -20,7 +20,7 @@ EXPECTED_COMPONENTS = [
     "ValidationGate",
     "Transform",
     "Trainer",
-    "MostPopularBaseline",
+    "Baselines",
     "latest_blessed_model_resolver",
     "Evaluator",
     "RetrievalEvaluator",
@@ -53,6 +53,16 @@ def test_gate_precedes_transform_and_pusher_needs_blessing(built):
     assert blessing_channel.producer_component_id == "RetrievalEvaluator"
     assert by_id["ContentEmbedder"] in by_id["Trainer"].upstream_nodes
     assert "item_embeddings" in by_id["Trainer"].inputs
+
+
+def test_choices_are_made_on_validation_and_baselines_reach_the_retrieval_evaluator(built):
+    by_id = {c.id: c for c in built.components}
+    splits = [split["name"] for split in json.loads(by_id["ImportExampleGen"].exec_properties["input_config"])["splits"]]
+    assert splits == ["train", "validation", "eval"]
+    assert json.loads(by_id["Trainer"].exec_properties["eval_args"])["splits"] == ["validation"]  # the Trainer never reads eval
+    assert json.loads(by_id["Evaluator"].exec_properties["example_splits"]) == ["eval"]
+    assert by_id["Baselines"] in by_id["RetrievalEvaluator"].upstream_nodes and "baselines" in by_id["RetrievalEvaluator"].inputs
+    assert by_id["ContentEmbedder"] in by_id["Baselines"].upstream_nodes  # content kNN
 
 
 def test_code_change_changes_cache_key(tmp_path):
@@ -107,7 +117,7 @@ def test_example_gen_reads_spans_and_only_an_incremental_run_warm_starts(built, 
     by_id = {c.id: c for c in built.components}
     example_gen = by_id["ImportExampleGen"]
     splits = json.loads(example_gen.exec_properties["input_config"])["splits"]  # protos are kept as JSON
-    assert [s["pattern"] for s in splits] == ["span-{SPAN}/train/*", "span-{SPAN}/eval/*"]
+    assert [s["pattern"] for s in splits] == ["span-{SPAN}/train/*", "span-{SPAN}/validation/*", "span-{SPAN}/eval/*"]
     assert not example_gen.exec_properties.get("range_config")  # the latest span
     # From scratch: no base model, so a re-run with no new data stays a cache hit of the Trainer.
     assert "base_model" not in by_id["Trainer"].inputs

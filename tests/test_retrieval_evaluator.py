@@ -53,9 +53,32 @@ def test_checks_floors_regression_tfma_and_unreadable_records():
     tfma_refused = executor.checks(_result(0.1, 0.30), None, thresholds, tfma_blessed=False, problems=[])
     assert not all(c["passed"] for c in tfma_refused)
     unreadable = executor.checks(_result(0.1, 0.30), None, thresholds, tfma_blessed=True, problems=["eval record 3: ..."])
-    assert unreadable[-1] == {"check": "every eval record readable", "passed": False, "detail": "1 unreadable"}
+    assert unreadable[-1] == {"check": "every eval record readable", "passed": False, "detail": "1 unreadable", "gate": True}
+
+
+def _comparison(model_hits, baseline_hits, users):
+    per_event = {
+        name: {metric: np.asarray(hits, float) for metric in metrics.METRIC_NAMES}
+        for name, hits in ((RETRIEVAL, model_hits), (RECOMMEND, model_hits), ("cooccurrence_knn", baseline_hits), ("most_popular", np.zeros(len(users))))
+    }
+    return executor.compare(per_event, np.asarray(users), best="cooccurrence_knn")
+
+
+def test_beat_the_best_baseline_needs_both_intervals_above_one_and_gates_only_when_asked():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(300), 4).astype(bytes)
+    strong, weak = (rng.random(1200) < 0.4).astype(float), (rng.random(1200) < 0.1).astype(float)
+    clearly = executor.beats_baseline_check(_comparison(strong, weak, users), "cooccurrence_knn", "cooccurrence_knn (last_n=5)", gate=False)
+    assert clearly["passed"] and not clearly["gate"] and "per user" in clearly["detail"] and "cooccurrence_knn (last_n=5)" in clearly["check"]
+    tied = executor.beats_baseline_check(_comparison(strong, strong, users), "cooccurrence_knn", "cooccurrence_knn", gate=True)
+    assert not tied["passed"]  # a ratio of 1.0 exactly: the interval's lower end is not above 1
+    ratios = _comparison(strong, weak, users)[metrics.recall_name(10)]["ratios"][RECOMMEND]
+    assert set(ratios) == {"cooccurrence_knn", "most_popular"}
+    # a failed warning does not block the blessing; a failed gate does
+    assert executor.blessed([{"passed": True, "gate": True}, {**tied, "gate": False}])
+    assert not executor.blessed([{"passed": True, "gate": True}, tied])
 
 
 def test_thresholds_round_trip():
-    thresholds = Thresholds(min_recall_at_100=0.1, min_recall_at_10=0.01, max_regression=0.03)
+    thresholds = Thresholds(min_recall_at_100=0.1, min_recall_at_10=0.01, max_regression=0.03, require_beat_baseline=True)
     assert Thresholds.from_json(thresholds.to_json()) == thresholds

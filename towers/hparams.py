@@ -28,6 +28,10 @@ class HParams:
       item_modalities: which of the item tower's modalities (id, metadata,
         text, image, audio) it uses; the others count as missing (ablations).
         Content modalities the catalog lacks are left out regardless.
+      query_features: what the query tower reads: "id" (user id), "attributes"
+        (user attributes the dataset has), "time" (time of day/week, recency),
+        "history" (recent items' ids and content). ("id",) with item_modalities
+        ("id",) and use_logq False is the TFRS tutorials' two-tower.
       fine_tune_text: train the text encoder's weights with the item tower
         (the tower then reads each item's text, not its precomputed embedding;
         about 6 s per training step on 2 CPU cores). Off: the encoder is frozen.
@@ -35,6 +39,9 @@ class HParams:
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
       epochs: passes over the training split.
+      early_stopping_patience: stop when the loss on the validation split has not
+        improved for this many epochs and keep the best epoch's weights (0: off;
+        every epoch runs). The eval split is never read in training.
       top_k: number of items the serving signatures return.
       retrieval_index: "brute_force" (score every item; the stock TF Serving
         image serves it) or "scann" (a ScaNN index in the SavedModel; needs the
@@ -66,11 +73,13 @@ class HParams:
     content_similarity_dim: int = 32
     modality_dropout: float = 0.2
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
+    query_features: tuple[str, ...] = ("id", "attributes", "time", "history")
     fine_tune_text: bool = False
     use_logq: bool = True
     learning_rate: float = 0.003
     batch_size: int = 512
     epochs: int = 3
+    early_stopping_patience: int = 0
     top_k: int = 100
     retrieval_index: str = "brute_force"
     ranking_candidates: int = 100
@@ -94,7 +103,7 @@ class HParams:
         if not text:
             return cls()
         values = json.loads(text)
-        for key in ("hidden_units", "item_modalities", "ranking_hidden_units"):
+        for key in ("hidden_units", "item_modalities", "query_features", "ranking_hidden_units"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -41,7 +41,8 @@ class TwoTowerModel(tfrs.Model):
     def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int], history_content=None, text_encoder=None):
         super().__init__()
         self.hp = hp
-        shared = shared_content_projection(hp) if history_content is not None else None
+        # the shared content coordinates compare the history's content with the item's: only with a history in the query
+        shared = shared_content_projection(hp) if history_content is not None and "history" in hp.query_features else None
         self.query_tower = QueryTower(vocab_sizes, hp, history_content, shared)
         self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims, text_encoder, shared)
         self.sampling_probability = tf.constant(sampling_probability)

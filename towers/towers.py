@@ -166,7 +166,7 @@ class QueryTower(tf.keras.Model):
         self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, F.VOCAB_ITEM, name="history_embedding")
         self.history_content = None
         self.shared_content = None
-        if history_content is not None:
+        if history_content is not None and "history" in hp.query_features:
             self.history_content = HistoryContent(history_content, name="history_content")
             self.history_content_projection = tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name="history_content_projection")
             self.shared_content = shared_content
@@ -174,15 +174,18 @@ class QueryTower(tf.keras.Model):
         self.mlp = _mlp(hp, "query_mlp", hp.embedding_dim - similarity_dim)
 
     def call(self, inputs: dict, training=None) -> tf.Tensor:
-        parts = [
-            self.user(self.user_dropout(inputs[F.USER_INDEX], training=training)),
-            inputs[F.TIME_CONTEXT],
-            self.recency(inputs[F.RECENCY_BUCKET]),
-            self.history(inputs[F.HISTORY_TOKENS]),
-        ]
-        parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
-        if F.AGE_Z in inputs:
-            parts.append(tf.expand_dims(inputs[F.AGE_Z], -1))
+        use = set(self.hp.query_features)
+        parts = []
+        if "id" in use:
+            parts.append(self.user(self.user_dropout(inputs[F.USER_INDEX], training=training)))
+        if "time" in use:
+            parts += [inputs[F.TIME_CONTEXT], self.recency(inputs[F.RECENCY_BUCKET])]
+        if "history" in use:
+            parts.append(self.history(inputs[F.HISTORY_TOKENS]))
+        if "attributes" in use:
+            parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
+            if F.AGE_Z in inputs:
+                parts.append(tf.expand_dims(inputs[F.AGE_Z], -1))
         outputs = []
         if self.history_content is not None:
             profile = self.history_content(inputs[F.HISTORY_TOKENS])
