@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
 
 from bench import results  # noqa: E402
+from components.baselines import label  # noqa: E402
 from components.retrieval_evaluator.executor import RETRIEVAL  # noqa: E402
 from components.trainer import RETRIEVAL_STATE, warm_start_dir  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
@@ -74,7 +75,7 @@ def main() -> int:
         "",
         "| model | " + " | ".join(METRICS) + " | events trained on | Trainer s | run s |",
         "|---|" + "---|" * (len(METRICS) + 3),
-        _row("most-popular (span's training counts)", full.baseline_metrics),
+        *(_row(f"baseline: {label(name, row['params'])} (span's training data)", row["overall"]) for name, row in full.baselines["baselines"].items()),
         _row(f"span-{args.spans - 1} model, not updated", stale, done["first"]),
         _row("incremental: warm start + new events only", incremental.model_metrics, done["incremental"]),
         _row("full retrain from scratch", full.model_metrics, done["full"]),

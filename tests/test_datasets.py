@@ -118,11 +118,15 @@ def test_new_items_appear_in_no_training_or_validation_example(tmp_path, split):
     frame, catalog, users = _simulated()
     manifest = write_dataset("sim", str(tmp_path), frame, catalog, users, [], eval_fraction=0.3, cold_item_fraction=0.3, split=split)
     cold = set((tmp_path / "cold_items.txt").read_text().split())
-    assert len(cold) == manifest.num_cold_items >= 2
+    validation_cold = set((tmp_path / "validation_cold_items.txt").read_text().split())
+    assert len(cold) == manifest.num_cold_items >= 2 and len(validation_cold) == manifest.num_validation_cold_items >= 1
+    assert not cold & validation_cold
     rows = {name: read_records(os.path.join(split_dir(str(tmp_path), name), "data.tfrecord.gz")) for name in ("train", "validation", "eval")}
-    for name in ("train", "validation"):  # neither a target nor a history holds a new item
-        assert not any(row[F.ITEM_ID] in cold or cold & set(row.get(F.HISTORY, [])) for row in rows[name])
+    # no training target or history holds a new item; no validation example holds an eval-period new item
+    assert not any(row[F.ITEM_ID] in cold | validation_cold or (cold | validation_cold) & set(row.get(F.HISTORY, [])) for row in rows["train"])
+    assert not any(row[F.ITEM_ID] in cold or cold & set(row.get(F.HISTORY, [])) for row in rows["validation"])
     assert any(row[F.ITEM_ID] in cold for row in rows["eval"])  # new items are eval targets
+    assert any(row[F.ITEM_ID] in validation_cold for row in rows["validation"])  # and validation has its own
     if split == "temporal":  # a new item exists from the eval period on: eval histories may hold it, from eval events only
         eval_cold = {(row[F.USER_ID], row[F.ITEM_ID]) for row in rows["eval"] if row[F.ITEM_ID] in cold}
         for row in rows["eval"]:

@@ -192,6 +192,40 @@ def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[
     return out
 
 
+def evaluate_split(model, events: dict[str, ev.Events], records: list[bytes], split: str, with_slices: bool = True):
+    """Scores one split (eval; validation for benchmark sweeps) with full seen-item exclusion.
+
+    Args:
+      model: the loaded recommender SavedModel.
+      events: split name -> its events (train, validation, eval).
+      records: the serialized examples of `split`, in the order of events[split].
+      split: which split `records` are.
+      with_slices: also the model's own slices (evaluation_features).
+    Returns:
+      (evaluate_model's result plus, per path, `by_freshness` (new vs warm targets among all items) and, for
+       retrieval, `among_own_kind`; the unreadable records; the per-record outputs; the numbers of the readable
+       records; `prepare`, which adds the seen items to a record: for scoring another model on the same events).
+    """
+    target = events[split]
+    catalog_ids = model.catalog_ids.numpy()
+    index = ev.catalog_index(catalog_ids)
+    seen = ev.SeenItems(index, events[ev.TRAIN_SPLIT], *(e for name, e in events.items() if name != ev.TRAIN_SPLIT)).for_events(target)
+
+    def prepare(number: int, record: bytes) -> bytes:
+        return with_seen_items(record, catalog_ids[seen[number]].tolist())
+
+    result, problems, outputs, kept = evaluate_model(model, records, with_slices, prepare)
+    cold = ev.cold_mask(len(catalog_ids), index, events[ev.TRAIN_SPLIT])
+    truth = ev.positions(target.items, index)
+    target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
+    for key in SIGNATURES:
+        if outputs[key]:
+            warm = (truth >= 0) & ~target_cold
+            result[key]["by_freshness"] = {ev.COLD: ev.summarize(outputs[key], target_cold[kept]), ev.WARM: ev.summarize(outputs[key], warm[kept])}
+    result[RETRIEVAL]["among_own_kind"] = among_own_kind(model, records, target, seen, index, cold)
+    return result, problems, outputs, kept, prepare
+
+
 def compare(per_event: dict[str, dict[str, np.ndarray]], users: np.ndarray, best: str) -> dict:
     """User-bootstrap means and intervals of every path and baseline, and each model path's ratios to the best
     baseline and to most-popular, per metric.
@@ -264,24 +298,7 @@ class Executor(base_executor.BaseExecutor):
         events = {split: ev.read_events(uri) for split, uri in split_uri.items()}
         held_out = events[ev.EVAL_SPLIT]
         absl.logging.info("RetrievalEvaluator: %d eval records", len(records))
-        model = load_model(model_artifact.uri)
-        catalog_ids = model.catalog_ids.numpy()
-        index = ev.catalog_index(catalog_ids)
-        seen = ev.SeenItems(index, events[ev.TRAIN_SPLIT], events[ev.VALIDATION_SPLIT], held_out).for_events(held_out)
-
-        def prepare(number: int, record: bytes) -> bytes:
-            return with_seen_items(record, catalog_ids[seen[number]].tolist())
-
-        candidate, problems, outputs, kept = evaluate_model(model, records, with_slices=True, prepare=prepare)
-        cold = ev.cold_mask(len(catalog_ids), index, events[ev.TRAIN_SPLIT])
-        truth = ev.positions(held_out.items, index)
-        target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
-        for key in SIGNATURES:
-            if outputs[key]:
-                candidate[key]["by_freshness"] = {
-                    ev.COLD: ev.summarize(outputs[key], target_cold[kept]), ev.WARM: ev.summarize(outputs[key], (truth >= 0)[kept] & ~target_cold[kept]),
-                }
-        candidate[RETRIEVAL]["among_own_kind"] = among_own_kind(model, records, held_out, seen, index, cold)
+        candidate, problems, outputs, kept, prepare = evaluate_split(load_model(model_artifact.uri), events, records, ev.EVAL_SPLIT)
         report: dict[str, Any] = {**candidate}
         baselines_artifacts = input_dict.get(spec.BASELINES_KEY) or []
         extra_checks = []
