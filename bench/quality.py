@@ -20,7 +20,8 @@ Variants:
 
 Writes bench/results/quality-<dataset>.md.
 
-    .venv/bin/python -m bench.quality [--datasets tuxpaint,movielens-100k,movielens-1m] [--seeds 3] [--output /tmp/mmtower-quality]
+    .venv/bin/python -m bench.quality [--datasets tuxpaint,movielens-100k,movielens-1m] [--seeds 3] [--variants id-only,tfrs]
+        [--split temporal|random] [--output /tmp/mmtower-quality]
 """
 import argparse
 import os
@@ -42,9 +43,9 @@ from towers import metrics  # noqa: E402
 from towers.hparams import HParams  # noqa: E402
 
 DEFAULT = "default"
-VARIANTS = {
-    "ID-only item tower (full query tower)": dict(item_modalities=("id",)),
-    "TFRS tutorial two-tower (user id / item id, no logQ)": dict(item_modalities=("id",), query_features=("id",), use_logq=False),
+VARIANTS = {  # --variants key -> (row title, HParams changes)
+    "id-only": ("ID-only item tower (full query tower)", dict(item_modalities=("id",))),
+    "tfrs": ("TFRS tutorial two-tower (user id / item id, no logQ)", dict(item_modalities=("id",), query_features=("id",), use_logq=False)),
 }
 COLUMNS = list(metrics.METRIC_NAMES) + [ev.COVERAGE]
 R10, R50 = metrics.recall_name(10), metrics.recall_name(50)
@@ -79,11 +80,12 @@ def _ci(row: dict) -> str:
     return f"{row['mean']:.4f} [{row['ci'][0]:.4f}, {row['ci'][1]:.4f}]"
 
 
-def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL, eval_fraction: float | None = None) -> list[str]:
+def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL, eval_fraction: float | None = None, variants=tuple(VARIANTS)) -> list[str]:
     runs = {}  # title -> [(RunSummary, seconds)]
     for seed in range(seeds):
         runs.setdefault(DEFAULT, []).append(run_variant(dataset, output, HParams(seed=42 + seed), split, eval_fraction))
-    for title, changes in VARIANTS.items():
+    for key in variants:
+        title, changes = VARIANTS[key]
         runs[title] = [run_variant(dataset, output, HParams(**changes), split, eval_fraction)]
     first = runs[DEFAULT][0][0]
     baselines = first.baselines
@@ -153,11 +155,16 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3, help="runs of the default model (seeds 42, 43, ...); the other variants run once")
     parser.add_argument("--output", default="/tmp/mmtower-quality", help="run folder (one per dataset and split beneath it)")
     parser.add_argument("--split", default=TEMPORAL, choices=[TEMPORAL, RANDOM], help="temporal (default) or random (the TFRS tutorials' 80/20 protocol, with --eval-fraction 0.2)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated extra variants, run once each: " + ", ".join(VARIANTS) + " (empty: the default model only)")
     parser.add_argument("--eval-fraction", type=float, default=None, help="share of interactions in the eval split (default: the dataset's, 0.1)")
     args = parser.parse_args()
     for dataset in (name.strip() for name in args.datasets.split(",")):
-        lines = dataset_tables(dataset, os.path.join(args.output, f"{dataset}-{args.split}"), args.seeds, args.split, args.eval_fraction)
-        command = f".venv/bin/python -m bench.quality --datasets {dataset} --seeds {args.seeds} --split {args.split} --output {args.output}"
+        variants = [key.strip() for key in args.variants.split(",") if key.strip()]
+        unknown = set(variants) - set(VARIANTS)
+        if unknown:
+            parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+        lines = dataset_tables(dataset, os.path.join(args.output, f"{dataset}-{args.split}"), args.seeds, args.split, args.eval_fraction, variants)
+        command = f".venv/bin/python -m bench.quality --datasets {dataset} --seeds {args.seeds} --variants '{args.variants}' --split {args.split} --output {args.output}"
         command = f"Command: `{command}" + ("" if args.eval_fraction is None else f" --eval-fraction {args.eval_fraction}") + "`"
         name = f"quality-{dataset}" + ("" if args.split == TEMPORAL else f"-{args.split}")
         results.write(name, ["# Quality against the strongest simple baselines", ""] + lines + ["", command])

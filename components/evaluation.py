@@ -41,11 +41,14 @@ class Events:
 
 
 def read_events(split_uri: str) -> Events:
-    """The events of every tf.Example under an ExampleGen split folder, in file order (the order readers of the split share)."""
+    """The events of every tf.Example under an ExampleGen split folder, in file order (the order readers of the split share).
+
+    A record missing a field gets "" / 0 for it (the RetrievalEvaluator reports such records as unreadable by the model).
+    """
     spec = {
-        F.USER_ID: tf.io.FixedLenFeature([1], tf.string),
-        F.ITEM_ID: tf.io.FixedLenFeature([1], tf.string),
-        F.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64),
+        F.USER_ID: tf.io.FixedLenFeature([1], tf.string, default_value=[b""]),
+        F.ITEM_ID: tf.io.FixedLenFeature([1], tf.string, default_value=[b""]),
+        F.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),
         F.HISTORY: tf.io.RaggedFeature(tf.string),
     }
     files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))

@@ -233,6 +233,25 @@ def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(
     assert [c["check"] for c in checks if not c["passed"]] == ["every eval record readable"]
 
 
+def test_evaluate_signatures_exclude_the_seen_items_they_are_given(run):
+    """The full seen list the RetrievalEvaluator adds (F.SEEN_ITEMS) is left out of both evaluated lists."""
+    import tensorflow as tf
+
+    from components.retrieval_evaluator import executor
+    from datasets.records import EVAL_SPLIT, split_dir
+
+    paths, _ = run
+    if paths.dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    records = executor.read_records(split_dir(paths.data_dir, EVAL_SPLIT))[:20]
+    model = executor.load_model(summary.read(paths).model_uri)
+    for name in (exporter.EVALUATE_SIGNATURE, exporter.EVALUATE_RECOMMEND_SIGNATURE):
+        before = model.signatures[name](examples=tf.constant(records))[exporter.ITEM_IDS_OUTPUT].numpy()
+        seen = [executor.with_seen_items(record, list(top)) for record, top in zip(records, before)]
+        after = model.signatures[name](examples=tf.constant(seen))[exporter.ITEM_IDS_OUTPUT].numpy()
+        assert all(not set(a) & set(b) for a, b in zip(after, before)), name
+
+
 def test_report_renders_plots_and_tables_in_headless_chromium(run, tmp_path):
     paths, _ = run
     target = tmp_path / "report.html"

@@ -114,3 +114,13 @@ def test_another_architecture_is_refused(tmp_path):
     warm_start.save(_model(OLD), OLD, str(tmp_path))
     with pytest.raises(warm_start.WarmStartError, match="shape"):
         warm_start.restore(_model(NEW, hp=HP.replace(hidden_units=(32,))), str(tmp_path), NEW)
+
+
+def test_a_model_that_leaves_tables_unused_saves_and_restores(tmp_path):
+    """The TFRS tutorials' two-tower (user id / item id) never calls the history table: nothing to save for it."""
+    hp = HParams(**{**HP.__dict__, "query_features": ("id",), "item_modalities": ("id",)})
+    old = _model(OLD, hp)
+    warm_start.save(old, OLD, str(tmp_path))
+    new = _model(NEW, hp, seed=1)
+    report = warm_start.restore(new, str(tmp_path), NEW)
+    assert report[F.VOCAB_USER] == {"kept": 2, "new": 1, "dropped": 1}

@@ -48,11 +48,12 @@ def index_by(layer: tf.keras.layers.Embedding, vocab: str, offset: int = 0) -> t
 
 
 def _vocab_rows(model: tf.keras.Model) -> dict:
-    """variable.ref() -> VocabRows, for the marked Embedding layers of `model` (already built)."""
+    """variable.ref() -> VocabRows, for the marked Embedding layers of `model` (already built; a layer the model
+    never calls, e.g. the history table of a query tower that reads only the user id, has no table)."""
     return {
         layer.embeddings.ref(): layer.vocab_rows
         for layer in model.submodules
-        if isinstance(layer, tf.keras.layers.Embedding) and getattr(layer, "vocab_rows", None) is not None
+        if isinstance(layer, tf.keras.layers.Embedding) and getattr(layer, "vocab_rows", None) is not None and layer.built
     }
 
 

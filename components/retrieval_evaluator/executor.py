@@ -37,7 +37,6 @@ METRICS_FILE = "metrics.json"
 BATCH_SIZE = 1000
 MAX_LISTED_PROBLEMS = 20
 COVERAGE = ev.COVERAGE
-MODEL_PATHS = {"retrieval": "two-tower retrieval", "recommend": "served recommend (retrieve + rank)"}
 RETRIEVAL = "retrieval"
 RECOMMEND = "recommend"
 SIGNATURES = {RETRIEVAL: exporter.EVALUATE_SIGNATURE, RECOMMEND: exporter.EVALUATE_RECOMMEND_SIGNATURE}
@@ -167,20 +166,20 @@ def evaluate_model(model, records: list[bytes], with_slices: bool, prepare=None)
     return result, problems, outputs, kept
 
 
-def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[np.ndarray], index: dict[bytes, int], cold: np.ndarray) -> dict[str, dict]:
+def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[np.ndarray], index: dict[bytes, int], cold: np.ndarray, readable: np.ndarray) -> dict[str, dict]:
     """Retrieval Recall@K of new (cold) targets ranked among new items only, and of warm targets among warm items only.
 
     The cold-start literature's protocol (DropoutNet, Heater, GAR, ALDI); the
     production protocol (among all items) is the overall `by_freshness`.
     Query embeddings come from `embed_query`, item embeddings from the
-    model's catalog table; exclusions are the same seen items.
+    model's catalog table; exclusions are the same seen items. Only `readable` records (bool [n]) are scored.
     """
     embeddings = model.catalog_embeddings.numpy()
     truth = ev.positions(held_out.items, index)
     target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
     out = {}
     for freshness, candidates, mask in ((ev.COLD, cold, target_cold), (ev.WARM, ~cold, (truth >= 0) & ~target_cold)):
-        rows = np.flatnonzero(mask)
+        rows = np.flatnonzero(mask & readable)
         per_event: dict[str, list] = {name: [] for name in metrics.METRIC_NAMES}
         for start in range(0, len(rows), BATCH_SIZE):
             batch = rows[start : start + BATCH_SIZE]
@@ -222,7 +221,9 @@ def evaluate_split(model, events: dict[str, ev.Events], records: list[bytes], sp
         if outputs[key]:
             warm = (truth >= 0) & ~target_cold
             result[key]["by_freshness"] = {ev.COLD: ev.summarize(outputs[key], target_cold[kept]), ev.WARM: ev.summarize(outputs[key], warm[kept])}
-    result[RETRIEVAL]["among_own_kind"] = among_own_kind(model, records, target, seen, index, cold)
+    readable = np.zeros(len(records), bool)
+    readable[kept] = True
+    result[RETRIEVAL]["among_own_kind"] = among_own_kind(model, records, target, seen, index, cold, readable)
     return result, problems, outputs, kept, prepare
 
 
