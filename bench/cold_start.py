@@ -55,8 +55,7 @@ def oracle(events: dict[str, ev.Events], scores_by_user: dict[str, np.ndarray], 
     per_event = ev.hits(ev.top_k(scores, seen, max(metrics.RECALL_KS)), ev.positions(held_out.items, index))
     cold = ev.cold_mask(len(item_ids), index, events[ev.TRAIN_SPLIT])
     truth = ev.positions(held_out.items, index)
-    target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
-    return {ev.COLD: ev.summarize(per_event, target_cold), ev.WARM: ev.summarize(per_event, (truth >= 0) & ~target_cold)}
+    return {freshness: ev.summarize(per_event, mask) for freshness, mask in ev.targets_by_freshness(truth, cold).items()}
 
 
 def simulator_ceilings(manifest_users: int | None, events: dict[str, ev.Events]) -> list[tuple[str, dict]]:

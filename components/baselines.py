@@ -190,7 +190,7 @@ def evaluate(train: ev.Events, validation: ev.Events, held_out: ev.Events, catal
     cold = ev.cold_mask(len(fitted.index), fitted.index, train)
     held_seen = seen.for_events(held_out)
     truth = ev.positions(held_out.items, fitted.index)
-    target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
+    targets = ev.targets_by_freshness(truth, cold)
     report = {"best": best, "num_validation": len(validation), "num_eval": len(held_out), "baselines": {}}
     arrays = {F.USER_ID: held_out.users.astype(bytes), F.ITEM_ID: held_out.items.astype(bytes)}
     for name, choice in chosen.items():
@@ -199,13 +199,13 @@ def evaluate(train: ev.Events, validation: ev.Events, held_out: ev.Events, catal
         overall = {**ev.summarize(per_event), ev.COVERAGE: ev.coverage(top, len(fitted.index))}
         among = {}
         for freshness, candidates in ((ev.COLD, cold), (ev.WARM, ~cold)):
-            mask = target_cold if freshness == ev.COLD else (truth >= 0) & ~target_cold
+            mask = targets[freshness]
             among[freshness] = ev.summarize(score(score_fn, _subset(held_out, mask), [s for s, m in zip(held_seen, mask) if m], fitted.index, candidates)[0]) if mask.any() else {"count": 0}
         report["baselines"][name] = {
             "params": choice["params"],
             "validation": {recall_10: choice[recall_10], "tried": choice["validation"]},
             "overall": overall,
-            "by_freshness": {ev.COLD: ev.summarize(per_event, target_cold), ev.WARM: ev.summarize(per_event, (truth >= 0) & ~target_cold)},
+            "by_freshness": {freshness: ev.summarize(per_event, mask) for freshness, mask in targets.items()},
             "among_own_kind": among,
         }
         arrays.update({f"{name}/{metric}": values for metric, values in per_event.items()})

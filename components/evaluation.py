@@ -132,6 +132,13 @@ def cold_mask(catalog_size: int, index: dict[bytes, int], train: Events) -> np.n
     return mask
 
 
+def targets_by_freshness(truth: np.ndarray, cold: np.ndarray) -> dict[str, np.ndarray]:
+    """COLD / WARM -> bool [n]: events whose target (catalog position, -1: not in the catalog) is a new / a warm item."""
+    known = truth >= 0
+    new = known & cold[np.maximum(truth, 0)]
+    return {COLD: new, WARM: known & ~new}
+
+
 def top_k(scores: np.ndarray, exclude: list[np.ndarray], k: int, allowed: np.ndarray | None = None) -> np.ndarray:
     """The k best catalog positions per row, best first, leaving out excluded (and not `allowed`) items.
 

@@ -176,10 +176,10 @@ def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[
     """
     embeddings = model.catalog_embeddings.numpy()
     truth = ev.positions(held_out.items, index)
-    target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
+    targets = ev.targets_by_freshness(truth, cold)
     out = {}
-    for freshness, candidates, mask in ((ev.COLD, cold, target_cold), (ev.WARM, ~cold, (truth >= 0) & ~target_cold)):
-        rows = np.flatnonzero(mask & readable)
+    for freshness, candidates in ((ev.COLD, cold), (ev.WARM, ~cold)):
+        rows = np.flatnonzero(targets[freshness] & readable)
         per_event: dict[str, list] = {name: [] for name in metrics.METRIC_NAMES}
         for start in range(0, len(rows), BATCH_SIZE):
             batch = rows[start : start + BATCH_SIZE]
@@ -216,11 +216,10 @@ def evaluate_split(model, events: dict[str, ev.Events], records: list[bytes], sp
     result, problems, outputs, kept = evaluate_model(model, records, with_slices, prepare)
     cold = ev.cold_mask(len(catalog_ids), index, events[ev.TRAIN_SPLIT])
     truth = ev.positions(target.items, index)
-    target_cold = (truth >= 0) & cold[np.maximum(truth, 0)]
+    targets = ev.targets_by_freshness(truth, cold)
     for key in SIGNATURES:
         if outputs[key]:
-            warm = (truth >= 0) & ~target_cold
-            result[key]["by_freshness"] = {ev.COLD: ev.summarize(outputs[key], target_cold[kept]), ev.WARM: ev.summarize(outputs[key], warm[kept])}
+            result[key]["by_freshness"] = {freshness: ev.summarize(outputs[key], mask[kept]) for freshness, mask in targets.items()}
     readable = np.zeros(len(records), bool)
     readable[kept] = True
     result[RETRIEVAL]["among_own_kind"] = among_own_kind(model, records, target, seen, index, cold, readable)
