@@ -134,7 +134,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     train, validation, evaluation = manifest.span_sizes[span - 1]
     handler.say(
         f"✔ dataset: {f'span {span} of {manifest.spans}: ' if manifest.spans > 1 else ''}{train:,} train / {validation:,} validation / {evaluation:,} eval interactions, "
-        f"{manifest.num_items:,} items ({manifest.num_cold_items} held out of training), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
+        f"{manifest.num_items:,} items ({manifest.num_cold_items} new in eval, {manifest.num_validation_cold_items} new in validation: no training interactions), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
     wall_times = {"dataset": time.monotonic() - started}
     from tfx import v1 as tfx
