@@ -347,8 +347,8 @@ def write_dataset(
         raise ValueError(f"unknown split {split!r}; known: {TEMPORAL}, {RANDOM}")
     train, validation, evaluation = splits[-1]
     os.makedirs(data_dir, exist_ok=True)
-    for name, items in ((COLD_ITEMS_FILE, cold_items), (VALIDATION_COLD_ITEMS_FILE, validation_cold)):
-        with open(os.path.join(data_dir, name), "w") as f:
+    for file_name, items in ((COLD_ITEMS_FILE, cold_items), (VALIDATION_COLD_ITEMS_FILE, validation_cold)):
+        with open(os.path.join(data_dir, file_name), "w") as f:
             f.write("".join(f"{item}\n" for item in items))
     shutil.rmtree(os.path.join(data_dir, EXAMPLES_DIR), ignore_errors=True)  # an earlier build's spans would be ingested
     span_train_until, span_sizes = [], []

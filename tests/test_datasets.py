@@ -64,7 +64,7 @@ def test_written_dataset_round_trips(tmp_path):
     interactions, items, users, quarantined = _load()
     manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (manifest.num_train, manifest.num_validation, manifest.num_eval, manifest.num_items) == (3, 1, 2, 3)
-    assert Manifest.read(str(tmp_path)) == manifest
+    assert manifest.dataset == "mini" and Manifest.read(str(tmp_path)) == manifest
     evaluation = read_records(str(tmp_path / "examples" / "span-1" / "eval" / "data.tfrecord.gz"))
     assert [(row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP]) for row in evaluation] == [("1", "3", 500), ("2", "2", 800)]
     assert evaluation[0][F.GENRES] == ["Thriller"] and evaluation[0][F.YEAR] == 0
@@ -81,6 +81,15 @@ def test_history_holds_only_strictly_earlier_items():
     out = add_history(frame, length=2)
     by_item = dict(zip(out[F.ITEM_ID], out[F.HISTORY]))
     assert by_item == {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["c", "d"], "z": []}
+
+
+def test_registry_reuses_an_identical_build_and_rebuilds_a_different_one(tmp_path):
+    """An unchanged build keeps its files (and so ExampleGen's fingerprint: reruns are cache hits)."""
+    first = registry.build("movielens-100k", str(tmp_path), max_users=5)
+    written = os.path.getmtime(tmp_path / "manifest.json")
+    assert registry.build("movielens-100k", str(tmp_path), max_users=5) == first
+    assert os.path.getmtime(tmp_path / "manifest.json") == written
+    assert registry.build("movielens-100k", str(tmp_path), max_users=6).max_users == 6
 
 
 def test_registry_rejects_unknown_dataset():

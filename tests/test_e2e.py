@@ -487,7 +487,7 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
         row[F.ITEM_ID] = new_id
         rows.append(json.dumps(row))
     new_items.write_text("\n".join(rows) + "\n")
-    versions_before = client.status(model_config.RECOMMENDER)
+    newest_before = {name: max(v for v, _ in client.status(name)) for name in (model_config.RECOMMENDER, model_config.RANKER)}
     out = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "index", "add-items", str(new_items), "--output", paths.output],
         capture_output=True, text=True, check=True,
@@ -496,9 +496,10 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
     import time
 
     deadline = time.monotonic() + 120
-    while client.status(model_config.RECOMMENDER)[-1][0] == versions_before[-1][0]:
-        assert time.monotonic() < deadline, "the server did not swap to the new version"
-        time.sleep(0.5)
+    for name, before in newest_before.items():  # the server polls the folder: each model swaps on its own
+        while not any(v > before and state == "AVAILABLE" for v, state in client.status(name)):
+            assert time.monotonic() < deadline, f"the server did not swap {name} to the new version"
+            time.sleep(0.5)
     after = [v.decode() for v in client.predict(model_config.RECOMMENDER, query, exporter.QUERY_SIGNATURE)[exporter.ITEM_IDS_OUTPUT][0]]
     assert "new-copy-of-top" in after, after[:20]
     ranked = client.predict(
