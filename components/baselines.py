@@ -31,6 +31,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from components import evaluation as ev
+from components import item_graph
 from towers import features as F
 from towers import metrics
 
@@ -65,44 +66,12 @@ class Fitted:
     content: np.ndarray | None  # float [N, D] unit rows (zeros: no content), None without content
 
 
-def item_content(catalog_size: int, index: dict[bytes, int], content: dict[str, dict[str, np.ndarray]]) -> np.ndarray | None:
-    """[N, D]: per item, its modalities' embeddings, each L2-normalised, concatenated, then L2-normalised (zeros: none)."""
-    if not content:
-        return None
-    parts = []
-    for embeddings in content.values():
-        dim = len(next(iter(embeddings.values())))
-        block = np.zeros([catalog_size, dim], np.float32)
-        for item, vector in embeddings.items():
-            position = index.get(item.encode() if isinstance(item, str) else item, -1)
-            if position >= 0:
-                block[position] = vector / max(np.linalg.norm(vector), 1e-12)
-        parts.append(block)
-    rows = np.concatenate(parts, axis=1)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
-def cooccurrence(train: ev.Events, index: dict[bytes, int], catalog_size: int) -> sp.csr_matrix:
-    """Item-item cosine similarity of the binary training user x item matrix, diagonal zeroed."""
-    items = ev.positions(train.items, index)
-    known = items >= 0
-    _, users = np.unique(train.users[known], return_inverse=True)
-    matrix = sp.csr_matrix((np.ones(known.sum(), np.float32), (users, items[known])), shape=(users.max(initial=-1) + 1, catalog_size))
-    matrix.data[:] = 1.0  # repeated interactions count once (the conversion summed them)
-    counts = np.asarray(matrix.sum(axis=0)).ravel()
-    norms = sp.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))
-    similarity = (norms @ (matrix.T @ matrix) @ norms).tocsr()
-    similarity = (similarity - sp.diags(similarity.diagonal())).tocsr()
-    similarity.eliminate_zeros()
-    return similarity
-
-
 def fit(train: ev.Events, catalog_ids, content: dict[str, dict[str, np.ndarray]]) -> Fitted:
     index = ev.catalog_index(catalog_ids)
     size = len(index)
     items = ev.positions(train.items, index)
     popularity = np.bincount(items[items >= 0], minlength=size).astype(np.float64)
-    return Fitted(index, popularity, int(train.timestamps.max(initial=0)), train, cooccurrence(train, index, size), item_content(size, index, content))
+    return Fitted(index, popularity, int(train.timestamps.max(initial=0)), train, item_graph.cooccurrence(train.users, items, size), item_graph.item_content(size, index, content))
 
 
 def _history_matrix(fitted: Fitted, histories: list, last_n: int) -> sp.csr_matrix:

@@ -1,9 +1,11 @@
-"""The TFX Trainer, with one more input: the ContentEmbedder's per-item embeddings.
+"""The TFX Trainer, with two more inputs: the ContentEmbedder's per-item embeddings and the raw examples.
 
 The standard Trainer's inputs are fixed; this component extends TrainerSpec
-with an `item_embeddings` channel and hands its location to run_fn as
-`custom_config[ITEM_EMBEDDINGS_URI]`. Everything else is the stock
-GenericExecutor.
+with an `item_embeddings` channel and an optional `raw_examples` channel (the
+ExampleGen output: run_fn chooses the served item-graph weights on its
+validation split, with the evaluator's seen-item exclusion) and hands their
+locations to run_fn as `custom_config[ITEM_EMBEDDINGS_URI]` and
+`custom_config[RAW_EXAMPLES_URI]`. Everything else is the stock GenericExecutor.
 """
 from typing import Optional
 
@@ -16,12 +18,15 @@ from tfx.utils import json_utils
 
 ITEM_EMBEDDINGS_KEY = "item_embeddings"
 ITEM_EMBEDDINGS_URI = "item_embeddings_uri"
+RAW_EXAMPLES_KEY = "raw_examples"
+RAW_EXAMPLES_URI = "raw_examples_uri"
 
 
 class ContentTrainerSpec(standard_component_specs.TrainerSpec):
     INPUTS = {
         **standard_component_specs.TrainerSpec.INPUTS,
         ITEM_EMBEDDINGS_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+        RAW_EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
 
 
@@ -30,6 +35,8 @@ class ContentTrainerExecutor(trainer_executor.GenericExecutor):
         fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
         uri = artifact_utils.get_single_uri(input_dict[ITEM_EMBEDDINGS_KEY])
         fn_args.custom_config = {**(fn_args.custom_config or {}), ITEM_EMBEDDINGS_URI: uri}
+        if input_dict.get(RAW_EXAMPLES_KEY):
+            fn_args.custom_config[RAW_EXAMPLES_URI] = artifact_utils.get_single_uri(input_dict[RAW_EXAMPLES_KEY])
         return fn_args
 
 
@@ -40,6 +47,7 @@ class Trainer(base_component.BaseComponent):
       examples, transform_graph, schema, train_args, eval_args, run_fn,
       custom_config, base_model: as for tfx.components.Trainer.
       item_embeddings: ContentEmbedder output channel.
+      raw_examples: ExampleGen output channel (optional).
     """
 
     SPEC_CLASS = ContentTrainerSpec
@@ -56,6 +64,7 @@ class Trainer(base_component.BaseComponent):
         eval_args: Optional[trainer_pb2.EvalArgs] = None,
         custom_config: Optional[dict] = None,
         base_model: Optional[types.BaseChannel] = None,
+        raw_examples: Optional[types.BaseChannel] = None,
     ):
         super().__init__(
             spec=ContentTrainerSpec(
@@ -64,6 +73,7 @@ class Trainer(base_component.BaseComponent):
                 schema=schema,
                 base_model=base_model,
                 item_embeddings=item_embeddings,
+                raw_examples=raw_examples,
                 train_args=train_args or trainer_pb2.TrainArgs(),
                 eval_args=eval_args or trainer_pb2.EvalArgs(),
                 run_fn=run_fn,

@@ -64,6 +64,19 @@ def read_events(split_uri: str) -> Events:
     return Events(np.concatenate(users), np.concatenate(items), np.concatenate(timestamps), histories)
 
 
+def read_serialized(split_uri: str) -> list[bytes]:
+    """The serialized examples of a split folder, in the order evaluation.read_events reads them."""
+    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
+    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def with_seen_items(record: bytes, seen_ids: list[bytes]) -> bytes:
+    """The eval example with F.SEEN_ITEMS set: the items the `evaluate*` signatures exclude."""
+    example = tf.train.Example.FromString(record)
+    example.features.feature[F.SEEN_ITEMS].bytes_list.value[:] = seen_ids
+    return example.SerializeToString()
+
+
 def read_item_ids(split_uri: str) -> list[bytes]:
     """The item ids of an ExampleGen split folder of catalog tf.Examples, in file order."""
     files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))

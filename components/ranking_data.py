@@ -28,13 +28,19 @@ def retrieved_negatives(
     num_candidates: int,
     num_negatives: int,
     rng: np.random.Generator,
+    eligible: np.ndarray | None = None,
     batch_size: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query, `num_negatives` catalog positions among its top `num_candidates` by score.
 
-    A candidate is skipped if it is the query's own item or one the user
-    interacted with in training. Vectorised per batch (MovieLens-1M has ~900k
-    training interactions).
+    A candidate is skipped if it is the query's own item, one the user
+    interacted with in training, or not `eligible`. Vectorised per batch
+    (MovieLens-1M has ~900k training interactions).
+
+    Only items with training interactions should be eligible: an item without
+    any is never a positive, so as a negative it would teach the ranker that
+    the OOV id (which all such items share) means "not engaged", and every new
+    item would be ranked last.
 
     Args:
       queries: float32 [n, D] query embeddings.
@@ -44,6 +50,7 @@ def retrieved_negatives(
       seen: catalog positions each user index interacted with.
       num_candidates, num_negatives: see HParams.ranking_candidates / ranking_negatives.
       rng: sampling randomness.
+      eligible: bool [N] catalog positions that may be negatives (None: all).
     Returns:
       (int64 [n, num_negatives] catalog positions, -1 where fewer were available;
        bool [n] whether the query's own item is among its top `num_candidates`).
@@ -64,6 +71,8 @@ def retrieved_negatives(
         own = top == positives[start:stop, None]
         retrieved[start:stop] = own.any(axis=1)
         allowed = ~np.take_along_axis(known, top, axis=1) & ~own
+        if eligible is not None:
+            allowed &= eligible[top]
         keys = np.where(allowed, rng.random(top.shape), np.inf)  # a random order of the allowed candidates
         picks = np.argsort(keys, axis=1)[:, :num_negatives]
         chosen = np.take_along_axis(top, picks, axis=1)
@@ -104,7 +113,10 @@ def ranking_rows(users, positions, item_rows, ratings, negatives, retrieved, lik
     }
 
 
-def ranking_dataset(rows: dict[str, np.ndarray], per_row: dict[str, np.ndarray], per_position: dict[str, np.ndarray], batch_size: int, seed: int) -> tf.data.Dataset:
+def ranking_dataset(
+    rows: dict[str, np.ndarray], per_row: dict[str, np.ndarray], per_position: dict[str, np.ndarray], batch_size: int, seed: int,
+    new_item: tuple[float, int, np.ndarray] | None = None,
+) -> tf.data.Dataset:
     """Shuffled batches of ranking model inputs.
 
     Args:
@@ -112,14 +124,26 @@ def ranking_dataset(rows: dict[str, np.ndarray], per_row: dict[str, np.ndarray],
       per_row: query-side inputs by interaction row (F.QUERY_EMBEDDING, F.TIME_CONTEXT).
       per_position: item-side inputs by catalog position (F.ITEM_INDEX,
         F.CANDIDATE_EMBEDDING, optionally F.CONTENT_PROFILE).
+      new_item: (rate, OOV item index, float32 [N, D] content-only candidate
+        embeddings): each example's item is shown, with probability `rate`, as
+        a new item is served: the OOV id and the candidate embedding the tower
+        computes without the id. Both change together, so the ranker learns to
+        score an unknown id from content instead of learning that OOV rows
+        come with warm embeddings.
     """
     row_tables = {name: tf.constant(value) for name, value in per_row.items()}
     position_tables = {name: tf.constant(value) for name, value in per_position.items()}
+    rate, oov_index, content_only = new_item if new_item is not None else (0.0, 0, None)
+    content_only = tf.constant(content_only) if content_only is not None else None
 
     def gather(batch):
         out = {name: batch[name] for name in (F.USER_INDEX, F.ENGAGED, F.LIKED, F.RATING, ENGAGEMENT_WEIGHT, INTERACTION_WEIGHT)}
         out.update({name: tf.gather(table, batch["row"]) for name, table in row_tables.items()})
         out.update({name: tf.gather(table, batch["position"]) for name, table in position_tables.items()})
+        if rate > 0:
+            drop = tf.random.uniform(tf.shape(batch["position"]), seed=seed) < rate
+            out[F.ITEM_INDEX] = tf.where(drop, tf.constant(oov_index, tf.int64), out[F.ITEM_INDEX])
+            out[F.CANDIDATE_EMBEDDING] = tf.where(drop[:, None], tf.gather(content_only, batch["position"]), out[F.CANDIDATE_EMBEDDING])
         return out
 
     dataset = tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows[F.USER_INDEX]), seed=seed, reshuffle_each_iteration=True)

@@ -5,6 +5,7 @@ model code lives in towers/; this module only reads artifacts.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import absl.logging
@@ -14,14 +15,15 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import ranking_data, slices
-from components.content_trainer import ITEM_EMBEDDINGS_URI
+from components import evaluation as ev
+from components import item_graph, ranking_data, slices
+from components.content_trainer import ITEM_EMBEDDINGS_URI, RAW_EXAMPLES_URI
 from towers import exporter
 from towers import features as F
 from towers import warm_start
 from towers.hparams import HParams
 from towers.model import TwoTowerModel, item_sampling_probability
-from towers.ranking import RankingModel
+from towers.ranking import ENGAGEMENT_LOGIT, RankingModel
 from towers.towers import content_profile, profile_modalities
 
 HPARAMS_KEY = "hparams"
@@ -30,6 +32,7 @@ TEXT_ENCODER_KEY = "text_encoder_handle"  # read only when hparams.fine_tune_tex
 WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what the next run can warm-start from
 RETRIEVAL_STATE, RANKING_STATE = "retrieval", "ranking"
 TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the model was trained on
+ITEM_GRAPH_FILE = "item_graph.json"  # beside Format-Serving: the graph's edges and the weights chosen on validation
 
 
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
@@ -178,19 +181,23 @@ def training_interactions(dataset: tf.data.Dataset, query_tower) -> dict[str, np
     return {name: np.concatenate(values) for name, values in out.items()}
 
 
-def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
-    """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim])."""
+def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], oov_index: int, batch_size: int = 1024) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim],
+    content-only candidate embeddings [N, dim]: each item as if new, its id replaced by `oov_index`)."""
     item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES if name in raw_spec}
     text_spec = {F.ITEM_TEXT: tf.io.FixedLenFeature([], tf.string, default_value="")} if candidate_tower.text_encoder is not None else {}
-    ids, embeddings = [], []
+    ids, embeddings, content_only = [], [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
     for batch in records:
         raw = tf.io.parse_example(batch, {**item_spec, **text_spec})
         text = {name: raw.pop(name) for name in text_spec}
         batch_ids = _decode(tf.squeeze(raw[F.ITEM_ID], 1).numpy())
         ids.extend(batch_ids)
-        embeddings.append(candidate_tower({**tft_layer(raw), **content_features(batch_ids, content), **text}).numpy())
-    return ids, np.concatenate(embeddings)
+        inputs = {**tft_layer(raw), **content_features(batch_ids, content), **text}
+        embeddings.append(candidate_tower(inputs).numpy())
+        inputs[F.ITEM_INDEX] = tf.fill(tf.shape(inputs[F.ITEM_INDEX]), tf.constant(oov_index, inputs[F.ITEM_INDEX].dtype))
+        content_only.append(candidate_tower(inputs).numpy())
+    return ids, np.concatenate(embeddings), np.concatenate(content_only)
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -257,13 +264,16 @@ def train(
 
 def train_ranker(
     tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]],
-    base: str | None = None, after: int | None = None,
+    content_only: np.ndarray, base: str | None = None, after: int | None = None,
 ) -> RankingModel:
     """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data).
 
+    `content_only`: the catalog's candidate embeddings without ids (embed_catalog), what the
+    ranker sees for an example whose item id is dropped (hp.id_dropout).
     With `base` (a warm-start folder), starts from its ranking model and trains on the interactions after `after`.
     """
     tf.keras.utils.set_random_seed(hp.seed)
+    oov_index = vocab_sizes(tft_output)[F.VOCAB_ITEM]
     per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
     if catalog.content_profile is not None:
         per_position[F.CONTENT_PROFILE] = catalog.content_profile
@@ -282,10 +292,11 @@ def train_ranker(
     negatives, retrieved = ranking_data.retrieved_negatives(
         train[F.QUERY_EMBEDDING], catalog.embeddings, train[F.USER_INDEX], positions, seen,
         hp.ranking_candidates, hp.ranking_negatives, np.random.default_rng(hp.seed),
+        eligible=catalog.item_index < oov_index,  # items with training interactions
     )
     rows = ranking_data.ranking_rows(train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, retrieved, hp.liked_rating)
     per_row = {F.QUERY_EMBEDDING: train[F.QUERY_EMBEDDING], F.TIME_CONTEXT: train[F.TIME_CONTEXT]}
-    dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed)
+    dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed, new_item=(hp.id_dropout, oov_index, content_only))
     absl.logging.info(
         "ranking model: %d examples (%d interactions, %d of them retrieved in the top %d, %d liked)",
         len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()), int(retrieved.sum()), hp.ranking_candidates, int(rows[F.LIKED].sum()),
@@ -294,7 +305,7 @@ def train_ranker(
     return ranker
 
 
-def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_vocab: list[str], tft_output, content, hp: HParams, fine_tuned_text: bool) -> exporter.CatalogTables:
+def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_vocab: list[str], tft_output, content, hp: HParams, fine_tuned_text: bool, graph: item_graph.ItemGraph | None = None) -> exporter.CatalogTables:
     index = {item: i for i, item in enumerate(item_vocab)}
     return exporter.CatalogTables(
         ids=catalog_ids,
@@ -302,7 +313,60 @@ def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_
         item_index=np.array([index.get(item, len(item_vocab)) for item in catalog_ids], np.int64),  # unseen -> OOV
         content_profile=history_content_table(content_features(catalog_ids, content), hp, fine_tuned_text) if content else None,
         slices=slices.catalog_slices(catalog_ids, item_counts(tft_output), content),
+        graph_neighbours=None if graph is None else graph.neighbours,
+        graph_weights=None if graph is None else graph.weights,
+        graph_kinds=None if graph is None else graph.kinds,
     )
+
+
+def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, catalog_ids: list[str]) -> dict:
+    """Sets the served item-graph weights and history length to those with the best validation Recall@10.
+
+    The validation events are scored as the RetrievalEvaluator scores the eval
+    events (every item seen before an event excluded); the retrieval and
+    ranking pass runs once, then item_graph.choose_mix tries every setting on
+    its outputs. -> what was chosen and tried (for ITEM_GRAPH_FILE).
+    """
+    split = lambda name: os.path.join(raw_examples_uri, f"Split-{name}")
+    train, validation = ev.read_events(split(ev.TRAIN_SPLIT)), ev.read_events(split(ev.VALIDATION_SPLIT))
+    records = ev.read_serialized(split(ev.VALIDATION_SPLIT))
+    ids = np.array([item.encode() for item in catalog_ids], dtype=object)
+    index = ev.catalog_index(ids)
+    seen = ev.SeenItems(index, train, validation).for_events(validation)
+    truth = ev.positions(validation.items, index)
+    lengths = list(item_graph.HISTORY_GRID)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def parts(examples):
+        raw, seen_items = module._parse_eval(examples)
+        out = module._recommend_parts(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), seen_items, lengths)
+        excluded = out["retrieval_scores"] <= tf.float32.min
+        return out["positions"], tf.where(excluded, -np.inf, out["ranked"][ENGAGEMENT_LOGIT]), tf.stack(out["graph"])
+
+    positions, logits, graphs = [], [], []
+    for start in range(0, len(records), 256):
+        batch = [ev.with_seen_items(r, ids[seen[start + i]].tolist()) for i, r in enumerate(records[start : start + 256])]
+        p, l, g = parts(tf.constant(batch))
+        positions.append(p.numpy()), logits.append(l.numpy()), graphs.append(g.numpy())
+    if not records or module.num_graph_kinds == 0:
+        return {"chosen": None, "reason": "no validation events" if not records else "no graph"}
+    graphs = np.concatenate(graphs, axis=1)  # [lengths, V, C, kinds]
+    mix, length, recall, tried = item_graph.choose_mix(
+        np.concatenate(logits), dict(zip(lengths, graphs)), np.concatenate(positions), truth, module.num_graph_kinds
+    )
+    module.graph_mix.assign(mix)
+    module.graph_history.assign(length)
+    without = max(r for m, _, r in tried if not any(m))
+    absl.logging.info(
+        "item graph on %d validation events: weights %s over the last %d history items, Recall@10 %.4f (ranker alone %.4f)",
+        len(truth), dict(zip(item_graph.KINDS, mix.tolist())), length, recall, without,
+    )
+    return {
+        "chosen": {"mix": dict(zip(item_graph.KINDS, mix.tolist())), "history_length": length, "validation_recall_at_10": recall},
+        "ranker_alone_validation_recall_at_10": without,
+        "validation_events": len(truth),
+        "tried": [{"mix": dict(zip(item_graph.KINDS, m)), "history_length": n, "validation_recall_at_10": r} for m, n, r in tried],
+    }
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -326,14 +390,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    catalog_ids, catalog_embeddings = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, content)
+    catalog_ids, catalog_embeddings, content_only = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, content, oov_index=len(item_vocab))
     fine_tuned_text = model.candidate_tower.text_encoder is not None
-    catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text)
     num_user_rows = tft_output.vocabulary_size_by_name(F.VOCAB_USER) + F.NUM_OOV_BUCKETS
     train_data = training_interactions(_dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed), model.query_tower)
-    positions = item_positions(item_vocab, {item: i for i, item in enumerate(catalog_ids)})[train_data[F.ITEM_INDEX]]
+    catalog_index = {item: i for i, item in enumerate(catalog_ids)}
+    positions = item_positions(item_vocab, catalog_index)[train_data[F.ITEM_INDEX]]
+    graph = None
+    if hp.item_graph:
+        content_rows = item_graph.item_content(len(catalog_ids), {item.encode(): i for item, i in catalog_index.items()}, content)
+        graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows)
+        absl.logging.info("item graph: %s edges", graph.edge_counts())
+    catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph)
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
-    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, base, after)
+    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
     module = exporter.ServingModule(
@@ -342,6 +412,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
         index=hp.retrieval_index, oov_item_index=len(item_vocab),
     )
+    if graph is not None and fn_args.custom_config.get(RAW_EXAMPLES_URI):
+        choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI], catalog_ids)
+        tf.io.gfile.makedirs(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)))
+        with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), ITEM_GRAPH_FILE), "w") as f:
+            json.dump({"edges": graph.edge_counts(), **choice}, f, indent=1)
     exporter.export(module, fn_args.serving_model_dir)
     facts = {
         TRAINED_UNTIL: int(train_data[F.TIMESTAMP].max()),

@@ -121,6 +121,7 @@ def create_pipeline(
     ).with_id("latest_blessed_model_resolver")
     trainer = content_trainer.Trainer(
         item_embeddings=content_embedder.outputs["item_embeddings"],
+        raw_examples=example_gen.outputs["examples"],
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],

@@ -213,13 +213,14 @@ def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(
     """Eval records the model cannot read (here: no timestamp, no user) are named, left out and block the blessing."""
     import tensorflow as tf
 
+    from components import evaluation as ev
     from components.retrieval_evaluator import executor
     from datasets.records import EVAL_SPLIT, split_dir
 
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
-    records = executor.read_records(split_dir(paths.data_dir, EVAL_SPLIT))[:30]
+    records = ev.read_serialized(split_dir(paths.data_dir, EVAL_SPLIT))[:30]
     broken = tf.train.Example.FromString(records[3])
     del broken.features.feature[F.TIMESTAMP]
     del broken.features.feature[F.USER_ID]
@@ -237,17 +238,18 @@ def test_evaluate_signatures_exclude_the_seen_items_they_are_given(run):
     """The full seen list the RetrievalEvaluator adds (F.SEEN_ITEMS) is left out of both evaluated lists."""
     import tensorflow as tf
 
+    from components import evaluation as ev
     from components.retrieval_evaluator import executor
     from datasets.records import EVAL_SPLIT, split_dir
 
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
-    records = executor.read_records(split_dir(paths.data_dir, EVAL_SPLIT))[:20]
+    records = ev.read_serialized(split_dir(paths.data_dir, EVAL_SPLIT))[:20]
     model = executor.load_model(summary.read(paths).model_uri)
     for name in (exporter.EVALUATE_SIGNATURE, exporter.EVALUATE_RECOMMEND_SIGNATURE):
         before = model.signatures[name](examples=tf.constant(records))[exporter.ITEM_IDS_OUTPUT].numpy()
-        seen = [executor.with_seen_items(record, list(top)) for record, top in zip(records, before)]
+        seen = [ev.with_seen_items(record, list(top)) for record, top in zip(records, before)]
         after = model.signatures[name](examples=tf.constant(seen))[exporter.ITEM_IDS_OUTPUT].numpy()
         assert all(not set(a) & set(b) for a, b in zip(after, before)), name
 

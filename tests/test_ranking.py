@@ -103,6 +103,17 @@ def test_retrieved_negatives_come_from_the_top_and_skip_known_items():
     assert retrieved.tolist() == [True, True, False]
 
 
+def test_items_without_training_interactions_are_never_negatives():
+    """Else the OOV id they share would only ever be a negative, and the ranker would bury every new item."""
+    catalog = np.eye(4, dtype=np.float32)
+    queries = np.array([[4, 3, 2, 1]], np.float32)
+    negatives, _ = ranking_data.retrieved_negatives(
+        queries, catalog, users=np.array([0]), positives=np.array([0]), seen=[[]],
+        num_candidates=4, num_negatives=3, rng=np.random.default_rng(0), eligible=np.array([True, False, True, False]),
+    )
+    assert sorted(negatives[0].tolist()) == [-1, -1, 2]
+
+
 def test_ranking_rows_label_interactions_and_negatives():
     rows = ranking_data.ranking_rows(
         users=np.array([0, 1, 2]), positions=np.array([3, -1, 4]), item_rows=np.arange(3),
@@ -128,6 +139,19 @@ def test_ranking_dataset_gathers_item_and_query_inputs():
     by_item = {int(i): (float(e), c.tolist()) for i, e, c in zip(batch[F.ITEM_INDEX], batch[F.ENGAGED], batch[F.CANDIDATE_EMBEDDING].numpy())}
     assert by_item == {8: (1.0, [1.0, 0.0]), 7: (0.0, [0.0, 1.0])}
     assert batch[F.QUERY_EMBEDDING].numpy().tolist() == [[1.0, 2.0], [1.0, 2.0]]
+
+
+def test_dropped_item_ids_come_with_the_content_only_embedding():
+    rows = ranking_data.ranking_rows(np.zeros(400, np.int64), np.arange(400) % 2, np.zeros(400, np.int64), np.full(400, 5.0), np.full([400, 1], -1), np.ones(400, bool), 4.0)
+    per_row = {F.QUERY_EMBEDDING: np.ones([1, 2], np.float32), F.TIME_CONTEXT: np.zeros([1, 4], np.float32)}
+    per_position = {F.ITEM_INDEX: np.array([0, 1], np.int64), F.CANDIDATE_EMBEDDING: np.array([[1.0, 0.0], [2.0, 0.0]], np.float32)}
+    content_only = np.array([[0.0, -1.0], [0.0, -2.0]], np.float32)
+    dataset = ranking_data.ranking_dataset(rows, per_row, per_position, batch_size=400, seed=0, new_item=(0.25, 9, content_only))
+    batch = next(iter(dataset))
+    pairs = {(int(i), tuple(c)) for i, c in zip(batch[F.ITEM_INDEX].numpy(), batch[F.CANDIDATE_EMBEDDING].numpy().tolist())}
+    assert pairs == {(0, (1.0, 0.0)), (1, (2.0, 0.0)), (9, (0.0, -1.0)), (9, (0.0, -2.0))}
+    dropped = float(np.mean(batch[F.ITEM_INDEX].numpy() == 9))
+    assert 0.15 < dropped < 0.35, dropped
 
 
 def test_slices_hand_computed():

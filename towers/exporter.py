@@ -51,7 +51,7 @@ import tensorflow as tf
 
 from towers import features as F
 from towers import metrics
-from towers.ranking import ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT
+from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT
 
 SERVING_DEFAULT = "serving_default"
 RECOMMEND_SIGNATURE = "recommend"
@@ -70,6 +70,7 @@ ITEM_IDS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 PREDICTED_RATINGS_OUTPUT = "predicted_ratings"
 RETRIEVAL_SCORES_OUTPUT = "retrieval_scores"
+GRAPH_HISTORY = 5  # recommend's default history length for item-graph scores (the Trainer chooses it on validation)
 EMBEDDINGS_OUTPUT = "embeddings"
 MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 UNKNOWN = "unknown"  # slice value of an eval item that is not in the catalog
@@ -100,6 +101,25 @@ def _is_excluded(positions: tf.Tensor, exclude: tf.Tensor, num_items: tf.Tensor)
     sorted_positions = tf.concat([rows.to_tensor(default_value=tf.int64.max), sentinel], axis=1)
     found = tf.searchsorted(sorted_positions, positions)
     return tf.equal(tf.gather(sorted_positions, found, batch_dims=1), positions)
+
+
+def graph_scores(recent: tf.Tensor, positions: tf.Tensor, neighbours: tf.Tensor, weights: tf.Tensor, kinds: tf.Tensor, num_kinds: int, length) -> tf.Tensor:
+    """[batch, C, num_kinds]: per candidate and edge kind, the summed weights of the candidate's item-graph edges
+    to the user's last `length` history items, divided by the largest over the row's candidates (so in [0, 1]).
+
+    Args:
+      recent: [batch, L] catalog positions of the history, oldest first (-1: padding or not in the catalog).
+      positions: [batch, C] candidates' catalog positions.
+      neighbours, weights: [N, K] each item's neighbours (-1: none) and edge weights; kinds: [K] edge kind per column.
+    """
+    known = recent >= 0
+    from_end = tf.cumsum(tf.cast(known, tf.int64), axis=1, reverse=True)  # 1 = the latest known item
+    recent = tf.where(known & (from_end <= length), recent, -2)  # -2 matches no neighbour (-1 pads them)
+    rows = tf.maximum(positions, 0)
+    linked = tf.reduce_any(tf.equal(tf.gather(neighbours, rows)[..., None], recent[:, None, None, :]), axis=-1)  # [batch, C, K]
+    linked_weights = tf.where(linked, tf.gather(weights, rows), 0.0)
+    per_kind = tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(linked_weights, [2, 0, 1]), kinds, num_kinds), [1, 2, 0])
+    return tf.math.divide_no_nan(per_kind, tf.reduce_max(per_kind, axis=1, keepdims=True))
 
 
 def _feature_spec(raw_spec: dict, names) -> dict:
@@ -144,6 +164,9 @@ class CatalogTables:
       item_index: int64 [N] vocabulary index (the OOV index for items unseen in training).
       content_profile: float32 [N, C] the ranker's content input; None when the model has no content.
       slices: F.ITEM_POPULARITY, F.ITEM_FRESHNESS, F.ITEM_MODALITIES -> str [N].
+      graph_neighbours: int64 [N, K] each item's item-graph neighbours (catalog positions, -1: none);
+        graph_weights: float32 [N, K] their edge weights; graph_kinds: int [K] the edge kind
+        of each column (components.item_graph). K = 0: no graph.
     """
 
     ids: list
@@ -151,6 +174,9 @@ class CatalogTables:
     item_index: np.ndarray
     content_profile: np.ndarray | None
     slices: dict
+    graph_neighbours: np.ndarray | None = None
+    graph_weights: np.ndarray | None = None
+    graph_kinds: np.ndarray | None = None
 
 
 class ServingModule(tf.Module):
@@ -212,6 +238,16 @@ class ServingModule(tf.Module):
             self.catalog_content_profile = _growable(np.asarray(catalog.content_profile, np.float32), "catalog_content_profile")
         self.catalog_slices = {name: _growable(_bytes(values), name) for name, values in catalog.slices.items()}
         self.oov_item_index = tf.Variable(oov_item_index, dtype=tf.int64, trainable=False, name="oov_item_index")
+        # The item graph: recommend adds graph_mix . (each kind's edge weight to the user's last
+        # graph_history items) to the ranker's logit. Both are set on the validation split (Trainer).
+        kinds = np.zeros([0], np.int64) if catalog.graph_kinds is None else np.asarray(catalog.graph_kinds, np.int64)
+        self.num_graph_kinds = int(kinds.max(initial=-1)) + 1
+        width = len(kinds)
+        self.graph_neighbours = _growable(np.full([len(catalog.ids), 0], -1, np.int64) if not width else np.asarray(catalog.graph_neighbours, np.int64), "graph_neighbours")
+        self.graph_weights = _growable(np.zeros([len(catalog.ids), 0], np.float32) if not width else np.asarray(catalog.graph_weights, np.float32), "graph_weights")
+        self.graph_kinds = tf.constant(kinds)
+        self.graph_mix = tf.Variable(np.zeros([self.num_graph_kinds], np.float32), trainable=False, name="graph_mix")
+        self.graph_history = tf.Variable(GRAPH_HISTORY, dtype=tf.int64, trainable=False, name="graph_history")
         self.profile_modalities = tf.Variable(_bytes(profile_modalities) if profile_modalities else np.zeros([0], object), dtype=tf.string, shape=[None], trainable=False, name="profile_modalities")
         self.index_type = tf.Variable(index, trainable=False, name="index_type")
         # Catalog rows [0, indexed_items) are in the ScaNN index; later rows (added items) are scored by brute force.
@@ -257,6 +293,10 @@ class ServingModule(tf.Module):
         self.catalog_item_index.assign(tf.concat([self.catalog_item_index, tf.fill([count], self.oov_item_index)], 0))
         if self.catalog_content_profile is not None:
             self.catalog_content_profile.assign(tf.concat([self.catalog_content_profile, items[F.CONTENT_PROFILE]], 0))
+        # no graph edges of their own yet: an added item is ranked by the ranker alone
+        width = tf.shape(self.graph_neighbours, out_type=tf.int64)[1]
+        self.graph_neighbours.assign(tf.concat([self.graph_neighbours, tf.fill([count, width], tf.constant(-1, tf.int64))], 0))
+        self.graph_weights.assign(tf.concat([self.graph_weights, tf.zeros([count, width])], 0))
         for name, table in self.catalog_slices.items():
             table.assign(tf.concat([table, items[name]], 0))
         return start + count
@@ -362,15 +402,34 @@ class ServingModule(tf.Module):
         if self.catalog_content_profile is not None:
             inputs[F.CONTENT_PROFILE] = tf.gather(self.catalog_content_profile.value(), flat)
         outputs = self.ranker(inputs)
-        return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)}
+        return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)}
+
+    def _graph_scores(self, history: tf.SparseTensor, positions: tf.Tensor, length) -> tf.Tensor:
+        """graph_scores for candidates at catalog `positions` [batch, C] and the user's `history` ids."""
+        recent = self._positions(tf.sparse.to_dense(history, default_value=""))  # [batch, L], -1: padding or unknown
+        return graph_scores(recent, positions, self.graph_neighbours.value(), self.graph_weights.value(), self.graph_kinds, self.num_graph_kinds, length)
+
+    def _recommend_parts(self, raw: dict, exclude_seen: tf.Tensor, seen=None, history_lengths=None) -> dict:
+        """Retrieve, rank, and score the retrieved candidates on the item graph -> the parts `recommend` blends:
+        positions [batch, C], retrieval scores, ranker outputs (name -> [batch, C]), graph [batch, C, kinds]
+        (one per entry of `history_lengths`, default: the served graph_history)."""
+        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen, seen)
+        lengths = [self.graph_history] if history_lengths is None else history_lengths
+        return {
+            "positions": positions,
+            "retrieval_scores": retrieval_scores,
+            "ranked": self._ranking_scores(transformed, queries, positions),
+            "graph": [self._graph_scores(raw[F.HISTORY], positions, length) for length in lengths],
+        }
 
     def _recommend(self, raw: dict, exclude_seen: tf.Tensor, k: int | None = None, seen=None) -> dict:
         """The top `k` (default: the serving K) of the ranked `ranking_candidates` retrieved items."""
-        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen, seen)
-        ranked = self._ranking_scores(transformed, queries, positions)
+        parts = self._recommend_parts(raw, exclude_seen, seen)
+        positions, retrieval_scores, ranked = parts["positions"], parts["retrieval_scores"], parts["ranked"]
         excluded = retrieval_scores <= tf.float32.min  # only when fewer than ranking_candidates remain
-        engagement = tf.where(excluded, -1.0, ranked[ENGAGEMENT_OUTPUT])
-        scores, order = tf.math.top_k(engagement, k=min(k or self.k, self.ranking_candidates))
+        # the ranker's logit + the item graph (components.item_graph.blend), as a probability-like score
+        blended = tf.sigmoid(ranked[ENGAGEMENT_LOGIT] + tf.linalg.matvec(parts["graph"][0], self.graph_mix))
+        scores, order = tf.math.top_k(tf.where(excluded, -1.0, blended), k=min(k or self.k, self.ranking_candidates))
         return {
             ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids.value(), tf.gather(positions, order, batch_dims=1)),
             SCORES_OUTPUT: scores,

@@ -48,6 +48,9 @@ class HParams:
         ScaNN-enabled image; worth it from about 100k items).
       ranking_candidates: items retrieved for the ranking model to order
         (`recommend`); also where the ranker's training negatives come from.
+      item_graph: `recommend` adds item-graph scores (co-occurrence and content
+        neighbours of the user's last history items, components.item_graph) to
+        the ranker's, with weights chosen on the validation split.
       ranking_negatives: retrieved, not-interacted items sampled per training
         interaction as the ranker's negatives.
       ranking_cross_layers: DCN-v2 cross layers of the ranking model.
@@ -84,6 +87,7 @@ class HParams:
     retrieval_index: str = "brute_force"
     ranking_candidates: int = 100
     ranking_negatives: int = 3
+    item_graph: bool = True
     ranking_cross_layers: int = 2
     ranking_projection_dim: int = 32
     ranking_hidden_units: tuple[int, ...] = (64, 32)

@@ -52,9 +52,10 @@ class RankingModel(tfrs.Model):
     def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dim: int = 0):
         super().__init__()
         self.hp, self.content_dim = hp, content_dim
-        users, items = vocab_sizes[F.VOCAB_USER], vocab_sizes[F.VOCAB_ITEM]
+        users = vocab_sizes[F.VOCAB_USER]
         self.user_dropout = IdDropout(users, hp.id_dropout, seed=hp.seed)
-        self.item_dropout = IdDropout(items, hp.id_dropout, seed=hp.seed + 1)
+        # Item ids are dropped in the training data instead (components.ranking_data.ranking_dataset),
+        # together with the candidate embedding, as a new item is served.
         self.user_embedding = id_embedding(vocab_sizes, F.VOCAB_USER, hp.id_embedding_dim, "ranking_user_embedding")
         self.item_embedding = id_embedding(vocab_sizes, F.VOCAB_ITEM, hp.id_embedding_dim, "ranking_item_embedding")
         self.content_projection = tf.keras.layers.Dense(hp.fusion_dim, name="ranking_content_projection") if content_dim else None
@@ -83,7 +84,7 @@ class RankingModel(tfrs.Model):
         query, candidate = inputs[F.QUERY_EMBEDDING], inputs[F.CANDIDATE_EMBEDDING]
         parts = [
             self.user_embedding(self.user_dropout(inputs[F.USER_INDEX], training=training)),
-            self.item_embedding(self.item_dropout(inputs[F.ITEM_INDEX], training=training)),
+            self.item_embedding(inputs[F.ITEM_INDEX]),
             query,
             candidate,
             query * candidate,

@@ -68,19 +68,6 @@ class Thresholds:
         return cls(**json.loads(text))
 
 
-def read_records(split_uri: str) -> list[bytes]:
-    """The serialized examples of a split folder, in the order evaluation.read_events reads them."""
-    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
-    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-
-
-def with_seen_items(record: bytes, seen_ids: list[bytes]) -> bytes:
-    """The eval example with F.SEEN_ITEMS set: the items the `evaluate*` signatures exclude."""
-    example = tf.train.Example.FromString(record)
-    example.features.feature[F.SEEN_ITEMS].bytes_list.value[:] = seen_ids
-    return example.SerializeToString()
-
-
 def load_model(model_uri: str):
     """The SavedModel of a Trainer output (text ops registered first: a fine-tuned text tower needs them)."""
     import tensorflow_text  # noqa: F401  (registers the ops)
@@ -211,7 +198,7 @@ def evaluate_split(model, events: dict[str, ev.Events], records: list[bytes], sp
     seen = ev.SeenItems(index, events[ev.TRAIN_SPLIT], *(e for name, e in events.items() if name != ev.TRAIN_SPLIT)).for_events(target)
 
     def prepare(number: int, record: bytes) -> bytes:
-        return with_seen_items(record, catalog_ids[seen[number]].tolist())
+        return ev.with_seen_items(record, catalog_ids[seen[number]].tolist())
 
     result, problems, outputs, kept = evaluate_model(model, records, with_slices, prepare)
     cold = ev.cold_mask(len(catalog_ids), index, events[ev.TRAIN_SPLIT])
@@ -294,7 +281,7 @@ class Executor(base_executor.BaseExecutor):
             thresholds = dataclasses.replace(thresholds, min_recall_at_100=float(exec_properties[spec.MIN_RECALL_KEY]))
         model_artifact = artifact_utils.get_single_instance(input_dict[spec.MODEL_KEY])
         split_uri = {split: artifact_utils.get_split_uri(input_dict[spec.EXAMPLES_KEY], split) for split in (ev.TRAIN_SPLIT, ev.VALIDATION_SPLIT, ev.EVAL_SPLIT)}
-        records = read_records(split_uri[ev.EVAL_SPLIT])
+        records = ev.read_serialized(split_uri[ev.EVAL_SPLIT])
         events = {split: ev.read_events(uri) for split, uri in split_uri.items()}
         held_out = events[ev.EVAL_SPLIT]
         absl.logging.info("RetrievalEvaluator: %d eval records", len(records))

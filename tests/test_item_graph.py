@@ -1,0 +1,59 @@
+"""The item graph (components.item_graph) and the served scores built on it (towers.exporter.graph_scores)."""
+import numpy as np
+import pytest
+
+from components import item_graph
+
+pytestmark = pytest.mark.unit
+
+
+def test_cooccurrence_neighbours_come_from_shared_users_and_new_items_get_content_neighbours_only():
+    # users 0 and 1 both took items 0 and 1; user 2 took 1 and 2; item 3 has no interaction (new).
+    users = np.array([0, 0, 1, 1, 2, 2])
+    positions = np.array([0, 1, 0, 1, 1, 2])
+    content = np.array([[1, 0], [0, 1], [0, 1], [1, 0]], np.float32)  # item 3 looks like item 0
+    graph = item_graph.build(users, positions, 4, content, k=2)
+    cooc = graph.kinds == item_graph.KINDS.index(item_graph.COOCCURRENCE)
+    assert set(graph.neighbours[0][cooc]) == {1, -1}
+    assert graph.neighbours[1][cooc][0] == 0 and graph.weights[1][cooc][0] > graph.weights[1][cooc][1] > 0  # 0 shares 2 users
+    assert (graph.neighbours[3][cooc] == -1).all()
+    assert set(graph.neighbours[3][~cooc]) == {0, -1}  # by content, never itself
+    assert graph.edge_counts() == {item_graph.COOCCURRENCE: 4, item_graph.CONTENT: 4}
+
+
+def test_without_content_the_graph_has_cooccurrence_edges_only():
+    graph = item_graph.build(np.array([0, 0]), np.array([0, 1]), 3, None, k=2)
+    assert graph.neighbours.shape == (3, 2) and set(graph.kinds) == {0}
+
+
+def test_choose_mix_picks_the_weights_that_recover_the_held_out_items():
+    # 2 events, 3 candidates; the ranker puts the true item (position 7) second, the graph first.
+    logits = np.array([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+    candidates = np.array([[5, 7, 9], [5, 7, 9]])
+    truth = np.array([7, 7])
+    graph = np.zeros([2, 3, 1])
+    graph[:, 1, 0] = 1.0
+    mix, length, recall, tried = item_graph.choose_mix(logits, {5: graph, 10: graph * 0}, candidates, truth, kinds=1, k=1)
+    assert recall == 1.0 and length == 5 and mix.tolist() == [2.0]  # the smallest weight that lifts 7 above 5 (1 + w > 2)
+    assert any(m == [0.0] and r == 0.0 for m, _, r in tried)
+
+
+def test_served_graph_scores_sum_edges_to_the_last_history_items_per_kind():
+    tf = pytest.importorskip("tensorflow")
+    from towers.exporter import graph_scores
+
+    neighbours = np.array([[1, 2, -1, -1], [0, -1, 2, -1], [0, 1, 1, 0]], np.int64)
+    weights = np.array([[0.5, 0.2, 0, 0], [0.5, 0, 0.9, 0], [0.2, 0.1, 0.3, 0.4]], np.float32)
+    kinds = np.array([0, 0, 1, 1])
+    recent = np.array([[0, 1, -1], [2, 0, 1]], np.int64)  # row 0: history 0 then 1 (padded); row 1: 2, 0, 1
+    candidates = np.array([[2, 1], [2, 0]], np.int64)
+    out = graph_scores(recent, candidates, neighbours, weights, kinds, 2, length=1).numpy()
+    # row 0, last item 1: candidate 2 links to 1 by cooc 0.1 and content 0.3; candidate 1 has no edge to itself.
+    np.testing.assert_allclose(out[0], [[1.0, 1.0], [0.0, 0.0]])
+    # row 1, last item 1: candidate 2 -> 1 (0.1 cooc, 0.3 content); candidate 0 -> 1 (0.5 cooc).
+    np.testing.assert_allclose(out[1], [[0.2, 1.0], [1.0, 0.0]])
+    both = graph_scores(recent, candidates, neighbours, weights, kinds, 2, length=2).numpy()
+    # row 1, last two items (0, 1): candidate 2 -> cooc 0.2 + 0.1, content 0.4 + 0.3; candidate 0 -> cooc 0.5
+    np.testing.assert_allclose(both[1], [[0.6, 1.0], [1.0, 0.0]], rtol=1e-6)
+    # the blend recommend orders by is item_graph.blend
+    np.testing.assert_allclose(item_graph.blend(np.zeros([2, 2]), both, np.array([1.0, 2.0])), both @ np.array([1.0, 2.0]))
