@@ -44,6 +44,7 @@ from towers.hparams import HParams  # noqa: E402
 
 DEFAULT = "default"
 VARIANTS = {  # --variants key -> (row title, HParams changes)
+    "no-graph": ("without the item graph (the ranker alone orders the candidates)", dict(item_graph=False)),
     "id-only": ("ID-only item tower (full query tower)", dict(item_modalities=("id",))),
     "tfrs": ("TFRS tutorial two-tower (user id / item id, no logQ)", dict(item_modalities=("id",), query_features=("id",), use_logq=False)),
 }
@@ -87,6 +88,7 @@ def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL,
     for key in variants:
         title, changes = VARIANTS[key]
         runs[title] = [run_variant(dataset, output, HParams(**changes), split, eval_fraction)]
+    graph_choices = {title: [s.item_graph for s, _ in variant] for title, variant in runs.items()}
     first = runs[DEFAULT][0][0]
     baselines = first.baselines
     best = baselines["best"]
@@ -108,7 +110,7 @@ def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL,
     for title, variant in runs.items():
         seconds = ", ".join(f"{s:.0f}" for _, s in variant)
         lines.append(_row(f"{title}: retrieval", [s.model_metrics for s, _ in variant], f"- / {seconds}"))
-        lines.append(_row(f"{title}: served recommend", [s.recommend_metrics for s, _ in variant], ""))
+        lines.append(_row(f"{title}: served recommend", [s.recommend_metrics for s, _ in variant], _validation_cell(graph_choices[title])))
     lines += ["", f"### {R10} with 95% user-bootstrap intervals; ratios to the best baseline and to most-popular (per event / per user)", "",
               "| recommender | per event | per user | / best baseline | / most-popular |", "|---|---|---|---|---|"]
     comparison = report["comparison"][R10]
@@ -138,6 +140,18 @@ def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL,
               "interactions (the cold-start literature's protocol); popularity-based baselines order those items arbitrarily (all counts are 0).",
               "wall s: the first default run includes every upstream component from an empty output folder; later runs re-run the Trainer and the evaluators."]
     return lines
+
+
+def _validation_cell(choices: list) -> str:
+    """served recommend's validation R@10 with the chosen graph weights (and with the ranker alone)."""
+    chosen = [c for c in choices if c and c.get("chosen")]
+    if not chosen:
+        return ""
+    first = chosen[0]["chosen"]
+    with_graph = np.mean([c["chosen"]["validation_recall_at_10"] for c in chosen])
+    alone = np.mean([c["ranker_alone_validation_recall_at_10"] for c in chosen])
+    mix = ", ".join(f"{kind} {weight:g}" for kind, weight in first["mix"].items())
+    return f"{with_graph:.4f} (ranker alone {alone:.4f}; graph {mix}, last {first['history_length']} items)"
 
 
 def _pair(row: dict) -> str:

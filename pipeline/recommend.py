@@ -90,8 +90,8 @@ def signature_def_inputs(signature_def) -> dict:
 
 
 def recommend(model, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> list[tuple[str, float]]:
-    """(item_id, score) best first: the `recommend` signature (retrieve, then rank; score = engagement
-    probability), or with rank=False the `query` signature (retrieval alone, dot-product score)."""
+    """(item_id, score) best first: the `recommend` signature (retrieve, then rank; score = sigmoid of the
+    ranker's engagement logit + the item-graph score), or with rank=False the `query` signature (retrieval alone, dot-product score)."""
     import tensorflow as tf
 
     from towers import exporter

@@ -87,6 +87,18 @@ def format_check(check: dict) -> str:
     return f"  {verdict}  {check['check']}  ({check['detail']})"
 
 
+def format_item_graph(graph: dict) -> str:
+    """The item graph's edges and the weights the Trainer chose on the validation split ('' without a graph)."""
+    if not graph.get("chosen"):
+        return ""
+    chosen = graph["chosen"]
+    mix = ", ".join(f"{kind} {weight:g}" for kind, weight in chosen["mix"].items())
+    edges = ", ".join(f"{kind} {count:,}" for kind, count in graph["edges"].items())
+    return (f"Item graph: {edges} edges; recommend adds them with weights {mix} over the last {chosen['history_length']} history items, "
+            f"chosen on {graph['validation_events']:,} validation events: Recall@10 {chosen['validation_recall_at_10']:.4f} "
+            f"(ranker alone {graph['ranker_alone_validation_recall_at_10']:.4f})")
+
+
 def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     lines = ["", "== mmtower run summary ==", "Eval split, per event (Recall@K = the held-out item is in the top K):",
              format_metrics_table(summary.model_metrics, summary.recommend_metrics, summary.baselines), ""]
@@ -97,6 +109,8 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     if summary.content_quarantined is not None:
         embedded = ", ".join(f"{modality} {count:,}" for modality, count in summary.content_items.items())
         lines.append(f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})")
+    if line := format_item_graph(summary.item_graph):
+        lines.append(line)
     lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
     if summary.blessed is None:
         lines.append("Evaluators: no blessing recorded")

@@ -30,6 +30,7 @@ class RunSummary:
     content_quarantined: int | None = None
     content_quarantine_file: str | None = None
     content_items: dict[str, int] = field(default_factory=dict)  # modality -> items with that embedding
+    item_graph: dict = field(default_factory=dict)  # the Trainer's item_graph.json: edges, the weights chosen on validation
 
 
 def _latest(store, type_name: str, component: str, pipeline_name: str):
@@ -112,6 +113,11 @@ def read(paths: RunPaths) -> RunSummary:
         summary.content_items = {modality: len(items) for modality, items in read_item_embeddings(content.uri).items()}
     if model := _latest(store, "Model", TRAINER_COMPONENT, name):
         summary.model_uri = model.uri
+        from components.trainer import ITEM_GRAPH_FILE
+
+        if os.path.exists(graph_file := os.path.join(model.uri, ITEM_GRAPH_FILE)):
+            with open(graph_file) as f:
+                summary.item_graph = json.load(f)
     if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, name):
         if pushed.custom_properties["pushed"].int_value:
             summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

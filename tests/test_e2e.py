@@ -146,6 +146,23 @@ def test_every_simple_baseline_is_scored_and_compared_per_event_and_per_user(run
         assert result.content_items == {"text": catalog_size}
 
 
+def test_served_item_graph_weights_are_the_ones_chosen_on_validation(run):
+    import numpy as np
+
+    from components import item_graph
+    from components.retrieval_evaluator import executor
+
+    paths, _ = run
+    graph = summary.read(paths).item_graph
+    assert graph["validation_events"] > 0 and all(graph["edges"][kind] > 0 for kind in item_graph.KINDS)
+    best = max(t["validation_recall_at_10"] for t in graph["tried"])
+    assert graph["chosen"]["validation_recall_at_10"] == best >= graph["ranker_alone_validation_recall_at_10"]
+    model = executor.load_model(summary.read(paths).model_uri)
+    np.testing.assert_allclose(model.graph_mix.numpy(), [graph["chosen"]["mix"][kind] for kind in item_graph.KINDS])
+    assert int(model.graph_history.numpy()) == graph["chosen"]["history_length"]
+    assert "Item graph:" in report.format_run(summary.read(paths), {})
+
+
 def test_both_evaluators_slice_by_item_and_user(run):
     import tensorflow_model_analysis as tfma
 
