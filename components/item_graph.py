@@ -6,8 +6,11 @@ Edges, each kind kept apart (the served model weighs them):
   interactions have none;
 - content: cosine of the items' content (each modality L2-normalised,
   concatenated: the content kNN baseline's similarity); every item with
-  content has them, new items included, so they are how a new item is
-  connected to what a user consumed.
+  content has them, new items included;
+- inherited: an item without co-occurrence edges (a new item) takes its
+  content neighbours' co-occurrence edges, weighted by content similarity
+  (two hops: new item -content- known item -co-occurrence- history item), so
+  a new item is scored like the known items it resembles.
 
 Built from the training split only, `k` neighbours per item and kind. The
 served `recommend` scores each retrieved candidate by its edges to the user's
@@ -23,7 +26,8 @@ import scipy.sparse as sp
 
 COOCCURRENCE = "cooccurrence"
 CONTENT = "content"
-KINDS = (COOCCURRENCE, CONTENT)
+INHERITED = "inherited"
+KINDS = (COOCCURRENCE, CONTENT, INHERITED)
 NEIGHBOURS = 20  # per item and kind
 BATCH = 1024
 
@@ -72,25 +76,21 @@ def cooccurrence(users: np.ndarray, positions: np.ndarray, catalog_size: int) ->
     return similarity
 
 
-def _top_k_rows(rows: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense similarity rows [b, N] (row i is item offset + i) -> top-k positive (positions, weights), self excluded."""
-    rows = rows.copy()
-    rows[np.arange(len(rows)), offset + np.arange(len(rows))] = 0.0
-    k = min(k, rows.shape[1])
-    top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
-    weights = np.take_along_axis(rows, top, axis=1)
-    return np.where(weights > 0, top, -1), np.maximum(weights, 0.0)
-
-
-def nearest(similarity, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k neighbours of every row of a square similarity (scipy sparse or a callable giving dense row blocks)."""
+def nearest(similarity, k: int, selves: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k positive entries of each row of a [n, N] similarity (scipy sparse, or anything whose row slices are dense
+    arrays) -> (positions [n, k], -1: none; weights [n, k]). Row i belongs to item selves[i] (default: i), never its own neighbour."""
     size = similarity.shape[0]
+    selves = np.arange(size) if selves is None else selves
     neighbours, weights = np.full([size, k], -1, np.int64), np.zeros([size, k], np.float32)
     for start in range(0, size, BATCH):
         block = similarity[start : start + BATCH]
-        block = block.toarray() if sp.issparse(block) else np.asarray(block)
-        top, values = _top_k_rows(block.astype(np.float32), k, start)
-        neighbours[start : start + len(block), : top.shape[1]], weights[start : start + len(block), : top.shape[1]] = top, values
+        block = (block.toarray() if sp.issparse(block) else np.array(block)).astype(np.float32)
+        block[np.arange(len(block)), selves[start : start + BATCH]] = 0.0
+        width = min(k, block.shape[1])
+        top = np.argpartition(-block, width - 1, axis=1)[:, :width]
+        values = np.take_along_axis(block, top, axis=1)
+        neighbours[start : start + len(block), :width] = np.where(values > 0, top, -1)
+        weights[start : start + len(block), :width] = np.maximum(values, 0.0)
     return neighbours, weights
 
 
@@ -104,11 +104,31 @@ class _ContentSimilarity:
         return self.content[rows] @ self.content.T
 
 
+def inherited(similarity: sp.csr_matrix, content_neighbours: np.ndarray, content_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inherited co-occurrence edges of every item without co-occurrence edges (see the module docstring)."""
+    size = similarity.shape[0]
+    neighbours, weights = np.full([size, k], -1, np.int64), np.zeros([size, k], np.float32)
+    has_edges = np.diff(similarity.indptr) > 0
+    orphans = np.flatnonzero(~has_edges)
+    if not len(orphans) or not has_edges.any():
+        return neighbours, weights
+    via = content_neighbours[orphans]
+    usable = (via >= 0) & has_edges[np.maximum(via, 0)] & (content_weights[orphans] > 0)
+    rows = np.repeat(np.arange(len(orphans)), usable.sum(axis=1))
+    link = sp.csr_matrix((content_weights[orphans][usable], (rows, via[usable])), shape=(len(orphans), size))
+    link = sp.diags(1.0 / np.maximum(np.asarray(link.sum(axis=1)).ravel(), 1e-12)) @ link  # a similarity-weighted mean
+    top, values = nearest((link @ similarity).tocsr(), k, orphans)
+    neighbours[orphans], weights[orphans] = top, values
+    return neighbours, weights
+
+
 def build(users: np.ndarray, positions: np.ndarray, catalog_size: int, content: np.ndarray | None, k: int = NEIGHBOURS) -> ItemGraph:
     """The graph from training interactions (user ids, catalog positions) and content rows [N, D] (unit rows; zeros: none; None: no content)."""
-    parts = [nearest(cooccurrence(users, positions, catalog_size), k)]
+    similarity = cooccurrence(users, positions, catalog_size)
+    parts = [nearest(similarity, k)]
     if content is not None:
         parts.append(nearest(_ContentSimilarity(content), k))
+        parts.append(inherited(similarity, *parts[1], k))
     neighbours = np.concatenate([p[0] for p in parts], axis=1)
     weights = np.concatenate([p[1] for p in parts], axis=1)
     kinds = np.repeat(np.arange(len(parts)), k)
@@ -131,25 +151,31 @@ MIX_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 HISTORY_GRID = (1, 3, 5, 10, 20)
 
 
+def recall_at(scores: np.ndarray, hit: np.ndarray, k: int) -> float:
+    """Share of rows whose hit column is in the top k of `scores` [V, C] (ties count against it; no hit: a miss)."""
+    has = hit.any(axis=1)
+    truth = np.where(has, scores[np.arange(len(scores)), hit.argmax(axis=1)], np.inf)
+    ahead = (scores >= truth[:, None]).sum(axis=1) - 1
+    return float(np.mean(has & (ahead < k))) if len(scores) else 0.0
+
+
 def choose_mix(logits: np.ndarray, graph_scores: dict[int, np.ndarray], candidates: np.ndarray, truth: np.ndarray, kinds: int, k: int = 10) -> tuple[np.ndarray, int, float, list]:
-    """The graph weights and history length with the best Recall@k on the validation events.
+    """The graph weights (every combination of MIX_GRID per kind) and history length with the best Recall@k.
 
     Args:
       logits: [V, C] ranker logits of each event's retrieved candidates (-inf: excluded).
       graph_scores: history length -> [V, C, kinds] scaled graph scores.
       candidates: [V, C] catalog positions; truth: [V] each event's item position.
     Returns:
-      (mix [kinds], history length, its validation Recall@k, [(mix, length, recall)] every setting tried).
+      (mix [kinds], history length, its Recall@k, [(mix, length, recall)] every setting tried).
     """
     hit = candidates == truth[:, None]  # [V, C]
     tried = []
-    grids = np.array(np.meshgrid(*[MIX_GRID] * kinds, indexing="ij")).reshape(kinds, -1).T
+    grid = np.array(np.meshgrid(*[MIX_GRID] * kinds, indexing="ij")).reshape(kinds, -1).T
     for length, scores in graph_scores.items():
-        for mix in grids:
+        for mix in grid:
             if length != min(graph_scores) and not mix.any():
                 continue  # without the graph the length does not matter
-            order = np.argsort(-blend(logits, scores, mix), axis=1, kind="stable")[:, :k]
-            recall = float(np.take_along_axis(hit, order, axis=1).any(axis=1).mean()) if len(truth) else 0.0
-            tried.append((mix.tolist(), length, recall))
+            tried.append((mix.tolist(), length, recall_at(blend(logits, scores, mix), hit, k)))
     best = max(tried, key=lambda t: (round(t[2], 6), -sum(t[0]), -t[1]))  # ties: the smaller weights, the shorter history
     return np.array(best[0], np.float32), best[1], best[2], tried

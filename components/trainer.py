@@ -33,6 +33,7 @@ WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what
 RETRIEVAL_STATE, RANKING_STATE = "retrieval", "ranking"
 TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the model was trained on
 ITEM_GRAPH_FILE = "item_graph.json"  # beside Format-Serving: the graph's edges and the weights chosen on validation
+CHOICE_EVENTS = 20_000  # validation events the item-graph weights are chosen on, at most
 
 
 def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
@@ -322,8 +323,9 @@ def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_
 def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, catalog_ids: list[str]) -> dict:
     """Sets the served item-graph weights and history length to those with the best validation Recall@10.
 
-    The validation events are scored as the RetrievalEvaluator scores the eval
-    events (every item seen before an event excluded); the retrieval and
+    The validation events (at most CHOICE_EVENTS, a seeded sample) are scored as
+    the RetrievalEvaluator scores the eval events (every item seen before an
+    event excluded); the retrieval and
     ranking pass runs once, then item_graph.choose_mix tries every setting on
     its outputs. -> what was chosen and tried (for ITEM_GRAPH_FILE).
     """
@@ -334,6 +336,9 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
     index = ev.catalog_index(ids)
     seen = ev.SeenItems(index, train, validation).for_events(validation)
     truth = ev.positions(validation.items, index)
+    if len(records) > CHOICE_EVENTS:  # a seeded sample keeps the choice quick on large datasets
+        keep = np.sort(np.random.default_rng(0).choice(len(records), CHOICE_EVENTS, replace=False))
+        records, seen, truth = [records[i] for i in keep], [seen[i] for i in keep], truth[keep]
     lengths = list(item_graph.HISTORY_GRID)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)

@@ -17,8 +17,12 @@ def test_cooccurrence_neighbours_come_from_shared_users_and_new_items_get_conten
     assert set(graph.neighbours[0][cooc]) == {1, -1}
     assert graph.neighbours[1][cooc][0] == 0 and graph.weights[1][cooc][0] > graph.weights[1][cooc][1] > 0  # 0 shares 2 users
     assert (graph.neighbours[3][cooc] == -1).all()
-    assert set(graph.neighbours[3][~cooc]) == {0, -1}  # by content, never itself
-    assert graph.edge_counts() == {item_graph.COOCCURRENCE: 4, item_graph.CONTENT: 4}
+    content = graph.kinds == item_graph.KINDS.index(item_graph.CONTENT)
+    assert set(graph.neighbours[3][content]) == {0, -1}  # by content, never itself
+    # item 3 inherits item 0's co-occurrence edge (to item 1), the known items inherit nothing
+    inherited = graph.kinds == item_graph.KINDS.index(item_graph.INHERITED)
+    assert graph.neighbours[3][inherited].tolist() == [1, -1] and (graph.neighbours[:3][:, inherited] == -1).all()
+    assert graph.edge_counts() == {item_graph.COOCCURRENCE: 4, item_graph.CONTENT: 4, item_graph.INHERITED: 1}
 
 
 def test_without_content_the_graph_has_cooccurrence_edges_only():
@@ -36,6 +40,13 @@ def test_choose_mix_picks_the_weights_that_recover_the_held_out_items():
     mix, length, recall, tried = item_graph.choose_mix(logits, {5: graph, 10: graph * 0}, candidates, truth, kinds=1, k=1)
     assert recall == 1.0 and length == 5 and mix.tolist() == [2.0]  # the smallest weight that lifts 7 above 5 (1 + w > 2)
     assert any(m == [0.0] and r == 0.0 for m, _, r in tried)
+
+
+def test_recall_at_counts_ties_against_the_held_out_item():
+    scores = np.array([[3.0, 2.0, 1.0], [1.0, 1.0, 0.0], [5.0, -np.inf, 0.0]])
+    hit = np.array([[False, True, False], [False, True, False], [False, False, False]])
+    assert item_graph.recall_at(scores, hit, 1) == 0.0
+    assert item_graph.recall_at(scores, hit, 2) == pytest.approx(2 / 3)
 
 
 def test_served_graph_scores_sum_edges_to_the_last_history_items_per_kind():
