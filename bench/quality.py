@@ -143,15 +143,16 @@ def dataset_tables(dataset: str, output: str, seeds: int, split: str = TEMPORAL,
 
 
 def _validation_cell(choices: list) -> str:
-    """served recommend's validation R@10 with the chosen graph weights (and with the ranker alone)."""
+    """served recommend on validation with the chosen blend (and with the ranker alone): R@10, new/warm R@50."""
     chosen = [c for c in choices if c and c.get("chosen")]
     if not chosen:
         return ""
+    mean = lambda key, which="chosen": np.mean([c[which][key] for c in chosen])
     first = chosen[0]["chosen"]
-    with_graph = np.mean([c["chosen"]["validation_recall_at_10"] for c in chosen])
-    alone = np.mean([c["ranker_alone_validation_recall_at_10"] for c in chosen])
-    mix = ", ".join(f"{kind} {weight:g}" for kind, weight in first["mix"].items())
-    return f"{with_graph:.4f} (ranker alone {alone:.4f}; graph {mix}, last {first['history_length']} items)"
+    mix = ", ".join(f"{kind} {weight:g}" for kind, weight in first["mix"].items()) or "none"
+    return (f"{mean(R10):.4f}, new/warm R@50 {mean('new_recall_at_50'):.3f}/{mean('warm_recall_at_50'):.3f} "
+            f"(ranker alone {mean(R10, 'ranker_alone'):.4f}, {mean('new_recall_at_50', 'ranker_alone'):.3f}/{mean('warm_recall_at_50', 'ranker_alone'):.3f}; "
+            f"graph {mix}, last {first['history_length']}, new-item boost {first['new_item_boost']:g})")
 
 
 def _pair(row: dict) -> str:

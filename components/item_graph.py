@@ -2,20 +2,19 @@
 
 Edges, each kind kept apart (the served model weighs them):
 - cooccurrence: cosine of the binary training user x item matrix (the
-  co-occurrence kNN baseline's similarity); items without training
-  interactions have none;
+  co-occurrence kNN baseline's similarity). An item without any (a new item)
+  inherits its content neighbours' co-occurrence edges, weighted by content
+  similarity (two hops: new item -content- known item -co-occurrence-
+  history item), so it is scored like the known items it resembles;
 - content: cosine of the items' content (each modality L2-normalised,
   concatenated: the content kNN baseline's similarity); every item with
-  content has them, new items included;
-- inherited: an item without co-occurrence edges (a new item) takes its
-  content neighbours' co-occurrence edges, weighted by content similarity
-  (two hops: new item -content- known item -co-occurrence- history item), so
-  a new item is scored like the known items it resembles.
+  content has them, new items included.
 
 Built from the training split only, `k` neighbours per item and kind. The
-served `recommend` scores each retrieved candidate by its edges to the user's
-last history items (towers.exporter) and adds that to the ranker's score with
-weights chosen on the validation split (choose_mix).
+served `recommend` scores each candidate by its edges to the user's last
+history items (towers.exporter.graph_scores) and adds that, and a boost for
+new items, to the ranker's logit, with weights chosen on the validation split
+(choose_mix).
 """
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ import scipy.sparse as sp
 
 COOCCURRENCE = "cooccurrence"
 CONTENT = "content"
-INHERITED = "inherited"
-KINDS = (COOCCURRENCE, CONTENT, INHERITED)
+KINDS = (COOCCURRENCE, CONTENT)
 NEIGHBOURS = 20  # per item and kind
 BATCH = 1024
 
@@ -40,9 +38,11 @@ class ItemGraph:
     neighbours: np.ndarray
     weights: np.ndarray
     kinds: np.ndarray
+    inherited_items: int = 0  # items whose co-occurrence edges are inherited through content
 
     def edge_counts(self) -> dict[str, int]:
-        return {kind: int(((self.neighbours >= 0) & (self.kinds == i)[None, :]).sum()) for i, kind in enumerate(KINDS)}
+        counts = {kind: int(((self.neighbours >= 0) & (self.kinds == i)[None, :]).sum()) for i, kind in enumerate(KINDS)}
+        return {**counts, "items_with_inherited_cooccurrence": self.inherited_items}
 
 
 def item_content(catalog_size: int, index: dict[bytes, int], content: dict[str, dict[str, np.ndarray]]) -> np.ndarray | None:
@@ -104,14 +104,16 @@ class _ContentSimilarity:
         return self.content[rows] @ self.content.T
 
 
-def inherited(similarity: sp.csr_matrix, content_neighbours: np.ndarray, content_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k inherited co-occurrence edges of every item without co-occurrence edges (see the module docstring)."""
+def inherit(similarity: sp.csr_matrix, cooccurrence_edges: tuple, content_edges: tuple, k: int) -> int:
+    """Fills, in place, the co-occurrence edges (top-k) of every item without any with those it inherits
+    through its content edges (see the module docstring). -> how many items inherited edges."""
+    neighbours, weights = cooccurrence_edges
+    content_neighbours, content_weights = content_edges
     size = similarity.shape[0]
-    neighbours, weights = np.full([size, k], -1, np.int64), np.zeros([size, k], np.float32)
     has_edges = np.diff(similarity.indptr) > 0
     orphans = np.flatnonzero(~has_edges)
     if not len(orphans) or not has_edges.any():
-        return neighbours, weights
+        return 0
     via = content_neighbours[orphans]
     usable = (via >= 0) & has_edges[np.maximum(via, 0)] & (content_weights[orphans] > 0)
     rows = np.repeat(np.arange(len(orphans)), usable.sum(axis=1))
@@ -119,63 +121,84 @@ def inherited(similarity: sp.csr_matrix, content_neighbours: np.ndarray, content
     link = sp.diags(1.0 / np.maximum(np.asarray(link.sum(axis=1)).ravel(), 1e-12)) @ link  # a similarity-weighted mean
     top, values = nearest((link @ similarity).tocsr(), k, orphans)
     neighbours[orphans], weights[orphans] = top, values
-    return neighbours, weights
+    return int((top >= 0).any(axis=1).sum())
 
 
 def build(users: np.ndarray, positions: np.ndarray, catalog_size: int, content: np.ndarray | None, k: int = NEIGHBOURS) -> ItemGraph:
     """The graph from training interactions (user ids, catalog positions) and content rows [N, D] (unit rows; zeros: none; None: no content)."""
     similarity = cooccurrence(users, positions, catalog_size)
-    parts = [nearest(similarity, k)]
+    parts, inherited_items = [nearest(similarity, k)], 0
     if content is not None:
         parts.append(nearest(_ContentSimilarity(content), k))
-        parts.append(inherited(similarity, *parts[1], k))
+        inherited_items = inherit(similarity, parts[0], parts[1], k)
     neighbours = np.concatenate([p[0] for p in parts], axis=1)
     weights = np.concatenate([p[1] for p in parts], axis=1)
     kinds = np.repeat(np.arange(len(parts)), k)
-    return ItemGraph(neighbours, weights, kinds)
+    return ItemGraph(neighbours, weights, kinds, inherited_items)
 
 
 def empty(catalog_size: int) -> ItemGraph:
     return ItemGraph(np.full([catalog_size, 0], -1, np.int64), np.zeros([catalog_size, 0], np.float32), np.zeros([0], np.int64))
 
 
-def blend(logits: np.ndarray, graph_scores: np.ndarray, mix: np.ndarray) -> np.ndarray:
-    """What `recommend` orders by: ranker logit + mix . (per-kind graph score, scaled to [0, 1] per query).
-
-    logits [B, C]; graph_scores [B, C, kinds] (already scaled); mix [kinds]. towers.exporter computes the same.
-    """
-    return logits + graph_scores @ mix
-
-
-MIX_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-HISTORY_GRID = (1, 3, 5, 10, 20)
+def blend(logits: np.ndarray, graph_scores: np.ndarray, mix: np.ndarray, is_new: np.ndarray, new_item_boost: float) -> np.ndarray:
+    """What `recommend` orders by: ranker logit + mix . (per-kind graph score, scaled to [0, 1] per query)
+    + new_item_boost for items without training interactions. logits [B, C]; graph_scores [B, C, kinds];
+    mix [kinds]; is_new bool [B, C]. towers.exporter computes the same."""
+    return logits + graph_scores @ mix + new_item_boost * is_new
 
 
-def recall_at(scores: np.ndarray, hit: np.ndarray, k: int) -> float:
-    """Share of rows whose hit column is in the top k of `scores` [V, C] (ties count against it; no hit: a miss)."""
+MIX_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
+BOOST_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+HISTORY_GRID = (3, 5, 10, 20)
+NEW_ITEM_K = 50  # new items' reach is measured by Recall@50, new vs warm targets
+
+
+def recall_at(scores: np.ndarray, hit: np.ndarray, k: int) -> np.ndarray:
+    """Per row, whether its hit column is in the top k of `scores` [V, C] (ties count against it; no hit: a miss)."""
     has = hit.any(axis=1)
     truth = np.where(has, scores[np.arange(len(scores)), hit.argmax(axis=1)], np.inf)
     ahead = (scores >= truth[:, None]).sum(axis=1) - 1
-    return float(np.mean(has & (ahead < k))) if len(scores) else 0.0
+    return has & (ahead < k)
 
 
-def choose_mix(logits: np.ndarray, graph_scores: dict[int, np.ndarray], candidates: np.ndarray, truth: np.ndarray, kinds: int, k: int = 10) -> tuple[np.ndarray, int, float, list]:
-    """The graph weights (every combination of MIX_GRID per kind) and history length with the best Recall@k.
+def choose_mix(
+    logits: np.ndarray, graph_scores: dict[int, np.ndarray], candidates: np.ndarray, is_new: np.ndarray, truth: np.ndarray, truth_is_new: np.ndarray,
+    kinds: int, new_item_ratio: float, k: int = 10,
+) -> tuple[dict, list[dict]]:
+    """The graph weights, history length and new-item boost with the best Recall@k among the settings where
+    new items' Recall@50 is at least `new_item_ratio` x warm items' (if none is, the one closest to that).
 
     Args:
-      logits: [V, C] ranker logits of each event's retrieved candidates (-inf: excluded).
+      logits: [V, C] ranker logits of each event's candidates (-inf: excluded).
       graph_scores: history length -> [V, C, kinds] scaled graph scores.
-      candidates: [V, C] catalog positions; truth: [V] each event's item position.
+      candidates: [V, C] catalog positions; is_new: bool [V, C] candidates without training interactions.
+      truth: [V] each event's item position; truth_is_new: bool [V] whether it is a new item.
     Returns:
-      (mix [kinds], history length, its Recall@k, [(mix, length, recall)] every setting tried).
+      (the chosen setting, every setting tried): each a dict with mix, history_length, new_item_boost,
+      recall_at_<k>, new/warm recall_at_50, and whether the new-item target holds.
     """
     hit = candidates == truth[:, None]  # [V, C]
     tried = []
-    grid = np.array(np.meshgrid(*[MIX_GRID] * kinds, indexing="ij")).reshape(kinds, -1).T
+    mixes = np.array(np.meshgrid(*[MIX_GRID] * kinds, indexing="ij")).reshape(kinds, -1).T if kinds else np.zeros([1, 0])
     for length, scores in graph_scores.items():
-        for mix in grid:
+        for mix in mixes:
             if length != min(graph_scores) and not mix.any():
                 continue  # without the graph the length does not matter
-            tried.append((mix.tolist(), length, recall_at(blend(logits, scores, mix), hit, k)))
-    best = max(tried, key=lambda t: (round(t[2], 6), -sum(t[0]), -t[1]))  # ties: the smaller weights, the shorter history
-    return np.array(best[0], np.float32), best[1], best[2], tried
+            base = logits + scores @ mix
+            for boost in BOOST_GRID:
+                blended = base + boost * is_new
+                at_k, at_50 = recall_at(blended, hit, k), recall_at(blended, hit, NEW_ITEM_K)
+                new = float(at_50[truth_is_new].mean()) if truth_is_new.any() else 0.0
+                warm = float(at_50[~truth_is_new].mean()) if (~truth_is_new).any() else 0.0
+                tried.append({
+                    "mix": mix.tolist(), "history_length": length, "new_item_boost": boost, f"recall_at_{k}": float(at_k.mean()) if len(at_k) else 0.0,
+                    "new_recall_at_50": new, "warm_recall_at_50": warm, "new_item_target_met": new >= new_item_ratio * warm,
+                })
+    feasible = [t for t in tried if t["new_item_target_met"]]
+    simpler = lambda t: (-sum(t["mix"]) - t["new_item_boost"], -t["history_length"])  # ties: smaller weights, shorter history
+    if feasible:
+        best = max(feasible, key=lambda t: (round(t[f"recall_at_{k}"], 6), *simpler(t)))
+    else:
+        best = max(tried, key=lambda t: (round(t["new_recall_at_50"] / max(t["warm_recall_at_50"], 1e-9), 6), round(t[f"recall_at_{k}"], 6), *simpler(t)))
+    return best, tried

@@ -320,14 +320,15 @@ def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_
     )
 
 
-def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, catalog_ids: list[str]) -> dict:
-    """Sets the served item-graph weights and history length to those with the best validation Recall@10.
+def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, catalog_ids: list[str], new_item_ratio: float) -> dict:
+    """Sets the served item-graph weights, history length and new-item boost to the best on validation
+    Recall@10 among those that give new items at least `new_item_ratio` x warm items' Recall@50
+    (item_graph.choose_mix).
 
     The validation events (at most CHOICE_EVENTS, a seeded sample) are scored as
     the RetrievalEvaluator scores the eval events (every item seen before an
-    event excluded); the retrieval and
-    ranking pass runs once, then item_graph.choose_mix tries every setting on
-    its outputs. -> what was chosen and tried (for ITEM_GRAPH_FILE).
+    event excluded); the retrieval and ranking pass runs once, then every
+    setting is tried on its outputs. -> what was chosen and tried (for ITEM_GRAPH_FILE).
     """
     split = lambda name: os.path.join(raw_examples_uri, f"Split-{name}")
     train, validation = ev.read_events(split(ev.TRAIN_SPLIT)), ev.read_events(split(ev.VALIDATION_SPLIT))
@@ -339,6 +340,8 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
     if len(records) > CHOICE_EVENTS:  # a seeded sample keeps the choice quick on large datasets
         keep = np.sort(np.random.default_rng(0).choice(len(records), CHOICE_EVENTS, replace=False))
         records, seen, truth = [records[i] for i in keep], [seen[i] for i in keep], truth[keep]
+    if not records:
+        return {"chosen": None, "reason": "no validation events"}
     lengths = list(item_graph.HISTORY_GRID)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
@@ -346,32 +349,24 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
         raw, seen_items = module._parse_eval(examples)
         out = module._recommend_parts(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), seen_items, lengths)
         excluded = out["retrieval_scores"] <= tf.float32.min
-        return out["positions"], tf.where(excluded, -np.inf, out["ranked"][ENGAGEMENT_LOGIT]), tf.stack(out["graph"])
+        return out["positions"], tf.where(excluded, -np.inf, out["ranked"][ENGAGEMENT_LOGIT]), out["is_new"], tf.stack(out["graph"])
 
-    positions, logits, graphs = [], [], []
+    outputs = []
     for start in range(0, len(records), 256):
         batch = [ev.with_seen_items(r, ids[seen[start + i]].tolist()) for i, r in enumerate(records[start : start + 256])]
-        p, l, g = parts(tf.constant(batch))
-        positions.append(p.numpy()), logits.append(l.numpy()), graphs.append(g.numpy())
-    if not records or module.num_graph_kinds == 0:
-        return {"chosen": None, "reason": "no validation events" if not records else "no graph"}
-    graphs = np.concatenate(graphs, axis=1)  # [lengths, V, C, kinds]
-    mix, length, recall, tried = item_graph.choose_mix(
-        np.concatenate(logits), dict(zip(lengths, graphs)), np.concatenate(positions), truth, module.num_graph_kinds
-    )
-    module.graph_mix.assign(mix)
-    module.graph_history.assign(length)
-    without = max(r for m, _, r in tried if not any(m))
-    absl.logging.info(
-        "item graph on %d validation events: weights %s over the last %d history items, Recall@10 %.4f (ranker alone %.4f)",
-        len(truth), dict(zip(item_graph.KINDS, mix.tolist())), length, recall, without,
-    )
-    return {
-        "chosen": {"mix": dict(zip(item_graph.KINDS, mix.tolist())), "history_length": length, "validation_recall_at_10": recall},
-        "ranker_alone_validation_recall_at_10": without,
-        "validation_events": len(truth),
-        "tried": [{"mix": dict(zip(item_graph.KINDS, m)), "history_length": n, "validation_recall_at_10": r} for m, n, r in tried],
-    }
+        outputs.append([tensor.numpy() for tensor in parts(tf.constant(batch))])
+    positions, logits, is_new = (np.concatenate([o[i] for o in outputs]) for i in range(3))
+    graphs = np.concatenate([o[3] for o in outputs], axis=1)  # [lengths, V, C, kinds]
+    truth_is_new = module.catalog_item_index.numpy()[np.maximum(truth, 0)] == int(module.oov_item_index.numpy())
+    best, tried = item_graph.choose_mix(logits, dict(zip(lengths, graphs)), positions, is_new, truth, truth_is_new & (truth >= 0), module.num_graph_kinds, new_item_ratio)
+    module.graph_mix.assign(np.array(best["mix"], np.float32))
+    module.graph_history.assign(best["history_length"])
+    module.new_item_boost.assign(best["new_item_boost"])
+    alone = next(t for t in tried if not any(t["mix"]) and t["new_item_boost"] == 0)
+    absl.logging.info("recommend on %d validation events: chose %s; the ranker alone: %s", len(truth), best, alone)
+    named = lambda t: {**t, "mix": dict(zip(item_graph.KINDS, t["mix"]))}
+    return {"chosen": named(best), "ranker_alone": named(alone), "validation_events": len(truth), "new_item_events": int(truth_is_new.sum()),
+            "new_item_recall_ratio": new_item_ratio, "tried": [named(t) for t in tried]}
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -415,13 +410,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         tft_layer, model.query_tower, model.candidate_tower, ranker, raw_spec, catalog, seen, activity,
         hp.top_k, hp.ranking_candidates, hp.liked_rating, content_dims(content),
         profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
-        index=hp.retrieval_index, oov_item_index=len(item_vocab),
+        index=hp.retrieval_index, oov_item_index=len(item_vocab), new_item_candidates=hp.new_item_candidates,
     )
-    if graph is not None and fn_args.custom_config.get(RAW_EXAMPLES_URI):
-        choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI], catalog_ids)
+    if fn_args.custom_config.get(RAW_EXAMPLES_URI):
+        choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI], catalog_ids, hp.new_item_recall_ratio)
         tf.io.gfile.makedirs(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)))
         with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), ITEM_GRAPH_FILE), "w") as f:
-            json.dump({"edges": graph.edge_counts(), **choice}, f, indent=1)
+            json.dump({"edges": graph.edge_counts() if graph else {}, **choice}, f, indent=1)
     exporter.export(module, fn_args.serving_model_dir)
     facts = {
         TRAINED_UNTIL: int(train_data[F.TIMESTAMP].max()),

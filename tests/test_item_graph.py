@@ -16,13 +16,11 @@ def test_cooccurrence_neighbours_come_from_shared_users_and_new_items_get_conten
     cooc = graph.kinds == item_graph.KINDS.index(item_graph.COOCCURRENCE)
     assert set(graph.neighbours[0][cooc]) == {1, -1}
     assert graph.neighbours[1][cooc][0] == 0 and graph.weights[1][cooc][0] > graph.weights[1][cooc][1] > 0  # 0 shares 2 users
-    assert (graph.neighbours[3][cooc] == -1).all()
     content = graph.kinds == item_graph.KINDS.index(item_graph.CONTENT)
     assert set(graph.neighbours[3][content]) == {0, -1}  # by content, never itself
-    # item 3 inherits item 0's co-occurrence edge (to item 1), the known items inherit nothing
-    inherited = graph.kinds == item_graph.KINDS.index(item_graph.INHERITED)
-    assert graph.neighbours[3][inherited].tolist() == [1, -1] and (graph.neighbours[:3][:, inherited] == -1).all()
-    assert graph.edge_counts() == {item_graph.COOCCURRENCE: 4, item_graph.CONTENT: 4, item_graph.INHERITED: 1}
+    # item 3 (new) inherits item 0's co-occurrence edge (to item 1) through content
+    assert graph.neighbours[3][cooc].tolist() == [1, -1] and graph.weights[3][cooc][0] > 0
+    assert graph.edge_counts() == {item_graph.COOCCURRENCE: 5, item_graph.CONTENT: 4, "items_with_inherited_cooccurrence": 1}
 
 
 def test_without_content_the_graph_has_cooccurrence_edges_only():
@@ -30,23 +28,42 @@ def test_without_content_the_graph_has_cooccurrence_edges_only():
     assert graph.neighbours.shape == (3, 2) and set(graph.kinds) == {0}
 
 
-def test_choose_mix_picks_the_weights_that_recover_the_held_out_items():
-    # 2 events, 3 candidates; the ranker puts the true item (position 7) second, the graph first.
-    logits = np.array([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
-    candidates = np.array([[5, 7, 9], [5, 7, 9]])
-    truth = np.array([7, 7])
-    graph = np.zeros([2, 3, 1])
+def test_choose_mix_picks_the_best_recall_among_settings_that_let_new_items_reach_users():
+    # 4 events, 3 candidates; candidate 9 is a new item. Events 0-1 want 7 (the graph finds it), 2-3 want 9 (new).
+    logits = np.array([[2.0, 1.0, 0.0]] * 4)
+    candidates = np.array([[5, 7, 9]] * 4)
+    is_new = candidates == 9
+    truth = np.array([7, 7, 9, 9])
+    graph = np.zeros([4, 3, 1])
     graph[:, 1, 0] = 1.0
-    mix, length, recall, tried = item_graph.choose_mix(logits, {5: graph, 10: graph * 0}, candidates, truth, kinds=1, k=1)
-    assert recall == 1.0 and length == 5 and mix.tolist() == [2.0]  # the smallest weight that lifts 7 above 5 (1 + w > 2)
-    assert any(m == [0.0] and r == 0.0 for m, _, r in tried)
+    chosen, tried = item_graph.choose_mix(logits, {5: graph, 10: graph * 0}, candidates, is_new, truth, truth == 9, kinds=1, new_item_ratio=0.0, k=1)
+    # without a new-item target: the smallest graph weight that lifts 7 above 5 (1 + w > 2), no boost
+    assert chosen["recall_at_1"] == 0.5 and chosen["mix"] == [2.0] and chosen["history_length"] == 5
+    assert len(tried) == (2 * len(item_graph.MIX_GRID) - 1) * len(item_graph.BOOST_GRID)  # length 10 is not tried without the graph
+    # new items' Recall@50 is 1 whatever the weights here (3 candidates): the target holds everywhere
+    assert all(t["new_item_target_met"] for t in tried)
+
+
+def test_the_new_item_target_forces_a_boost_and_an_unreachable_one_is_reported():
+    def setting(new_item_logit):
+        logits = np.zeros([2, 60])
+        logits[:, 0] = 10.0
+        logits[1, 59] = new_item_logit
+        candidates = np.arange(60)[None, :].repeat(2, axis=0)
+        truth = np.array([0, 59])  # a warm target and a new one (55-59 are new)
+        return item_graph.choose_mix(logits, {3: np.zeros([2, 60, 0])}, candidates, candidates >= 55, truth, truth >= 55, kinds=0, new_item_ratio=0.5, k=1)[0]
+
+    chosen = setting(-5.0)  # a boost of 8 lifts it into the top 50, smaller ones do not
+    assert chosen["new_item_target_met"] and chosen["new_item_boost"] == 8.0 and chosen["new_recall_at_50"] == 1.0
+    chosen = setting(-50.0)  # out of reach: the target is reported unmet, the best Recall@k is kept
+    assert not chosen["new_item_target_met"] and chosen["new_item_boost"] == 0.0 and chosen["recall_at_1"] == 0.5
 
 
 def test_recall_at_counts_ties_against_the_held_out_item():
     scores = np.array([[3.0, 2.0, 1.0], [1.0, 1.0, 0.0], [5.0, -np.inf, 0.0]])
     hit = np.array([[False, True, False], [False, True, False], [False, False, False]])
-    assert item_graph.recall_at(scores, hit, 1) == 0.0
-    assert item_graph.recall_at(scores, hit, 2) == pytest.approx(2 / 3)
+    assert item_graph.recall_at(scores, hit, 1).tolist() == [False, False, False]
+    assert item_graph.recall_at(scores, hit, 2).tolist() == [True, True, False]
 
 
 def test_served_graph_scores_sum_edges_to_the_last_history_items_per_kind():
@@ -67,4 +84,5 @@ def test_served_graph_scores_sum_edges_to_the_last_history_items_per_kind():
     # row 1, last two items (0, 1): candidate 2 -> cooc 0.2 + 0.1, content 0.4 + 0.3; candidate 0 -> cooc 0.5
     np.testing.assert_allclose(both[1], [[0.6, 1.0], [1.0, 0.0]], rtol=1e-6)
     # the blend recommend orders by is item_graph.blend
-    np.testing.assert_allclose(item_graph.blend(np.zeros([2, 2]), both, np.array([1.0, 2.0])), both @ np.array([1.0, 2.0]))
+    is_new = np.array([[True, False], [False, False]])
+    np.testing.assert_allclose(item_graph.blend(np.zeros([2, 2]), both, np.array([1.0, 2.0]), is_new, 3.0), both @ np.array([1.0, 2.0]) + 3.0 * is_new)

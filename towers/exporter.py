@@ -207,9 +207,11 @@ class ServingModule(tf.Module):
         profile (the ranker's input), kept for items added later.
       index: BRUTE_FORCE or SCANN (see the module docstring).
       oov_item_index: the item vocabulary's OOV index (the ranker's id of an item unseen in training).
+      new_item_candidates: `recommend` ranks, beside the retrieved `ranking_candidates`, the best this many
+        items without training interactions by retrieval score (brute-force index only).
     """
 
-    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, liked_rating: float, content_dims: dict[str, int], profile_modalities=(), index: str = BRUTE_FORCE, oov_item_index: int = 0):
+    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, liked_rating: float, content_dims: dict[str, int], profile_modalities=(), index: str = BRUTE_FORCE, oov_item_index: int = 0, new_item_candidates: int = 0):
         super().__init__()
         if index not in INDEXES:
             raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
@@ -250,6 +252,8 @@ class ServingModule(tf.Module):
         self.graph_kinds = tf.constant(kinds)
         self.graph_mix = tf.Variable(np.zeros([self.num_graph_kinds], np.float32), trainable=False, name="graph_mix")
         self.graph_history = tf.Variable(GRAPH_HISTORY, dtype=tf.int64, trainable=False, name="graph_history")
+        self.new_item_boost = tf.Variable(0.0, trainable=False, name="new_item_boost")  # added to a new item's logit
+        self.new_item_candidates = min(new_item_candidates, len(catalog.ids)) if index == BRUTE_FORCE else 0
         self.profile_modalities = tf.Variable(_bytes(profile_modalities) if profile_modalities else np.zeros([0], object), dtype=tf.string, shape=[None], trainable=False, name="profile_modalities")
         self.index_type = tf.Variable(index, trainable=False, name="index_type")
         # Catalog rows [0, indexed_items) are in the ScaNN index; later rows (added items) are scored by brute force.
@@ -336,11 +340,12 @@ class ServingModule(tf.Module):
             pairs.append(tf.stack([tf.boolean_mask(items.indices[:, 0], known), tf.boolean_mask(positions, known)], axis=1))
         return tf.concat(pairs, axis=0)
 
-    def _retrieve(self, raw: dict, k: int, exclude_seen=None, seen=None) -> tuple[dict, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """-> (transformed features, queries [batch, dim], top scores [batch, k], top catalog positions [batch, k]).
+    def _retrieve(self, raw: dict, k: int, exclude_seen=None, seen=None, new_items: int = 0) -> tuple[dict, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """-> (transformed features, queries [batch, dim], top scores [batch, k (+ new_items)], their catalog positions).
 
         Excluded items (training items, history, `seen` [batch, None] sparse) score float32.min
-        (they come last only when fewer than k remain).
+        (they come last only when fewer than k remain). With `new_items` (brute force only), the
+        best that many items without training interactions outside the top k follow it.
         """
         transformed = self.tft_layer(raw)
         queries = self.query_tower(transformed)
@@ -352,7 +357,15 @@ class ServingModule(tf.Module):
             mask = tf.scatter_nd(exclude, tf.ones_like(exclude[:, 0], tf.float32), tf.shape(scores, out_type=tf.int64))
             scores = tf.where(mask > 0, tf.float32.min, scores)
             top_scores, top_positions = tf.math.top_k(scores, k=k)
-            return transformed, queries, top_scores, tf.cast(top_positions, tf.int64)
+            top_positions = tf.cast(top_positions, tf.int64)
+            if new_items:
+                is_new = tf.equal(self.catalog_item_index.value(), self.oov_item_index)
+                new_scores, new_positions = tf.math.top_k(tf.where(is_new[None, :], scores, tf.float32.min), k=new_items)
+                new_positions = tf.cast(new_positions, tf.int64)
+                repeated = tf.reduce_any(tf.equal(new_positions[:, :, None], top_positions[:, None, :]), axis=-1)
+                top_scores = tf.concat([top_scores, tf.where(repeated, tf.float32.min, new_scores)], axis=1)
+                top_positions = tf.concat([top_positions, new_positions], axis=1)
+            return transformed, queries, top_scores, top_positions
         scores, positions = self._index_candidates(queries, k + self.exclusion_margin)
         excluded = _is_excluded(positions, exclude, tf.size(self.catalog_ids, out_type=tf.int64))
         top_scores, order = tf.math.top_k(tf.where(excluded, tf.float32.min, scores), k=k)
@@ -412,14 +425,16 @@ class ServingModule(tf.Module):
         return graph_scores(recent, positions, self.graph_neighbours.value(), self.graph_weights.value(), self.graph_kinds, self.num_graph_kinds, length)
 
     def _recommend_parts(self, raw: dict, exclude_seen: tf.Tensor, seen=None, history_lengths=None) -> dict:
-        """Retrieve, rank, and score the retrieved candidates on the item graph -> the parts `recommend` blends:
-        positions [batch, C], retrieval scores, ranker outputs (name -> [batch, C]), graph [batch, C, kinds]
-        (one per entry of `history_lengths`, default: the served graph_history)."""
-        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen, seen)
+        """Retrieve (+ the new-item candidates), rank, and score the candidates on the item graph -> the parts
+        `recommend` blends: positions [batch, C], retrieval scores, is_new (no training interactions), ranker
+        outputs (name -> [batch, C]), graph [batch, C, kinds] (one per entry of `history_lengths`, default: the
+        served graph_history)."""
+        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen, seen, self.new_item_candidates)
         lengths = [self.graph_history] if history_lengths is None else history_lengths
         return {
             "positions": positions,
             "retrieval_scores": retrieval_scores,
+            "is_new": tf.equal(tf.gather(self.catalog_item_index.value(), positions), self.oov_item_index),
             "ranked": self._ranking_scores(transformed, queries, positions),
             "graph": [self._graph_scores(raw[F.HISTORY], positions, length) for length in lengths],
         }
@@ -429,12 +444,13 @@ class ServingModule(tf.Module):
         parts = self._recommend_parts(raw, exclude_seen, seen)
         positions, retrieval_scores, ranked = parts["positions"], parts["retrieval_scores"], parts["ranked"]
         excluded = retrieval_scores <= tf.float32.min  # only when fewer than ranking_candidates remain
-        # the ranker's logit + the item graph (components.item_graph.blend), as a probability-like score
-        blended = tf.sigmoid(ranked[ENGAGEMENT_LOGIT] + tf.linalg.matvec(parts["graph"][0], self.graph_mix))
-        scores, order = tf.math.top_k(tf.where(excluded, -1.0, blended), k=min(k or self.k, self.ranking_candidates))
+        # the ranker's logit + the item graph + the new-item boost (components.item_graph.blend), as a probability-like score
+        logit = ranked[ENGAGEMENT_LOGIT] + tf.linalg.matvec(parts["graph"][0], self.graph_mix)
+        logit += self.new_item_boost * tf.cast(parts["is_new"], tf.float32)
+        top_logits, order = tf.math.top_k(tf.where(excluded, -np.inf, logit), k=min(k or self.k, self.ranking_candidates))
         return {
             ITEM_IDS_OUTPUT: tf.gather(self.catalog_ids.value(), tf.gather(positions, order, batch_dims=1)),
-            SCORES_OUTPUT: scores,
+            SCORES_OUTPUT: tf.sigmoid(top_logits),  # ordered by the logit: the sigmoid saturates
             PREDICTED_RATINGS_OUTPUT: tf.gather(ranked[RATING_OUTPUT], order, batch_dims=1),
             RETRIEVAL_SCORES_OUTPUT: tf.gather(retrieval_scores, order, batch_dims=1),
         }

@@ -51,6 +51,11 @@ class HParams:
       item_graph: `recommend` adds item-graph scores (co-occurrence and content
         neighbours of the user's last history items, components.item_graph) to
         the ranker's, with weights chosen on the validation split.
+      new_item_candidates: `recommend` also ranks the best this many items
+        without training interactions by retrieval score (brute-force index).
+      new_item_recall_ratio: the weights `recommend` uses (item graph, new-item
+        boost) are the best on validation Recall@10 among those giving new items
+        at least this share of warm items' Recall@50 (0: no such constraint).
       ranking_negatives: retrieved, not-interacted items sampled per training
         interaction as the ranker's negatives.
       ranking_cross_layers: DCN-v2 cross layers of the ranking model.
@@ -88,6 +93,8 @@ class HParams:
     ranking_candidates: int = 100
     ranking_negatives: int = 3
     item_graph: bool = True
+    new_item_candidates: int = 20
+    new_item_recall_ratio: float = 0.5
     ranking_cross_layers: int = 2
     ranking_projection_dim: int = 32
     ranking_hidden_units: tuple[int, ...] = (64, 32)
