@@ -41,9 +41,14 @@ lists = {}
 for exclude in (True, False):
     got = recommend(**query_inputs(recommend, user, 893286638), exclude_seen=tf.constant([exclude]))
     lists[exclude] = {name: value.numpy()[0].tolist() for name, value in got.items()}
+model.graph_mix.assign(tf.zeros_like(model.graph_mix))  # the ranker alone orders recommend's candidates
+model.new_item_boost.assign(0.0)
+neutral = recommend(**query_inputs(recommend, user, 893286638), exclude_seen=tf.constant([True]))
+neutral = {name: value.numpy()[0].tolist() for name, value in neutral.items()}
 rank = model.signatures[exporter.RANK_SIGNATURE]
-ranked = rank(**query_inputs(rank, user, 893286638), item_ids=tf.constant([lists[True]["item_ids"][:5] + [b"no-such-item"]]))
+ranked = rank(**query_inputs(rank, user, 893286638), item_ids=tf.constant([neutral["item_ids"][:5] + [b"no-such-item"]]))
 print(json.dumps({
+    "neutral_scores": neutral[exporter.SCORES_OUTPUT],
     "recommend": {str(k): {n: [x.decode() if isinstance(x, bytes) else x for x in v] for n, v in got.items()} for k, got in lists.items()},
     "rank_scores": ranked[exporter.SCORES_OUTPUT].numpy()[0].tolist(),
     "item_ids": [v.decode() for v in out[exporter.ITEM_IDS_OUTPUT].numpy()[0]],
@@ -206,15 +211,16 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     id_weight, metadata_weight, *content_weights = out["modality_weights"]  # order: id, metadata, content modalities
     assert len(content_weights) == {"tuxpaint": 3, "movielens-100k": 1}[paths.dataset]
     assert content_weights == [0.0] * len(content_weights) and abs(id_weight + metadata_weight - 1.0) < 1e-5
-    # recommend: retrieve, rank by engagement, top K; the user's history is left out only when asked.
+    # recommend: retrieve, rank (ranker + item graph + new-item boost), top K; the user's history is left out only when asked.
     excluded, kept = out["recommend"]["True"], out["recommend"]["False"]
     for listing in (excluded, kept):
         assert len(listing["item_ids"]) == 20 and len(set(listing["item_ids"])) == 20 and set(listing["item_ids"]) <= catalog
         assert listing["scores"] == sorted(listing["scores"], reverse=True)
         assert all(0.0 <= p <= 1.0 for p in listing["scores"])
     assert not set(excluded["item_ids"]) & set(user[F.HISTORY])
-    # rank alone scores the same items the same way; an item not in the catalog scores 0.
-    assert out["rank_scores"][:5] == pytest.approx(excluded["scores"][:5], abs=1e-5)
+    # with the item graph and the new-item boost at 0, recommend's scores are the ranker's: rank alone scores
+    # the same items the same way; an item not in the catalog scores 0.
+    assert out["rank_scores"][:5] == pytest.approx(out["neutral_scores"][:5], abs=1e-5)
     assert out["rank_scores"][5] == 0.0
 
 
