@@ -137,10 +137,6 @@ def build(users: np.ndarray, positions: np.ndarray, catalog_size: int, content: 
     return ItemGraph(neighbours, weights, kinds, inherited_items)
 
 
-def empty(catalog_size: int) -> ItemGraph:
-    return ItemGraph(np.full([catalog_size, 0], -1, np.int64), np.zeros([catalog_size, 0], np.float32), np.zeros([0], np.int64))
-
-
 def blend(logits: np.ndarray, graph_scores: np.ndarray, mix: np.ndarray, is_new: np.ndarray, new_item_boost: float) -> np.ndarray:
     """What `recommend` orders by: ranker logit + mix . (per-kind graph score, scaled to [0, 1] per query)
     + new_item_boost for items without training interactions. logits [B, C]; graph_scores [B, C, kinds];

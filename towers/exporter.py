@@ -8,10 +8,11 @@ image); items added after training (`add_items`, see serving.index) are
 scored by brute force until the index is rebuilt. Signatures:
 
 - `recommend(<query features>, exclude_seen)`: retrieve the top
-  `ranking_candidates`, order them by the ranking model's engagement logit +
+  `ranking_candidates` (+ the best `new_item_candidates` items without
+  training interactions), order them by the ranking model's engagement logit +
   `graph_mix` . the item-graph scores (each candidate's edges to the user's
-  last `graph_history` history items, see graph_scores) -> `item_ids`,
-  `scores` (sigmoid of that sum), `predicted_ratings`,
+  last `graph_history` history items, see graph_scores) + `new_item_boost` for
+  new items -> `item_ids`, `scores` (sigmoid of that sum), `predicted_ratings`,
   `retrieval_scores` [batch, K]. `exclude_seen` [batch] bool: leave out items
   the user interacted with (in training, or in the query's `history`);
 - `query(<query features>)`: retrieval alone -> `item_ids`, `scores` [batch, K]
