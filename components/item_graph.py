@@ -8,7 +8,11 @@ Edges, each kind kept apart (the served model weighs them):
   history item), so it is scored like the known items it resembles;
 - content: cosine of the items' content (each modality L2-normalised,
   concatenated: the content kNN baseline's similarity); every item with
-  content has them, new items included.
+  content has them, new items included;
+- knowledge: items linked through shared metadata attributes (genres, or a
+  category path such as animals/birds), each attribute a node: the cosine of
+  the items' IDF-weighted attribute bags, so a rare attribute links more than
+  a common one. New items have them from their metadata alone.
 
 Built from the training split only, `k` neighbours per item and kind. The
 served `recommend` scores each candidate by its edges to the user's last
@@ -25,7 +29,8 @@ import scipy.sparse as sp
 
 COOCCURRENCE = "cooccurrence"
 CONTENT = "content"
-KINDS = (COOCCURRENCE, CONTENT)
+KNOWLEDGE = "knowledge"
+KINDS = (COOCCURRENCE, CONTENT, KNOWLEDGE)
 NEIGHBOURS = 20  # per item and kind
 BATCH = 1024
 
@@ -41,7 +46,7 @@ class ItemGraph:
     inherited_items: int = 0  # items whose co-occurrence edges are inherited through content
 
     def edge_counts(self) -> dict[str, int]:
-        counts = {kind: int(((self.neighbours >= 0) & (self.kinds == i)[None, :]).sum()) for i, kind in enumerate(KINDS)}
+        counts = {kind: int(((self.neighbours >= 0) & (self.kinds == i)[None, :]).sum()) for i, kind in enumerate(KINDS) if (self.kinds == i).any()}
         return {**counts, "items_with_inherited_cooccurrence": self.inherited_items}
 
 
@@ -71,6 +76,26 @@ def cooccurrence(users: np.ndarray, positions: np.ndarray, catalog_size: int) ->
     counts = np.asarray(matrix.sum(axis=0)).ravel()
     norms = sp.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))
     similarity = (norms @ (matrix.T @ matrix) @ norms).tocsr()
+    similarity = (similarity - sp.diags(similarity.diagonal())).tocsr()
+    similarity.eliminate_zeros()
+    return similarity
+
+
+def knowledge(attributes: list) -> sp.csr_matrix:
+    """Item-item cosine of IDF-weighted attribute bags (attributes[i]: item i's genres / category path words), zero diagonal."""
+    vocabulary: dict = {}
+    rows, cols = [], []
+    for row, values in enumerate(attributes):
+        for value in set(values):
+            rows.append(row)
+            cols.append(vocabulary.setdefault(value, len(vocabulary)))
+    size = len(attributes)
+    bags = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(size, len(vocabulary)))
+    idf = np.log(size / np.maximum(np.asarray(bags.sum(axis=0)).ravel(), 1.0)).astype(np.float32)
+    bags = (bags @ sp.diags(idf)).tocsr()
+    norms = np.sqrt(np.asarray(bags.multiply(bags).sum(axis=1)).ravel())
+    bags = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ bags).tocsr()
+    similarity = (bags @ bags.T).tocsr()
     similarity = (similarity - sp.diags(similarity.diagonal())).tocsr()
     similarity.eliminate_zeros()
     return similarity
@@ -124,16 +149,21 @@ def inherit(similarity: sp.csr_matrix, cooccurrence_edges: tuple, content_edges:
     return int((top >= 0).any(axis=1).sum())
 
 
-def build(users: np.ndarray, positions: np.ndarray, catalog_size: int, content: np.ndarray | None, k: int = NEIGHBOURS) -> ItemGraph:
-    """The graph from training interactions (user ids, catalog positions) and content rows [N, D] (unit rows; zeros: none; None: no content)."""
+def build(
+    users: np.ndarray, positions: np.ndarray, catalog_size: int, content: np.ndarray | None, attributes: list | None = None, k: int = NEIGHBOURS
+) -> ItemGraph:
+    """The graph from training interactions (user ids, catalog positions), content rows [N, D] (unit rows; zeros: none;
+    None: no content) and per item its metadata attributes (None or all empty: no knowledge edges)."""
     similarity = cooccurrence(users, positions, catalog_size)
-    parts, inherited_items = [nearest(similarity, k)], 0
+    parts, inherited_items = {COOCCURRENCE: nearest(similarity, k)}, 0
     if content is not None:
-        parts.append(nearest(_ContentSimilarity(content), k))
-        inherited_items = inherit(similarity, parts[0], parts[1], k)
-    neighbours = np.concatenate([p[0] for p in parts], axis=1)
-    weights = np.concatenate([p[1] for p in parts], axis=1)
-    kinds = np.repeat(np.arange(len(parts)), k)
+        parts[CONTENT] = nearest(_ContentSimilarity(content), k)
+        inherited_items = inherit(similarity, parts[COOCCURRENCE], parts[CONTENT], k)
+    if attributes is not None and any(attributes):
+        parts[KNOWLEDGE] = nearest(knowledge(attributes), k)
+    neighbours = np.concatenate([p[0] for p in parts.values()], axis=1)
+    weights = np.concatenate([p[1] for p in parts.values()], axis=1)
+    kinds = np.repeat([KINDS.index(kind) for kind in parts], k)
     return ItemGraph(neighbours, weights, kinds, inherited_items)
 
 

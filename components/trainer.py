@@ -201,6 +201,19 @@ def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict,
     return ids, np.concatenate(embeddings), np.concatenate(content_only)
 
 
+def catalog_attributes(catalog_path: str, raw_spec: dict, catalog_ids: list[str]) -> list | None:
+    """Each catalog item's metadata attributes (its genres: categories or a category path), in `catalog_ids`'
+    order, for the item graph's knowledge edges; None when the dataset has no genres."""
+    if F.GENRES not in raw_spec:
+        return None
+    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.GENRES: tf.io.RaggedFeature(tf.string)}
+    by_id = {}
+    for batch in tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(4096):
+        parsed = tf.io.parse_example(batch, spec)
+        by_id.update(zip(_decode(parsed[F.ITEM_ID].numpy()), parsed[F.GENRES].to_list()))
+    return [by_id.get(item, []) for item in catalog_ids]
+
+
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy for HParams.distribution: "auto" = MirroredStrategy on several GPUs, else the
     default (one device); "mirrored" = MirroredStrategy over every local GPU (or the CPU); "default"."""
@@ -399,7 +412,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     graph = None
     if hp.item_graph:
         content_rows = item_graph.item_content(len(catalog_ids), {item.encode(): i for item, i in catalog_index.items()}, content)
-        graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows)
+        attributes = catalog_attributes(fn_args.custom_config[CATALOG_KEY], raw_spec, catalog_ids)
+        graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
         absl.logging.info("item graph: %s edges", graph.edge_counts())
     catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph)
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)

@@ -23,6 +23,18 @@ def test_cooccurrence_neighbours_come_from_shared_users_and_new_items_get_conten
     assert graph.edge_counts() == {item_graph.COOCCURRENCE: 5, item_graph.CONTENT: 4, "items_with_inherited_cooccurrence": 1}
 
 
+def test_knowledge_edges_link_items_through_shared_attributes_rare_ones_more():
+    # items 0-2 are animals; 0 and 1 are also birds (rarer); 3 is food; 4 has no attributes (no edges)
+    attributes = [["animals", "birds"], ["animals", "birds"], ["animals", "cats"], ["food"], []]
+    graph = item_graph.build(np.array([0]), np.array([3]), 5, None, attributes, k=3)
+    knowledge = graph.kinds == item_graph.KINDS.index(item_graph.KNOWLEDGE)
+    assert set(graph.kinds) == {item_graph.KINDS.index(item_graph.COOCCURRENCE), item_graph.KINDS.index(item_graph.KNOWLEDGE)}
+    neighbours, weights = graph.neighbours[:, knowledge], graph.weights[:, knowledge]
+    assert neighbours[0][0] == 1 and weights[0][0] > weights[0][1] > 0 and neighbours[0][1] == 2  # a shared rare attribute counts more
+    assert set(neighbours[3]) == {-1} and set(neighbours[4]) == {-1}  # nothing shared
+    assert item_graph.build(np.array([0]), np.array([0]), 2, None, [[], []], k=1).edge_counts() == {item_graph.COOCCURRENCE: 0, "items_with_inherited_cooccurrence": 0}
+
+
 def test_without_content_the_graph_has_cooccurrence_edges_only():
     graph = item_graph.build(np.array([0, 0]), np.array([0, 1]), 3, None, k=2)
     assert graph.neighbours.shape == (3, 2) and set(graph.kinds) == {0}

@@ -205,3 +205,33 @@ def test_a_query_tower_on_the_user_id_alone_ignores_history_time_and_attributes(
     np.testing.assert_allclose(tower(batch).numpy(), tower(changed).numpy())
     other_users = {**batch, F.USER_INDEX: (batch[F.USER_INDEX] + 1) % 3}
     assert not np.allclose(tower(batch).numpy(), tower(other_users).numpy())
+
+
+def test_history_sequence_reads_order_skips_padding_and_unknown_items():
+    from towers.towers import HistorySequence
+
+    layer = HistorySequence(vocab_size=4, dim=8, blocks=2, heads=2, content=tf.Variable(np.eye(5, 3, dtype=np.float32)))
+    pad = lambda ids: tf.constant([ids + [0] * (F.HISTORY_LENGTH - len(ids))], tf.int64)
+    ab, ba = layer(pad([1, 2])).numpy(), layer(pad([2, 1])).numpy()
+    assert ab.shape == (1, 8) and not np.allclose(ab, ba)  # order matters
+    # an unknown item (5 = OOV) is never read: with it last, the output is read at item 2 over [1, 2] (its recency shifts)
+    assert np.abs(layer(pad([1, 2, 5])).numpy()).sum() > 0
+    np.testing.assert_allclose(layer(pad([])).numpy(), 0.0)  # an empty history: zeros
+    np.testing.assert_allclose(layer(pad([5])).numpy(), 0.0)  # unknown items only: zeros
+
+
+def test_attention_history_and_fusion_towers_train_and_expose_modality_weights():
+    hp = HP.replace(history_encoder="attention", fusion="attention", content_similarity_dim=4)
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), hp, CONTENT_DIMS, history_content=np.ones([5, TEXT_DIM], np.float32))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    batch = _batch()
+    before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(20), verbose=0)
+    assert model.evaluate(batch, verbose=0, return_dict=True)["loss"] < before
+    assert any("history_sequence" in w.name for w in model.query_tower.trainable_weights)
+    weights = model.candidate_tower.modality_weights(batch).numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    text = model.candidate_tower.modalities.index("text")
+    assert weights[1, text] == 0.0  # row 1 has no text: it gets no weight
+    with pytest.raises(ValueError, match="history_encoder"):
+        QueryTower(VOCAB_SIZES, HP.replace(history_encoder="lstm"))

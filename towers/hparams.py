@@ -32,6 +32,14 @@ class HParams:
         (user attributes the dataset has), "time" (time of day/week, recency),
         "history" (recent items' ids and content). ("id",) with item_modalities
         ("id",) and use_logq False is the TFRS tutorials' two-tower.
+      history_encoder: how the query tower reads the history besides its mean:
+        "mean" (only the mean of the history items' id and content embeddings)
+        or "attention" (also SASRec-style causal self-attention over the
+        items in order, towers.HistorySequence).
+      history_blocks, history_heads: self-attention blocks and heads of "attention".
+      fusion: how the item tower fuses its modalities: "gate" (a softmax gate
+        over the modality projections) or "attention" (cross-modal attention
+        between them, then the gate).
       fine_tune_text: train the text encoder's weights with the item tower
         (the tower then reads each item's text, not its precomputed embedding;
         about 6 s per training step on 2 CPU cores). Off: the encoder is frozen.
@@ -82,6 +90,10 @@ class HParams:
     modality_dropout: float = 0.2
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
     query_features: tuple[str, ...] = ("id", "attributes", "time", "history")
+    history_encoder: str = "mean"
+    history_blocks: int = 2
+    history_heads: int = 2
+    fusion: str = "gate"
     fine_tune_text: bool = False
     use_logq: bool = True
     learning_rate: float = 0.003

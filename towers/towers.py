@@ -89,6 +89,55 @@ class HistoryContent(tf.keras.layers.Layer):
         return tf.reduce_sum(rows * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
+class HistorySequence(tf.keras.layers.Layer):
+    """Padded history item ids [batch, len] (oldest first, 0 = padding) -> [batch, dim]: SASRec-style causal
+    self-attention over the user's recent items, read at the most recent one.
+
+    Each history item is its id embedding + its recency position (0 = the latest)
+    + a projection of its content (the `content` table by item index, as
+    HistoryContent), so the order of what the user did, not only its mean,
+    reaches the query. Unknown items (OOV) are left out like padding: attention
+    never reads them; an empty history gives zeros (the other query features
+    carry the user then).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, blocks: int, heads: int, content: tf.Variable | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.dim = vocab_size, dim
+        self.item = warm_start.index_by(tf.keras.layers.Embedding(vocab_size + F.NUM_OOV_BUCKETS + 1, dim, name="item"), F.VOCAB_ITEM, offset=1)
+        self.position = tf.keras.layers.Embedding(F.HISTORY_LENGTH, dim, name="recency_position")
+        self.content = content
+        self.content_projection = tf.keras.layers.Dense(dim, name="content_projection") if content is not None else None
+        self.blocks = [
+            (
+                tf.keras.layers.MultiHeadAttention(heads, max(dim // heads, 1), dropout=0.1, name=f"attention_{b}"),
+                tf.keras.layers.LayerNormalization(name=f"attention_norm_{b}"),
+                tf.keras.Sequential([tf.keras.layers.Dense(2 * dim, activation="relu"), tf.keras.layers.Dense(dim)], name=f"feed_forward_{b}"),
+                tf.keras.layers.LayerNormalization(name=f"feed_forward_norm_{b}"),
+            )
+            for b in range(blocks)
+        ]
+
+    def call(self, ids: tf.Tensor, training=None) -> tf.Tensor:
+        known = tf.logical_and(ids > 0, ids <= self.vocab_size)  # ids are vocabulary index + 1
+        mask = tf.cast(known, tf.float32)[..., tf.newaxis]
+        slots = tf.shape(ids)[1]
+        length = tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1, keepdims=True)
+        recency = tf.clip_by_value(length - 1 - tf.range(slots)[tf.newaxis, :], 0, F.HISTORY_LENGTH - 1)
+        safe = tf.where(known, ids, 0)
+        x = self.item(safe) + self.position(recency)
+        if self.content is not None:
+            x += self.content_projection(tf.gather(self.content, tf.maximum(safe - 1, 0)))
+        x *= mask
+        causal = tf.linalg.band_part(tf.ones([slots, slots], tf.bool), -1, 0)  # query i reads keys j <= i
+        attend = tf.logical_and(causal[tf.newaxis], known[:, tf.newaxis, :])
+        for attention, norm, feed_forward, feed_forward_norm in self.blocks:
+            x = norm(x + attention(x, x, attention_mask=attend, training=training)) * mask
+            x = feed_forward_norm(x + feed_forward(x)) * mask
+        last = tf.reduce_max(tf.where(known, tf.range(slots)[tf.newaxis, :], -1), axis=1)  # the latest known item
+        return tf.gather(x, tf.maximum(last, 0), batch_dims=1) * tf.cast(last >= 0, tf.float32)[:, tf.newaxis]
+
+
 def profile_modalities(content_dims: dict[str, int], hp: HParams, fine_tuned_text: bool = False) -> tuple[str, ...]:
     """The content modalities whose precomputed embeddings form a content profile (see content_profile).
 
@@ -128,6 +177,10 @@ def shared_content_projection(hp: HParams):
     if hp.content_similarity_dim <= 0:
         return None
     return tf.keras.layers.Dense(hp.content_similarity_dim, use_bias=False, name="shared_content_projection")
+
+
+HISTORY_ENCODERS = ("mean", "attention")
+FUSIONS = ("gate", "attention")
 
 
 class QueryTower(tf.keras.Model):
@@ -170,6 +223,12 @@ class QueryTower(tf.keras.Model):
             self.history_content = HistoryContent(history_content, name="history_content")
             self.history_content_projection = tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name="history_content_projection")
             self.shared_content = shared_content
+        if hp.history_encoder not in HISTORY_ENCODERS:
+            raise ValueError(f"history_encoder must be one of {HISTORY_ENCODERS}, got {hp.history_encoder!r}")
+        self.sequence = None
+        if hp.history_encoder == "attention" and "history" in hp.query_features:
+            table = self.history_content.table if self.history_content is not None else None
+            self.sequence = HistorySequence(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, hp.history_blocks, hp.history_heads, table, name="history_sequence")
         similarity_dim = hp.content_similarity_dim if self.shared_content is not None else 0
         self.mlp = _mlp(hp, "query_mlp", hp.embedding_dim - similarity_dim)
 
@@ -182,6 +241,8 @@ class QueryTower(tf.keras.Model):
             parts += [inputs[F.TIME_CONTEXT], self.recency(inputs[F.RECENCY_BUCKET])]
         if "history" in use:
             parts.append(self.history(inputs[F.HISTORY_TOKENS]))
+            if self.sequence is not None:
+                parts.append(self.sequence(inputs[F.HISTORY_TOKENS], training=training))
         if "attributes" in use:
             parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
             if F.AGE_Z in inputs:
@@ -205,7 +266,11 @@ class CandidateTower(tf.keras.Model):
     dataset has; each content embedding the catalog has: text, image, audio)
     is projected to
     `fusion_dim`; a learned gate scores each projection and a softmax over the
-    *available* modalities weighs them. The id is unavailable for items unseen
+    *available* modalities weighs them. With `hp.fusion == "attention"` the
+    projections (+ a modality-type embedding) first attend to each other
+    (cross-modal attention, one layer, missing modalities masked), and the
+    gate weighs the attended tokens; the weights stay the per-item
+    modality weights either way. The id is unavailable for items unseen
     in training (OOV), a content modality for items without that embedding (all
     zeros). In training, modality dropout hides id and content at random so that
     items missing them still embed well; an unseen item is then placed by its
@@ -244,6 +309,13 @@ class CandidateTower(tf.keras.Model):
         }
         self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
+        if hp.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {hp.fusion!r}")
+        self.cross_modal = None
+        if hp.fusion == "attention":  # modality tokens read each other before the gate weighs them
+            self.modality_type = tf.keras.layers.Embedding(len(self.modalities), hp.fusion_dim, name="modality_type")
+            self.cross_modal = tf.keras.layers.MultiHeadAttention(2, max(hp.fusion_dim // 2, 1), name="cross_modal_attention")
+            self.cross_modal_norm = tf.keras.layers.LayerNormalization(name="cross_modal_norm")
         self.profile_modalities = profile_modalities(self.content_dims, hp, fine_tuned_text=text_encoder is not None)
         self.shared_content = shared_content if self.profile_modalities else None
         similarity_dim = hp.content_similarity_dim if self.shared_content is not None else 0
@@ -279,6 +351,10 @@ class CandidateTower(tf.keras.Model):
 
     def _gated(self, inputs: dict, training) -> tuple[tf.Tensor, tf.Tensor]:
         vectors, present = self._modalities(inputs, training)
+        if self.cross_modal is not None:
+            tokens = vectors + self.modality_type(tf.range(len(self.modalities)))[tf.newaxis]
+            visible = tf.logical_and(present[:, :, tf.newaxis] > 0, present[:, tf.newaxis, :] > 0)  # missing modalities neither read nor are read
+            vectors = self.cross_modal_norm(tokens + self.cross_modal(tokens, tokens, attention_mask=visible, training=training)) * present[..., tf.newaxis]
         logits = tf.squeeze(self.gate(vectors), -1) + (1.0 - present) * -1e9
         # "* present": an item with no usable modality (e.g. unseen, in an ID-only
         # tower) gets all-zero weights, not a uniform mix of unused inputs.
