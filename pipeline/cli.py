@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="top-K items for a user: from the newest pushed model in process, or from a server (--server)")
     rec.add_argument("--user", required=True, help="user id, as in the dataset")
-    rec.add_argument("--k", type=int, default=10, help="number of items (default: 10)")
+    rec.add_argument("--k", type=_list_length(defaults.top_k), default=10, help=f"number of items, 1 to {defaults.top_k} (the served models return their top {defaults.top_k}) (default: 10)")
     rec.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset the model was trained on")
     rec.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
     rec.add_argument("--include-seen", action="store_true", help="allow items the user already interacted with")
@@ -193,6 +193,21 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="rebuild even if an export exists")
     enc_sub.add_parser("list", help="the encoders, their sources and handles")
     return parser
+
+
+def _list_length(most: int):
+    """argparse type: an integer in [1, most]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 1 <= value <= most:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: from 1 to {most} (the served models return their top {most})")
+        return value
+
+    return parse
 
 
 def _beam_arguments(parser, default: str = "local") -> None:

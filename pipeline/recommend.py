@@ -19,6 +19,12 @@ def load_model(paths: RunPaths):
 
     version_dir = latest_version_dir(paths.serving_model_dir())
     if version_dir is None:
+        if os.path.exists(paths.metadata_path):  # a run happened: its model was not blessed, so nothing was pushed
+            raise SetupError(
+                f"no pushed model under {paths.serving_model_dir()}: the runs into {paths.output} produced no blessed model "
+                f"(`mmtower report --output {paths.output}` shows the failed checks); a quick demo run can lower the floors "
+                "with --min-auc / --min-recall"
+            )
         raise SetupError(f"no pushed model under {paths.serving_model_dir()}: run `mmtower run --output {paths.output}` (or `make run`) first")
     return tf.saved_model.load(version_dir), version_dir
 

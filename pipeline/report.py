@@ -105,6 +105,12 @@ def format_item_graph(graph: dict) -> str:
     )
 
 
+NOT_BLESSED_HINT = (
+    "  A model that fails a check is not pushed; the one served (if any) stays. Tiny demo runs (--max-users) rarely pass: "
+    "lower the floors with --min-auc / --min-recall (see `mmtower run --help`), or train on more users."
+)
+
+
 def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     lines = ["", "== mmtower run summary ==", "Eval split, per event (Recall@K = the held-out item is in the top K):",
              format_metrics_table(summary.model_metrics, summary.recommend_metrics, summary.baselines), ""]
@@ -118,10 +124,13 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     if line := format_item_graph(summary.item_graph):
         lines.append(line)
     lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
+    lines += [f"  FAIL  ranking (TFMA): {failure}" for failure in summary.ranking_failures]
     if summary.blessed is None:
         lines.append("Evaluators: no blessing recorded")
     else:
         lines.append(f"Evaluators: model {'BLESSED' if summary.blessed else 'NOT blessed (a check above failed)'}")
+    if summary.blessed is False or summary.ranking_blessed is False:
+        lines.append(NOT_BLESSED_HINT)
     lines.append(f"Pushed to: {summary.pushed_to}" if summary.pushed_to else "Pushed to: nothing pushed")
     times = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in wall_times.items() if name != "total")
     lines.append(f"Wall time: {wall_times.get('total', 0):.0f}s ({times})")

@@ -31,6 +31,7 @@ class RunSummary:
     content_quarantine_file: str | None = None
     content_items: dict[str, int] = field(default_factory=dict)  # modality -> items with that embedding
     item_graph: dict = field(default_factory=dict)  # the Trainer's item_graph.json: edges, the weights chosen on validation
+    ranking_failures: list[str] = field(default_factory=list)  # TFMA's failed thresholds, readable (ranking_failures)
 
 
 def _latest(store, type_name: str, component: str, pipeline_name: str):
@@ -76,6 +77,27 @@ def ranking_metrics_from_tfma(evaluation_uri: str) -> dict[str, float]:
     return out
 
 
+def ranking_failures(validation) -> list[str]:
+    """TFMA's failed thresholds (a tfma ValidationResult) as lines naming the metric, its value and the bound it missed."""
+    lines = []
+    for per_slice in validation.metric_validations_per_slice:
+        where = "" if not per_slice.slice_key.single_slice_keys else " on slice " + ", ".join(
+            f"{key.column}={key.bytes_value.decode() or key.int64_value or key.float_value}" for key in per_slice.slice_key.single_slice_keys)
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value if failure.metric_value.HasField("double_value") else float("nan")
+            name = ("change in " if failure.metric_key.is_diff else "") + metric_name(failure.metric_key)
+            threshold = failure.metric_threshold
+            bound = []
+            if threshold.HasField("value_threshold"):
+                lower, upper = threshold.value_threshold.lower_bound, threshold.value_threshold.upper_bound
+                bound += [f"floor {lower.value:g}"] if threshold.value_threshold.HasField("lower_bound") else []
+                bound += [f"ceiling {upper.value:g}"] if threshold.value_threshold.HasField("upper_bound") else []
+            if threshold.HasField("change_threshold") and threshold.change_threshold.HasField("absolute"):
+                bound.append(f"allowed change {threshold.change_threshold.absolute.value:g} vs the last blessed model")
+            lines.append(f"{name} {value:.4f}{where} misses its {' / '.join(bound) or 'threshold'}")
+    return lines
+
+
 def read(paths: RunPaths) -> RunSummary:
     from components import baselines as baselines_component
     from components.content_embedder import executor as content_executor
@@ -96,6 +118,13 @@ def read(paths: RunPaths) -> RunSummary:
         summary.ranking_metrics = ranking_metrics_from_tfma(evaluation.uri)
     if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, name):
         summary.ranking_blessed = bool(blessing.custom_properties["blessed"].int_value)
+        if not summary.ranking_blessed and evaluation is not None:
+            import tensorflow_model_analysis as tfma
+
+            try:
+                summary.ranking_failures = ranking_failures(tfma.load_validation_result(evaluation.uri))
+            except (OSError, IOError, ValueError) as error:  # an unreadable result still leaves the verdict
+                summary.ranking_failures = [f"TFMA's validation result could not be read: {error}"]
     if retrieval := _latest(store, "ModelEvaluation", RETRIEVAL_EVALUATOR_COMPONENT, name):
         from components.retrieval_evaluator import executor as retrieval_executor
 

@@ -148,3 +148,14 @@ def test_run_refuses_a_span_the_dataset_cannot_have(spans, tmp_path, capsys):
     assert main(["run", "--output", str(tmp_path)] + spans) == 2
     assert "--span must be between 1 and --spans" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # refused before building anything
+
+
+@pytest.mark.parametrize("k", ["-5", "0", "1000", "ten"])
+def test_recommend_refuses_a_list_length_the_models_cannot_give(k, tmp_path, capsys):
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--output", str(tmp_path), "--user", "u1", "--k", k])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--k" in err and ("from 1 to 100" in err or "not a whole number" in err)
