@@ -133,7 +133,7 @@ class RestClient:
         return [(int(s["version"]), s["state"]) for s in payload["model_version_status"]]
 
     def metadata(self, model: str, version: int | None = None) -> dict:
-        return self._json(self.session.get(self._url(model, version, "/metadata"), timeout=self.timeout))["metadata"]["signature_def"]["signatureDef"]
+        return self._json(self.session.get(self._url(model, version, "/metadata"), timeout=self.timeout))["metadata"]["signature_def"]["signature_def"]
 
     def close(self) -> None:
         self.session.close()

@@ -207,7 +207,8 @@ def _metadata_json(servable) -> dict:
         signatures.signature_def[name].CopyFrom(signature)
     return {
         "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-        "metadata": {"signature_def": json_format.MessageToDict(signatures)},
+        # TF Serving writes the proto field names (signature_def, tensor_shape, method_name), not camelCase
+        "metadata": {"signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)},
     }
 
 

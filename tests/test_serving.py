@@ -149,6 +149,10 @@ def test_rest_predict_columns_and_rows(served, rest_client):
     assert requests.post(url, data=json.dumps(b64), timeout=10).status_code == 200
     assert rest_client.status(MODEL) == [(1, "AVAILABLE")]
     assert "recommend" in rest_client.metadata(MODEL)
+    # TF Serving's JSON: proto field names, as its REST API writes them (what a client of the real server reads)
+    raw = requests.get(f"http://127.0.0.1:{served[0].rest_port}/v1/models/{MODEL}/metadata", timeout=10).json()
+    recommend = raw["metadata"]["signature_def"]["signature_def"]["recommend"]
+    assert recommend["method_name"] == "tensorflow/serving/predict" and "tensor_shape" in recommend["inputs"]["user_id"]
 
 
 def _code(call) -> grpc.StatusCode:
