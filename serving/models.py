@@ -3,9 +3,14 @@
 The manager polls each model's base path (as TF Serving's file system source
 does), loads the versions its version policy wants, and swaps the set of
 served versions in one assignment: a request holds the version it started
-with until it finishes, so a new version never fails a request in flight. A
-version that fails to load is reported in its status and retried only when
-its `saved_model.pb` changes; the versions already served stay up.
+with until it finishes, so a new version never fails a request in flight.
+
+A version that fails to load (unreadable, or without the signatures its
+model must have, REQUIRED_SIGNATURES) is reported in its status and retried
+when any file of its folder changes (a copy still in progress completes);
+the versions already served stay up, and with a "latest" policy the newest
+versions that do load are served, so a server (re)started over a broken
+newest version serves the one before it.
 """
 from __future__ import annotations
 
@@ -41,6 +46,10 @@ class VersionState:
     error: str = ""
 
 
+# What each served model must offer to be swapped in (what mmtower's clients and add-items call).
+REQUIRED_SIGNATURES = {model_config.RECOMMENDER: ("recommend",), model_config.RANKER: ("rank",), model_config.ITEM_ENCODER: ("embed_candidates",)}
+
+
 def load_servable(name: str, version: int, path: str) -> Servable:
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
@@ -48,10 +57,28 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     saved_model = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
+    if not saved_model.meta_graphs:
+        raise ValueError("the SavedModel has no MetaGraph")
     signature_defs = {
         key: value for key, value in saved_model.meta_graphs[0].signature_def.items() if not key.startswith("__")
     }
+    missing = [s for s in REQUIRED_SIGNATURES.get(name, ()) if s not in signature_defs]
+    if missing:
+        raise ValueError(f"signature(s) {', '.join(missing)} missing (it has: {', '.join(sorted(signature_defs)) or 'none'}); model {name!r} must have them")
     return Servable(name, version, path, tf.saved_model.load(path), signature_defs)
+
+
+def fingerprint(path: str) -> tuple:
+    """Every file of a version folder with its size and modification time: any change means "try loading again"."""
+    entries = []
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                stat = os.stat(os.path.join(folder, name))
+            except OSError:  # removed while we look: the next poll sees the new state
+                continue
+            entries.append((os.path.relpath(os.path.join(folder, name), path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
 
 
 @dataclass
@@ -67,7 +94,7 @@ class ModelManager:
     poll_seconds: float = 1.0
     _served: dict = field(default_factory=dict)  # name -> {version: Servable}; replaced, never mutated
     _states: dict = field(default_factory=dict)  # name -> {version: VersionState}
-    _failed: dict = field(default_factory=dict)  # (name, version) -> saved_model.pb mtime of the failed load
+    _failed: dict = field(default_factory=dict)  # (name, version) -> fingerprint() of the folder that failed to load
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,12 +112,19 @@ class ModelManager:
                 current = self._served.get(model.name, {})
                 states = self._states.setdefault(model.name, {})
                 versions = {}
-                for version in model_config.wanted_versions(model, model_config.ready_versions(model.base_path)):
+                ready = model_config.ready_versions(model.base_path)
+                wanted = model_config.wanted_versions(model, ready)
+                latest = model.model_version_policy.WhichOneof("policy_choice") in (None, "latest")
+                # "latest N": the newest N that load, older ones standing in for broken newer ones
+                candidates = sorted(ready, reverse=True) if latest else wanted
+                for version in candidates:
+                    if latest and len(versions) == len(wanted):
+                        break
                     if version in current:
                         versions[version] = current[version]
                         continue
                     path = os.path.join(model.base_path, str(version))
-                    stamp = os.path.getmtime(os.path.join(path, "saved_model.pb"))
+                    stamp = fingerprint(path)
                     if self._failed.get((model.name, version)) == stamp:
                         continue
                     try:
@@ -100,6 +134,7 @@ class ModelManager:
                         states[version] = VersionState(version, "END", f"could not load {path}: {error}")
                         changes.append(f"{model.name} version {version} failed to load: {error}")
                         continue
+                    self._failed.pop((model.name, version), None)
                     states[version] = VersionState(version, "AVAILABLE")
                     changes.append(f"{model.name} version {version} loaded from {path}")
                 if not versions and current:

@@ -353,3 +353,51 @@ def test_malformed_tensor_protos_are_refused():
         tensors.to_array(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=b"\x00" * 5))
     with pytest.raises(ValueError, match="strings for shape"):
         tensors.to_array(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=[b"a", b"b"]))
+
+
+def _manager(root: str):
+    from serving.models import ModelManager
+
+    return ModelManager(model_config.read(model_config.write_for(root, names=[MODEL])))
+
+
+def test_a_restart_over_a_broken_newest_version_serves_the_newest_that_loads(tmp_path):
+    base = tmp_path / MODEL
+    base.mkdir()
+    push(str(base), 1)
+    (base / "2").mkdir()
+    (base / "2" / "saved_model.pb").write_bytes(b"cut off")
+    manager = _manager(str(tmp_path))
+    manager.refresh()
+    assert manager.get(MODEL).version == 1
+    assert {s.version: s.state for s in manager.status(MODEL)} == {1: "AVAILABLE", 2: "END"}
+
+
+def test_a_version_copied_file_by_file_loads_once_complete(tmp_path):
+    """A copy that is not atomic (saved_model.pb first, variables later) is retried when its files change."""
+    base = tmp_path / MODEL
+    base.mkdir()
+    push(str(base), 1)
+    complete = push(str(tmp_path / "elsewhere"), 2)
+    shutil.copytree(complete, base / "2", ignore=shutil.ignore_patterns("variables"))
+    manager = _manager(str(tmp_path))
+    manager.refresh()
+    assert manager.get(MODEL).version == 1  # version 2 has no variables yet
+    manager.refresh()
+    assert manager.get(MODEL).version == 1  # unchanged files: not retried
+    shutil.copytree(os.path.join(complete, "variables"), base / "2" / "variables")
+    manager.refresh()
+    assert manager.get(MODEL).version == 2
+
+
+def test_a_saved_model_without_the_required_signature_is_not_swapped_in(tmp_path):
+    base = tmp_path / MODEL
+    base.mkdir()
+    push(str(base), 1)
+    module = ToyRecommender(2)
+    tf.saved_model.save(module, str(base / "2"), signatures={"serving_default": module.recommend})  # no `recommend`
+    manager = _manager(str(tmp_path))
+    manager.refresh()
+    assert manager.get(MODEL).version == 1
+    error = {s.version: s for s in manager.status(MODEL)}[2].error
+    assert "signature(s) recommend missing" in error
