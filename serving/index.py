@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from serving import config as model_config
+from serving import publish
 
 ADD_ITEMS = "add_items"
 
@@ -91,19 +91,11 @@ def encode_content(records: list[bytes], handles: dict[str, str]) -> tuple[dict[
     return content, problems
 
 
-def next_version(serving_dir: str) -> int:
-    """A version number above every pushed one (Pusher versions are UNIX timestamps)."""
-    versions = [v for name in model_config.SERVED_MODELS for v in model_config.ready_versions(os.path.join(serving_dir, name))]
-    return max([int(time.time())] + [v + 1 for v in versions])
-
-
-def _save_version(model, base_path: str, version: int) -> str:
-    from components.pusher import push_version
+def _saver(model):
+    """A publish writer saving a loaded (and changed) SavedModel with its signatures."""
     from towers import exporter
 
-    with tempfile.TemporaryDirectory(dir=base_path) as scratch:
-        exporter.save(model, os.path.join(scratch, "model"), dict(model.signatures))
-        return push_version(os.path.join(scratch, "model"), base_path, str(version))
+    return lambda scratch: exporter.save(model, scratch, dict(model.signatures))
 
 
 def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str, str] | None = None, rebuild_index: bool = False, log=print) -> AddItemsReport:
@@ -119,6 +111,8 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
 
     load_custom_ops()
     report = AddItemsReport()
+    for line in publish.recover(serving_dir):  # an add-items or push that was cut off leaves nothing half done
+        log(line)
     latest = {name: model_config.ready_versions(os.path.join(serving_dir, name)) for name in model_config.SERVED_MODELS}
     missing = [name for name, versions in latest.items() if not versions]
     if missing:
@@ -163,7 +157,7 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
         examples.append(example.SerializeToString())
     embeddings = item_encoder.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant(examples))[exporter.EMBEDDINGS_OUTPUT].numpy()
 
-    version = next_version(serving_dir)
+    models = {}
     for name in (model_config.RECOMMENDER, model_config.RANKER):
         model = recommender if name == model_config.RECOMMENDER else tf.saved_model.load(path[name])
         items = {exporter.ITEM_IDS_INPUT: tf.constant(ids), exporter.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
@@ -180,8 +174,12 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
             scann_index.replace(model.scann_index, scann_index.build_searcher(model.catalog_embeddings.numpy(), 100))
             model.indexed_items.assign(report.catalog_size)
             report.index_rebuilt = True
-        report.versions[name] = _save_version(model, os.path.join(serving_dir, name), version)
-        log(f"{name}: version {version} with {report.catalog_size} items at {report.versions[name]}")
+        models[name] = model
+    # both models, one version, all or nothing (serving.publish): a kill leaves the previous versions served
+    version = publish.next_version(serving_dir)
+    report.versions = publish.publish(serving_dir, version, {name: _saver(model) for name, model in models.items()}, kind=publish.ADD_ITEMS, items=len(ids))
+    for name, target in report.versions.items():
+        log(f"{name}: version {version} with {report.catalog_size} items at {target}")
     report.added = ids
     return report
 

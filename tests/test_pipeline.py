@@ -129,18 +129,6 @@ def test_example_gen_reads_spans_and_only_an_incremental_run_warm_starts(built, 
     assert "base_model" in incremental["Trainer"].inputs
 
 
-def test_push_log_names_the_newest_version_still_there(tmp_path):
-    from components import pusher
-
-    assert pusher.newest_push(str(tmp_path)) is None
-    for version, model in (("1", "/m/a"), ("2", "/m/b")):
-        (tmp_path / "recommender" / version).mkdir(parents=True)
-        pusher.record_push(str(tmp_path), version, str(tmp_path / "recommender" / version), model)
-    assert pusher.newest_push(str(tmp_path))["model"] == "/m/b"
-    (tmp_path / "recommender" / "2").rmdir()  # an operator removed it: the one before is what is served
-    assert pusher.newest_push(str(tmp_path))["version"] == "1"
-
-
 @pytest.mark.parametrize("spans", [["--spans", "2", "--span", "3"], ["--spans", "0"], ["--span", "0"]])
 def test_run_refuses_a_span_the_dataset_cannot_have(spans, tmp_path, capsys):
     from pipeline.cli import main
