@@ -25,6 +25,7 @@ import pandas as pd
 from datasets import simulator
 from datasets.records import QuarantinedRow
 from towers import features as F
+from towers.encoders import media
 
 DEBIAN_PACKAGE = "tuxpaint-stamps-default"
 STAMPS_DIR = "/usr/share/tuxpaint/stamps"
@@ -70,12 +71,19 @@ def dominant_colour(png: bytes) -> str:
     return HUES[int(np.bincount(bins, minlength=6).argmax())]
 
 
-def _caption(path: str) -> str:
-    """First line of a tuxpaint caption file (English); '' if absent."""
+def _caption(path: str) -> tuple[str, str | None]:
+    """First line of a tuxpaint caption file (English); '' if absent. -> (caption, why it was altered or None)."""
     if not os.path.exists(path):
-        return ""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.readline().strip()
+        return "", None
+    with open(path, "rb") as f:
+        text, problem = media.decode_text(f.readline(media.MAX_MEDIA_BYTES))
+    return text.strip(), problem
+
+
+def _read_capped(path: str) -> bytes:
+    """A media file's bytes, at most one byte over the limit (the content embedder then refuses it, naming the item)."""
+    with open(path, "rb") as f:
+        return f.read(media.MAX_MEDIA_BYTES + 1)
 
 
 def load_catalog(root: str | None = None) -> tuple[pd.DataFrame, simulator.ItemTraits, list[QuarantinedRow]]:
@@ -93,19 +101,23 @@ def load_catalog(root: str | None = None) -> tuple[pd.DataFrame, simulator.ItemT
             stem = os.path.join(folder, name[: -len(".png")])
             item_id = os.path.relpath(stem, root)
             path_words = os.path.dirname(item_id).split(os.sep)
-            caption = _caption(stem + ".txt")
+            caption, problem = _caption(stem + ".txt")
+            if problem:
+                quarantined.append(QuarantinedRow(item_id + ".txt", 1, F.ITEM_TEXT, problem, "", kept=True))
             if not caption:
                 caption = os.path.basename(stem).replace("_", " ").replace("-", " ")
                 quarantined.append(QuarantinedRow(item_id + ".txt", 1, F.ITEM_TEXT, "no English caption; file name used", "", kept=True))
             with open(stem + ".png", "rb") as f:
-                png = f.read()
+                png = f.read(media.MAX_MEDIA_BYTES + 1)
             try:
+                if problem := media.image_problem(png):
+                    raise ValueError(problem)
                 colour = dominant_colour(png)
-            except (OSError, ValueError) as error:
+            except Exception as error:  # Pillow raises several kinds for a broken or hostile file
                 quarantined.append(QuarantinedRow(item_id + ".png", 0, F.IMAGE, f"unreadable image: {error}", "", kept=True))
                 png, colour = None, UNKNOWN_COLOUR
             sound = next((stem + s for s in SOUND_SUFFIXES if os.path.exists(stem + s)), None)
-            audio = open(sound, "rb").read() if sound else None
+            audio = _read_capped(sound) if sound else None
             rows.append({
                 F.ITEM_ID: item_id,
                 F.TITLE: caption,

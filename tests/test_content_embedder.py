@@ -177,3 +177,66 @@ def test_sounds_are_embedded_and_broken_ones_quarantined(text_handle, audio_hand
         embedded, quarantined = executor.embed_items(p | beam.Create(records), {"text": text_handle, "audio": audio_handle})
         assert_that(embedded, check, label="embeddings")
         assert_that(quarantined, check_quarantine, label="quarantine")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels in its header (and holds none): what a decompression bomb shows first."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _wav_claiming(rate: int) -> bytes:
+    import struct
+
+    data = bytearray(_wav(16000, 0.1))
+    data[24:28] = struct.pack("<I", rate)  # sample rate
+    data[28:32] = struct.pack("<I", min(rate * 4, 2**32 - 1))  # byte rate
+    return bytes(data)
+
+
+def test_hostile_media_is_refused_from_its_header_and_named():
+    assert "over the 40,000,000-pixel limit" in executor.check_image(_png_header(14000, 14000))
+    assert "over the 40,000,000-pixel limit" in executor.check_image(_png_header(100_000, 100_000))  # past Pillow's own bomb limit
+    assert executor.check_image(_png_header(64, 64)).startswith("undecodable image")  # a sane header, no pixel data
+    with pytest.raises(executor.AudioError, match="sample rate 2,147,483,647 Hz is outside"):
+        executor.decode_audio(_wav_claiming(2_147_483_647))
+    from towers.encoders import media
+
+    with pytest.raises(executor.AudioError, match="over the .*-byte limit"):
+        executor.decode_audio(b"RIFF" + bytes(media.MAX_MEDIA_BYTES))
+
+
+def _latin1_text_record(item_id: str) -> bytes:
+    example = to_example({F.ITEM_ID: item_id})
+    example.features.feature[F.ITEM_TEXT].bytes_list.value.append("café crème".encode("latin-1"))  # not UTF-8
+    return example.SerializeToString()
+
+
+def test_one_hostile_item_costs_its_own_media_only(text_handle, image_handle, audio_handle):
+    records = [
+        to_example({F.ITEM_ID: "bomb", F.ITEM_TEXT: "big", F.IMAGE: _png_header(14000, 14000)}).SerializeToString(),
+        to_example({F.ITEM_ID: "fast-wav", F.ITEM_TEXT: "loud", F.AUDIO: _wav_claiming(2_147_483_647)}).SerializeToString(),
+        _latin1_text_record("latin1"),
+        to_example({F.ITEM_ID: "fine", F.ITEM_TEXT: "a sound", F.AUDIO: _wav(22050, 1.0)}).SerializeToString(),
+    ]
+
+    def check(serialized):
+        got = _by_item(serialized)
+        assert sorted(got) == ["bomb", "fast-wav", "fine", "latin1"]  # every item kept, with its text
+        assert all(F.TEXT_EMBEDDING in f for f in got.values())
+        assert [k for k, f in got.items() if F.AUDIO_EMBEDDING in f] == ["fine"]
+
+    def check_quarantine(rows):
+        reasons = {(row["item_id"], row["modality"]): row["reason"] for row in rows}
+        assert sorted(reasons) == [("bomb", "image"), ("fast-wav", "audio"), ("latin1", "text")], rows
+        assert "not UTF-8" in reasons[("latin1", "text")]
+
+    with TestPipeline() as p:
+        embedded, quarantined = executor.embed_items(p | beam.Create(records), {"text": text_handle, "image": image_handle, "audio": audio_handle})
+        assert_that(embedded, check, label="embeddings")
+        assert_that(quarantined, check_quarantine, label="quarantine")

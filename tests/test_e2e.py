@@ -516,12 +516,25 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
         rows.append(json.dumps(row))
     new_items.write_text("\n".join(rows) + "\n")
     newest_before = {name: max(v for v, _ in client.status(name)) for name in (model_config.RECOMMENDER, model_config.RANKER)}
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "index", "add-items", str(new_items), "--output", paths.output],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    assert "added 1 items (1 quarantined)" in out and "already in the catalog" in out, out
+    add_items = [sys.executable, "-m", "pipeline.cli", "index", "add-items", str(new_items), "--output", paths.output]
+    # First a SIGKILL at the dangerous moment: the new ranker version is in place, the recommender's is not yet.
     import time
+
+    ranker_dir = paths.serving_model_dir(model_config.RANKER)
+    ranker_before = set(model_config.ready_versions(ranker_dir))
+    killed = subprocess.Popen(add_items, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not set(model_config.ready_versions(ranker_dir)) - ranker_before:
+        assert killed.poll() is None and time.monotonic() < deadline, "add-items ended before its ranker version appeared"
+        time.sleep(0.01)
+    killed.kill()
+    killed.wait()
+    out = subprocess.run(add_items, capture_output=True, text=True, check=True).stdout  # the rerun
+    assert "added 1 items (1 quarantined)" in out and "already in the catalog" in out, out
+    assert "cut off" in out  # the killed run's versions were rolled back
+    served = {name: model_config.ready_versions(paths.serving_model_dir(name)) for name in (model_config.RECOMMENDER, model_config.RANKER)}
+    assert served[model_config.RECOMMENDER][-1] == served[model_config.RANKER][-1], served  # one version for both
+    assert not [n for name in model_config.SERVED_MODELS for n in os.listdir(paths.serving_model_dir(name)) if not n.isdigit()]
 
     deadline = time.monotonic() + 120
     for name, before in newest_before.items():  # the server polls the folder: each model swaps on its own

@@ -109,3 +109,19 @@ def test_true_affinities_explain_the_simulated_choices():
     # Chosen items have higher affinity for their user than the average item.
     lift = [affinity[u][position[i]] - affinity[u].mean() for u, i in zip(frame[F.USER_ID], frame[F.ITEM_ID])]
     assert np.mean(lift) > 0.5
+
+
+def test_a_decompression_bomb_and_a_latin1_caption_are_named_not_fatal(stamps):
+    from tests.test_content_embedder import _png_header
+
+    food = os.path.join(stamps, "food")
+    with open(os.path.join(food, "bomb.png"), "wb") as f:
+        f.write(_png_header(14000, 14000))
+    with open(os.path.join(food, "bomb.txt"), "wb") as f:
+        f.write("Crème brûlée\n".encode("latin-1"))
+    catalog, _, quarantined = tuxpaint.load_catalog(stamps)
+    bomb = catalog.set_index(F.ITEM_ID).loc["food/bomb"]
+    assert bomb[F.IMAGE] is None and bomb[F.TITLE].startswith("Cr")  # kept, without the image
+    reasons = {(q.source, q.field): q.reason for q in quarantined}
+    assert "pixel limit" in reasons[("food/bomb.png", F.IMAGE)]
+    assert "not UTF-8" in reasons[("food/bomb.txt", F.ITEM_TEXT)]

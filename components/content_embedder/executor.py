@@ -18,6 +18,7 @@ from tfx.types import artifact_utils
 
 from components.content_embedder import spec
 from towers import features as F
+from towers.encoders import media
 
 SPLIT = "items"
 RECORDS_FILE = "item_embeddings"
@@ -72,6 +73,8 @@ def check_image(data: bytes) -> Optional[str]:
     """None if `data` decodes as an image, else the reason it does not."""
     if not data:
         return "no image"
+    if problem := media.image_problem(data):
+        return problem
     try:
         tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
@@ -95,6 +98,8 @@ def decode_audio(data: bytes) -> np.ndarray:
 
     if not data:
         raise AudioError("no audio")
+    if problem := media.size_problem(data):
+        raise AudioError(problem)
     suffix = next((s for magic, s in _AUDIO_SUFFIXES.items() if data.startswith(magic)), None)
     if suffix is None:
         raise AudioError(f"unsupported audio format (starts with {data[:4]!r})")
@@ -104,6 +109,8 @@ def decode_audio(data: bytes) -> np.ndarray:
         try:
             audio = tfio.audio.AudioIOTensor(f.name)
             rate = int(audio.rate)
+            if problem := media.audio_rate_problem(rate):
+                raise AudioError(problem)
             samples = audio[: rate * MAX_AUDIO_SECONDS]
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, tf.errors.UnknownError) as error:
             raise AudioError(f"undecodable audio: {error.message.splitlines()[0][:120]}") from None
@@ -142,25 +149,30 @@ class ParseItem(beam.DoFn):
 
     def process(self, serialized: bytes):
         feature = tf.train.Example.FromString(serialized).features.feature
-        item_id = _first_bytes(feature, F.ITEM_ID).decode()
+        item_id = media.decode_text(_first_bytes(feature, F.ITEM_ID))[0]
+        quarantine = lambda modality, reason: beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": modality, "reason": reason})
         if TEXT in self.modalities:
-            text = _first_bytes(feature, F.ITEM_TEXT).decode().strip()
-            if text:
-                yield item_id, text
+            text, problem = media.decode_text(_first_bytes(feature, F.ITEM_TEXT))
+            if problem:  # kept, with the bytes replaced, and reported
+                yield quarantine(TEXT, problem)
+            if text.strip():
+                yield item_id, text.strip()
             else:
-                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": TEXT, "reason": "empty text"})
+                yield quarantine(TEXT, "empty text")
         if IMAGE in self.modalities and _has(feature, F.IMAGE):
             data = _first_bytes(feature, F.IMAGE)
             problem = check_image(data)
             if problem is None:
                 yield beam.pvalue.TaggedOutput(IMAGE, (item_id, data))
             else:
-                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": IMAGE, "reason": problem})
+                yield quarantine(IMAGE, problem)
         if AUDIO in self.modalities and _has(feature, F.AUDIO):
             try:
                 yield beam.pvalue.TaggedOutput(AUDIO, (item_id, decode_audio(_first_bytes(feature, F.AUDIO))))
             except AudioError as error:
-                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": AUDIO, "reason": str(error)})
+                yield quarantine(AUDIO, str(error))
+            except Exception as error:  # whatever else one crafted clip raises costs that clip, not the run
+                yield quarantine(AUDIO, f"could not decode: {type(error).__name__}: {str(error)[:120]}")
 
 
 # Waveforms differ in length: the audio encoder gets one clip per call.
