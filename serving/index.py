@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from serving import config as model_config
 from serving import publish
+from towers import features as F
 
 ADD_ITEMS = "add_items"
 
@@ -36,40 +38,100 @@ class AddItemsReport:
     index_rebuilt: bool = False
 
 
-def read_items(path: str) -> list[bytes]:
+# What a JSON-lines item may carry, and the JSON type of each field.
+_ITEM_FIELDS = {F.ITEM_ID: str, F.TITLE: str, F.ITEM_TEXT: str, F.YEAR: int, F.GENRES: list, F.IMAGE: str, F.AUDIO: str}
+
+
+def _media(folder: str, relative: str) -> bytes:
+    """A media file named relative to the items file's folder: confined to it, a regular file, within the size limit."""
+    from towers.encoders import media
+
+    if os.path.isabs(relative):
+        raise ValueError("is an absolute path: media paths are relative to the items file's folder")
+    root = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, target]) != root:
+        raise ValueError("points outside the items file's folder")
+    if not os.path.exists(target):
+        raise ValueError("does not exist")
+    info = os.stat(target)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("is not a regular file")
+    if info.st_size > media.MAX_MEDIA_BYTES:
+        raise ValueError(f"is {info.st_size:,} bytes, over the {media.MAX_MEDIA_BYTES:,}-byte limit")
+    with open(target, "rb") as f:
+        return f.read(media.MAX_MEDIA_BYTES + 1)
+
+
+def _json_item(row, folder: str) -> dict:
+    """A JSON-lines item, checked field by field (ValueError names the field); media paths replaced by the files' bytes."""
+    if not isinstance(row, dict):
+        raise ValueError(f"an item is a JSON object, got {type(row).__name__}")
+    unknown = sorted(set(row) - set(_ITEM_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))} (known: {', '.join(_ITEM_FIELDS)})")
+    if not isinstance(row.get(F.ITEM_ID), str) or not row[F.ITEM_ID].strip():
+        raise ValueError(f"field {F.ITEM_ID!r}: a non-empty string is required")
+    item = {}
+    for name, value in row.items():
+        kind = _ITEM_FIELDS[name]
+        if value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"field {name!r}: expected {'a list of strings' if kind is list else kind.__name__}, got {type(value).__name__} {json.dumps(value)[:40]}")
+        if kind is list and not all(isinstance(v, str) for v in value):
+            raise ValueError(f"field {name!r}: expected a list of strings")
+        if name in F.RAW_BYTES_FEATURES:
+            if value:
+                try:
+                    item[name] = _media(folder, value)
+                except (ValueError, OSError) as error:
+                    raise ValueError(f"field {name!r}: {value!r} {error}") from None
+            continue
+        item[name] = value
+    return item
+
+
+def read_items(path: str) -> tuple[list[bytes], list[dict]]:
     """Serialized catalog tf.Examples from a TFRecord file (.tfrecord, .tfrecord.gz) in the catalog's format,
-    or from JSON lines (one object per item: feature name -> value; `image`/`audio`: a file path, relative
-    to the JSONL file)."""
+    or from JSON lines (.jsonl / .json, one object per item: field -> value, fields as in _ITEM_FIELDS;
+    `image`/`audio`: a file path relative to the items file's folder, never outside it).
+
+    Returns (records, quarantined): a line that cannot be an item is quarantined with its line number,
+    item id (if any) and the field at fault; the other lines are read.
+
+    Raises:
+      FileNotFoundError / ValueError: no such file, or a file type it cannot read.
+    """
     import tensorflow as tf
 
     from datasets.records import to_example
-    from towers import features as F
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    if path.endswith(".jsonl") or path.endswith(".json"):
-        records = []
-        with open(path) as f:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist or is not a file")
+    if path.endswith((".jsonl", ".json")):
+        records, quarantined = [], []
+        folder = os.path.dirname(os.path.abspath(path))
+        with open(path, encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                row = None
                 try:
                     row = json.loads(line)
-                except ValueError as error:
-                    raise ValueError(f"{path} line {number}: not JSON ({error})") from error
-                if not isinstance(row, dict) or not row.get(F.ITEM_ID):
-                    raise ValueError(f"{path} line {number}: an item is a JSON object with an {F.ITEM_ID!r}")
-                for name in F.RAW_BYTES_FEATURES:
-                    if row.get(name):
-                        media = os.path.join(os.path.dirname(os.path.abspath(path)), row[name])
-                        with open(media, "rb") as m:
-                            row[name] = m.read()
-                    else:
-                        row.pop(name, None)
-                records.append(to_example(row).SerializeToString())
-        return records
-    compression = "GZIP" if path.endswith(".gz") else ""
-    return list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator())
+                    records.append(to_example(_json_item(row, folder)).SerializeToString())
+                except (ValueError, RecursionError) as error:
+                    item_id = row.get(F.ITEM_ID, "") if isinstance(row, dict) else ""
+                    reason = f"not JSON ({error})" if row is None else str(error)
+                    quarantined.append({"line": number, "item_id": item_id if isinstance(item_id, str) else "", "reason": reason})
+        return records, quarantined
+    if path.endswith((".tfrecord", ".tfrecord.gz")):
+        compression = "GZIP" if path.endswith(".gz") else ""
+        try:
+            return list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator()), []
+        except tf.errors.OpError as error:
+            raise ValueError(f"{path} is not a readable TFRecord file: {error.message.splitlines()[0][:200]}") from None
+    raise ValueError(f"{path}: unsupported file type; items come as JSON lines (.jsonl) or TFRecord (.tfrecord, .tfrecord.gz) in the catalog's format")
 
 
 def encode_content(records: list[bytes], handles: dict[str, str]) -> tuple[dict[str, dict[str, np.ndarray]], list[dict]]:
@@ -105,7 +167,6 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
     from components.slices import COLD, item_modalities
     from serving.server import load_custom_ops
     from towers import exporter
-    from towers import features as F
     from towers.encoders import registry as encoders
     from towers.towers import content_profile
 
@@ -125,9 +186,13 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
 
     fresh, seen_ids = [], set()
     for number, record in enumerate(records, 1):
-        example = tf.train.Example.FromString(record)
-        values = example.features.feature[F.ITEM_ID].bytes_list.value
-        item_id = values[0].decode() if values else ""
+        try:
+            example = tf.train.Example.FromString(record)
+            values = example.features.feature[F.ITEM_ID].bytes_list.value
+            item_id = values[0].decode() if values else ""
+        except (ValueError, UnicodeDecodeError) as error:  # protobuf's DecodeError is a ValueError
+            report.quarantined.append({"record": number, "item_id": "", "reason": f"not a catalog tf.Example: {type(error).__name__}"})
+            continue
         reason = "no item_id" if not item_id else "already in the catalog" if item_id in known else "repeated in the file" if item_id in seen_ids else None
         if reason:
             report.quarantined.append({"record": number, "item_id": item_id, "reason": reason})
@@ -188,7 +253,9 @@ def main(output: str, path: str, rebuild_index: bool = False, encoder_handles: d
     from pipeline.runs import RunPaths
 
     serving_dir = RunPaths(os.path.abspath(output), "").serving_dir
-    report = add_items(serving_dir, read_items(path), encoder_handles, rebuild_index)
+    records, unreadable = read_items(path)
+    report = add_items(serving_dir, records, encoder_handles, rebuild_index)
+    report.quarantined = unreadable + report.quarantined
     for problem in report.quarantined:
         print(f"  quarantined: {json.dumps(problem)}")
     print(f"added {len(report.added)} items ({len(report.quarantined)} quarantined); catalog: {report.catalog_size} items" + ("; ScaNN index rebuilt" if report.index_rebuilt else ""))
