@@ -22,9 +22,11 @@ log = logging.getLogger("mmtower.serve")
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
-def to_array(name: str, proto) -> np.ndarray:
+def to_array(name: str, proto, max_elements: int | None = None) -> np.ndarray:
     try:
-        return tensors.to_array(proto)
+        return tensors.to_array(proto, max_elements)
+    except tensors.TensorTooLarge as error:
+        raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: {error}") from error
     except Exception as error:  # malformed TensorProto: bad dtype, content size not matching the shape, ...
         raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r} is not a valid TensorProto: {error}") from error
 
@@ -49,7 +51,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         try:
             servable = self.models.get(request.model_spec.name, _version(request.model_spec))
-            inputs = {name: to_array(name, proto) for name, proto in request.inputs.items()}
+            inputs = {name: to_array(name, proto, self.limits.max_elements) for name, proto in request.inputs.items()}
             signature, outputs = predict.run(servable, request.model_spec.signature_name, inputs, list(request.output_filter), self.limits)
         except ServingError as error:
             return _abort(context, error)

@@ -97,5 +97,14 @@ def run(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], 
 
 
 def _first_line(error: Exception) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    """The error's cause in one line. For TensorFlow's "Graph execution error:", the op's own message: the
+    first line after it that is neither the "Detected at node" header nor the (indented) Python stack."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    lines = text.splitlines()
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Graph execution error"):
+        causes = [line for line in lines[1:] if line.strip() and not line[0].isspace() and not line.startswith(("Detected at node", "<stack traces unavailable>"))]
+        if causes:
+            return causes[0][:500]
+    return lines[0][:500]

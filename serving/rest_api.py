@@ -13,6 +13,8 @@ import base64
 import json
 import logging
 import re
+import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -23,6 +25,9 @@ from serving.errors import ServingError, StatusCode
 from serving.models import ModelManager
 
 log = logging.getLogger("mmtower.serve")
+READ_TIMEOUT_SECONDS = 10
+MAX_CONNECTIONS = 256
+BACKLOG = 128
 PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:predict)?$")
 
 
@@ -123,10 +128,11 @@ def predict_response(body: dict, outputs: dict[str, np.ndarray]) -> dict:
     return {"predictions": [{name: values[i] for name, values in columns.items()} for i in range(rows)]}
 
 
-def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: int):
+def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: int, read_timeout: float = READ_TIMEOUT_SECONDS):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mmtower-serve"
+        timeout = read_timeout  # socket timeout: an idle keep-alive connection or a stalled body is closed
 
         def log_message(self, format, *args):  # noqa: A002 - the standard library's name
             log.debug("rest: " + format, *args)
@@ -158,6 +164,8 @@ def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: i
                 raise ServingError(StatusCode.NOT_FOUND, f"{method} {self.path} is not an endpoint")
             except ServingError as error:
                 self._send(error.http_status, {"error": error.message})
+            except (TimeoutError, ConnectionError):  # a client that stalls or leaves: drop the connection, quietly
+                self.close_connection = True
             except Exception as error:  # never let one request take the server down
                 log.exception("REST request failed")
                 self._send(500, {"error": f"{type(error).__name__}: {error}"})
@@ -169,10 +177,13 @@ def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: i
             if int(length) > max_body_bytes:
                 self.close_connection = True  # the body is not read
                 raise ServingError(StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds the limit of {max_body_bytes}")
+            data = self.rfile.read(int(length))  # a body shorter than its Content-Length times out (READ_TIMEOUT_SECONDS)
             try:
-                body = json.loads(self.rfile.read(int(length)) or b"null")
+                body = json.loads(data or b"null")
             except (ValueError, UnicodeDecodeError) as error:
                 raise ServingError(StatusCode.INVALID_ARGUMENT, f"the request body is not JSON: {error}") from error
+            except RecursionError:
+                raise ServingError(StatusCode.INVALID_ARGUMENT, "the request body is JSON nested too deeply") from None
             servable = models.get(name, version)
             signature_name = body.get("signature_name", "") if isinstance(body, dict) else ""
             if not isinstance(signature_name, str):
@@ -212,7 +223,46 @@ def _metadata_json(servable) -> dict:
     }
 
 
-def make_server(host: str, port: int, models: ModelManager, limits: predict.Limits, max_body_bytes: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(models, limits, max_body_bytes))
-    server.daemon_threads = True
-    return server
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a listen backlog of BACKLOG and at most `max_connections` open connections
+    (one thread each): a connection over the cap gets 503 and is closed at once, not a thread."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            try:
+                body = json.dumps({"error": f"the server holds its limit of {self.max_connections} connections; retry later"}).encode()
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):  # a client that left or stalled: not the server's fault
+            log.debug("rest: connection from %s ended: %r", client_address, error)
+            return
+        log.exception("rest: unexpected error on a connection from %s", client_address)
+
+
+def make_server(
+    host: str, port: int, models: ModelManager, limits: predict.Limits, max_body_bytes: int,
+    max_connections: int = MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_SECONDS,
+) -> ThreadingHTTPServer:
+    return BoundedHTTPServer((host, port), make_handler(models, limits, max_body_bytes, read_timeout), max_connections)

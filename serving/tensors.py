@@ -19,12 +19,17 @@ def _shape(proto) -> tuple[int, ...]:
     return tuple(d.size for d in proto.tensor_shape.dim)
 
 
-def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """TensorProto -> numpy (strings: an object array of bytes). Raises ValueError/TypeError on a malformed proto."""
+def to_array(proto: tensor_pb2.TensorProto, max_elements: int | None = None) -> np.ndarray:
+    """TensorProto -> numpy (strings: an object array of bytes). Raises ValueError/TypeError on a malformed proto,
+    or before allocating anything when its declared shape holds more than `max_elements` values."""
     shape = _shape(proto)
     if any(d < 0 for d in shape) or proto.tensor_shape.unknown_rank:
         raise ValueError("a request tensor needs a fully known shape")
-    size = int(np.prod(shape)) if shape else 1
+    size = 1
+    for d in shape:  # Python ints: a product of huge declared dimensions cannot overflow
+        size *= d
+    if max_elements is not None and size > max_elements:
+        raise TensorTooLarge(f"its shape {list(shape)} declares {size:,} values, over the limit of {max_elements:,}")
     if proto.dtype == types_pb2.DT_STRING:
         values = list(proto.string_val)
         if len(values) == size:
@@ -41,6 +46,10 @@ def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
     import tensorflow as tf
 
     return tf.make_ndarray(proto)
+
+
+class TensorTooLarge(ValueError):
+    """A request tensor declares more values than the server's limit."""
 
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:

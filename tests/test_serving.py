@@ -401,3 +401,67 @@ def test_a_saved_model_without_the_required_signature_is_not_swapped_in(tmp_path
     assert manager.get(MODEL).version == 1
     error = {s.version: s for s in manager.status(MODEL)}[2].error
     assert "signature(s) recommend missing" in error
+
+
+def test_a_huge_declared_tensor_is_refused_before_it_is_allocated(served):
+    """82 bytes declaring 10^8 strings: refused from the shape, not after building a 0.8 GB array."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    server, _ = served
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = MODEL, "recommend"
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=10**8)])
+    request.inputs["user_id"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=[b"u"]))
+    assert request.ByteSize() < 100
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "over the limit" in error.value.details()
+    assert time.monotonic() - started < 2
+    channel.close()
+
+
+def test_model_errors_reach_the_client_with_their_cause(grpc_client):
+    mismatched = {**recommend_inputs(2), "exclude_seen": np.ones([3], bool)}
+    with pytest.raises(ServingError) as error:
+        grpc_client.predict(MODEL, mismatched, "recommend")
+    assert "batch sizes differ" in error.value.message and "Graph execution error" not in error.value.message
+
+
+def test_rest_survives_stalled_idle_and_too_many_connections_and_deep_json(served):
+    import socket
+
+    from serving import rest_api
+
+    server, _ = served
+    rest = rest_api.make_server("127.0.0.1", 0, server.models, Limits(max_batch=64), 1 << 20, max_connections=4, read_timeout=1.0)
+    threading.Thread(target=rest.serve_forever, daemon=True).start()
+    port = rest.server_address[1]
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL}"
+    try:
+        assert rest.request_queue_size >= 128
+        deep = "[" * 100_000 + "]" * 100_000
+        reply = requests.post(url + ":predict", data=deep, timeout=10)
+        assert reply.status_code == 400 and "nested too deeply" in reply.json()["error"]
+        # a body shorter than its Content-Length: the connection is closed after the read timeout, its slot freed
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /v1/models/%s:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{" % MODEL.encode())
+        stalled.settimeout(5)
+        started = time.monotonic()
+        assert stalled.recv(100) == b"" and time.monotonic() - started < 4  # closed by the server
+        stalled.close()
+        # idle connections up to the cap hold threads; one more is told 503 at once; idle ones time out
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        extra.close()
+        time.sleep(1.5)  # past the read timeout: the idle connections are closed and their slots freed
+        assert requests.get(url, timeout=5).status_code == 200
+        for sock in idle:
+            sock.close()
+    finally:
+        rest.shutdown()
+        rest.server_close()
