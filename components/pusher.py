@@ -30,11 +30,17 @@ from towers import exporter
 STANDALONE_MODELS = {model_config.RANKER: exporter.RANKER_DIR, model_config.ITEM_ENCODER: exporter.ITEM_ENCODER_DIR}
 
 
-def push_models(serving_dir: str, model_path: str) -> tuple[str, str, bool]:
-    """Publishes the Trainer model at `model_path` (recommender + ranker + item_encoder) unless it is already the
-    newest push. -> (version, the recommender's version folder, whether it was pushed now)."""
+def push_models(serving_dir: str, model_path: str, pipeline: str | None = None) -> tuple[str, str, bool]:
+    """Publishes the Trainer model at `model_path` (recommender + ranker + item_encoder) of `pipeline` (its name,
+    recorded: one serving folder serves one dataset's models at a time) unless it is already the newest push.
+    -> (version, the recommender's version folder, whether it was pushed now)."""
     publish.recover(serving_dir)
     newest = publish.newest(serving_dir, publish.PUSH)
+    if newest and pipeline and newest.get("pipeline") not in (None, pipeline):
+        logging.warning(
+            "%s serves models of %s; this push of %s replaces them (give each dataset its own --output to serve both)",
+            serving_dir, newest["pipeline"], pipeline,
+        )
     if newest and newest["model"] == model_path and all(
         os.path.isdir(os.path.join(serving_dir, name, newest["version"])) for name in model_config.SERVED_MODELS
     ):
@@ -42,7 +48,7 @@ def push_models(serving_dir: str, model_path: str) -> tuple[str, str, bool]:
     version = publish.next_version(serving_dir)
     sources = {model_config.RECOMMENDER: model_path, **{name: exporter.standalone_dirs(model_path)[folder] for name, folder in STANDALONE_MODELS.items()}}
     destination = os.path.join(serving_dir, model_config.RECOMMENDER, str(version))
-    publish.publish(serving_dir, version, {name: publish.copier(source) for name, source in sources.items()}, kind=publish.PUSH, model=model_path, destination=destination)
+    publish.publish(serving_dir, version, {name: publish.copier(source) for name, source in sources.items()}, kind=publish.PUSH, model=model_path, destination=destination, pipeline=pipeline)
     return str(version), destination, True
 
 
@@ -58,7 +64,8 @@ class Executor(tfx_pusher.Executor):
         base_directory = json.loads(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY])["filesystem"]["base_directory"]
         serving_dir = os.path.dirname(base_directory)
         model_path = self.GetModelPath(input_dict)
-        version, destination, now = push_models(serving_dir, model_path)
+        pipeline = self._context.pipeline_info.id if self._context and self._context.pipeline_info else None
+        version, destination, now = push_models(serving_dir, model_path, pipeline)
         if now:
             logging.info("pushed version %s of %s to %s (models.config: %s)", version, ", ".join(model_config.SERVED_MODELS), serving_dir, model_config.MODEL_CONFIG_FILE)
             io_utils.copy_dir(model_path, pushed.uri)  # the pushed model's archive, as TFX's Pusher keeps it

@@ -13,10 +13,24 @@ class SetupError(RuntimeError):
     """Something a previous command should have produced is missing."""
 
 
+def check_dataset(paths: RunPaths) -> None:
+    """SetupError when the newest push under the serving folder came from another dataset's pipeline."""
+    from serving import publish
+
+    newest = publish.newest(paths.serving_dir, publish.PUSH)
+    pushed_by = (newest or {}).get("pipeline")
+    if pushed_by and pushed_by != paths.pipeline_name:
+        raise SetupError(
+            f"the models under {paths.serving_dir} were pushed by {pushed_by}, not {paths.pipeline_name}: pass the dataset "
+            f"they were trained on (--dataset {pushed_by.removeprefix('mmtower-')}), or give each dataset its own --output"
+        )
+
+
 def load_model(paths: RunPaths):
-    """The newest pushed SavedModel under <output>/serving/<model>/."""
+    """The newest pushed SavedModel under <output>/serving/<model>/ (trained on paths.dataset)."""
     import tensorflow as tf
 
+    check_dataset(paths)
     version_dir = latest_version_dir(paths.serving_model_dir())
     if version_dir is None:
         if os.path.exists(paths.metadata_path):  # a run happened: its model was not blessed, so nothing was pushed
@@ -46,6 +60,9 @@ def query_arrays(dtypes: dict, user: dict, timestamp: int) -> dict:
     import numpy as np
 
     values = {**user, F.TIMESTAMP: timestamp}
+    missing = sorted(name for name in dtypes if name in F.QUERY_FEATURES and name not in values)
+    if missing:
+        raise SetupError(f"the model asks for {', '.join(missing)}, which this dataset's users do not have: it was trained on another dataset")
     inputs = {}
     for name, dtype in dtypes.items():
         if name in F.QUERY_FEATURES and name != F.HISTORY:

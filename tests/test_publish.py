@@ -122,3 +122,19 @@ def test_a_push_killed_at_any_moment_then_rerun_leaves_a_consistent_folder(tmp_p
     assert assert_consistent(str(serving), 1) == first
     version, _, now = push_models(str(serving), second_model)  # the rerun
     assert now and assert_consistent(str(serving), 2) == version
+
+
+def test_recommend_refuses_models_another_dataset_pushed_into_the_same_folder(tmp_path):
+    from components.pusher import push_models
+    from pipeline.recommend import SetupError, check_dataset, query_arrays
+    from pipeline.runs import RunPaths
+
+    paths = RunPaths(str(tmp_path), "tuxpaint")
+    push_models(paths.serving_dir, trainer_model(tmp_path), pipeline="mmtower-movielens-100k")
+    with pytest.raises(SetupError, match="pushed by mmtower-movielens-100k, not mmtower-tuxpaint.*--dataset movielens-100k"):
+        check_dataset(paths)
+    check_dataset(RunPaths(str(tmp_path), "movielens-100k"))  # the right dataset: fine
+    import tensorflow as tf
+
+    with pytest.raises(SetupError, match="asks for age"):  # a server's model trained on a dataset with user attributes
+        query_arrays({"user_id": tf.string, "age": tf.int64, "history": tf.string}, {"user_id": "u1", "history": []}, 0)
