@@ -16,8 +16,9 @@ Variants:
 - default: the production model (every query feature, every item modality, logQ,
   the item graph in `recommend`);
 - without the item graph: the ranker alone orders the retrieved candidates;
-- + self-attention over the history, + cross-modal attention fusion, both:
-  the towers' options (HParams.history_encoder, HParams.fusion);
+- without self-attention over the history (the mean only), + cross-modal
+  attention fusion: the towers' options (HParams.history_encoder, HParams.fusion);
+- before: mean history, gate fusion, no item graph (the cold-aware ranker stays);
 - ID-only item tower: item id only, the full query tower (history, attributes, time);
 - TFRS tutorial two-tower: query = user id only, item = item id only, no logQ
   (the tensorflow-recommenders basic retrieval tutorial's model).
@@ -49,9 +50,9 @@ from towers.hparams import HParams  # noqa: E402
 DEFAULT = "default"
 VARIANTS = {  # --variants key -> (row title, HParams changes)
     "no-graph": ("without the item graph (the ranker alone orders the candidates)", dict(item_graph=False)),
-    "sequence": ("+ self-attention over the history (history_encoder=attention)", dict(history_encoder="attention")),
+    "no-sequence": ("without self-attention over the history (history_encoder=mean)", dict(history_encoder="mean")),
     "fusion": ("+ cross-modal attention fusion (fusion=attention)", dict(fusion="attention")),
-    "sequence+fusion": ("+ self-attention over the history + cross-modal attention fusion", dict(history_encoder="attention", fusion="attention")),
+    "before": ("the model before issue 14's additions (mean history, gate fusion, no item graph)", dict(history_encoder="mean", item_graph=False)),
     "id-only": ("ID-only item tower (full query tower)", dict(item_modalities=("id",))),
     "tfrs": ("TFRS tutorial two-tower (user id / item id, no logQ)", dict(item_modalities=("id",), query_features=("id",), use_logq=False)),
 }

@@ -175,7 +175,10 @@ def blend(logits: np.ndarray, graph_scores: np.ndarray, mix: np.ndarray, is_new:
 
 
 MIX_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
-BOOST_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+BOOST_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# The new-item target must hold with this one-sided confidence on validation (z of 95%): the validation split has
+# a few hundred new-item events, and a target met only by its point estimate is often missed on other events.
+CONFIDENCE_Z = 1.645
 HISTORY_GRID = (3, 5, 10, 20)
 NEW_ITEM_K = 50  # new items' reach is measured by Recall@50, new vs warm targets
 
@@ -193,7 +196,8 @@ def choose_mix(
     kinds: int, new_item_ratio: float, k: int = 10,
 ) -> tuple[dict, list[dict]]:
     """The graph weights, history length and new-item boost with the best Recall@k among the settings where
-    new items' Recall@50 is at least `new_item_ratio` x warm items' (if none is, the one closest to that).
+    new items' Recall@50 is at least `new_item_ratio` x warm items' with 95% one-sided confidence (new items'
+    Recall@50 less CONFIDENCE_Z binomial standard errors; if no setting does, the one closest to it).
 
     Args:
       logits: [V, C] ranker logits of each event's candidates (-inf: excluded).
@@ -217,14 +221,16 @@ def choose_mix(
                 at_k, at_50 = recall_at(blended, hit, k), recall_at(blended, hit, NEW_ITEM_K)
                 new = float(at_50[truth_is_new].mean()) if truth_is_new.any() else 0.0
                 warm = float(at_50[~truth_is_new].mean()) if (~truth_is_new).any() else 0.0
+                new_low = new - CONFIDENCE_Z * np.sqrt(new * (1.0 - new) / max(int(truth_is_new.sum()), 1))
                 tried.append({
                     "mix": mix.tolist(), "history_length": length, "new_item_boost": boost, f"recall_at_{k}": float(at_k.mean()) if len(at_k) else 0.0,
-                    "new_recall_at_50": new, "warm_recall_at_50": warm, "new_item_target_met": new >= new_item_ratio * warm,
+                    "new_recall_at_50": new, "new_recall_at_50_low": new_low, "warm_recall_at_50": warm,
+                    "new_item_target_met": new_low >= new_item_ratio * warm,
                 })
     feasible = [t for t in tried if t["new_item_target_met"]]
     simpler = lambda t: (-sum(t["mix"]) - t["new_item_boost"], -t["history_length"])  # ties: smaller weights, shorter history
     if feasible:
         best = max(feasible, key=lambda t: (round(t[f"recall_at_{k}"], 6), *simpler(t)))
     else:
-        best = max(tried, key=lambda t: (round(t["new_recall_at_50"] / max(t["warm_recall_at_50"], 1e-9), 6), round(t[f"recall_at_{k}"], 6), *simpler(t)))
+        best = max(tried, key=lambda t: (round(t["new_recall_at_50_low"] / max(t["warm_recall_at_50"], 1e-9), 6), round(t[f"recall_at_{k}"], 6), *simpler(t)))
     return best, tried

@@ -101,7 +101,7 @@ def format_item_graph(graph: dict) -> str:
         f"recommend = ranker + item graph ({edges or 'none'}; weights {mix}, last {chosen['history_length']} history items) "
         f"+ new-item boost {chosen['new_item_boost']:g}, chosen on {graph['validation_events']:,} validation events: "
         f"Recall@10 {chosen['recall_at_10']:.4f}, {reach(chosen)} (ranker alone: {alone['recall_at_10']:.4f}, {reach(alone)}); "
-        f"new-item target {graph['new_item_recall_ratio']:g}x warm {target}"
+        f"new-item target {graph['new_item_recall_ratio']:g}x warm (95% one-sided) {target}"
     )
 
 

@@ -35,7 +35,8 @@ class HParams:
       history_encoder: how the query tower reads the history besides its mean:
         "mean" (only the mean of the history items' id and content embeddings)
         or "attention" (also SASRec-style causal self-attention over the
-        items in order, towers.HistorySequence).
+        items in order, towers.HistorySequence; the default: best on the
+        validation split of bench/quality).
       history_blocks, history_heads: self-attention blocks and heads of "attention".
       fusion: how the item tower fuses its modalities: "gate" (a softmax gate
         over the modality projections) or "attention" (cross-modal attention
@@ -63,7 +64,8 @@ class HParams:
         without training interactions by retrieval score (brute-force index).
       new_item_recall_ratio: the weights `recommend` uses (item graph, new-item
         boost) are the best on validation Recall@10 among those giving new items
-        at least this share of warm items' Recall@50 (0: no such constraint).
+        at least this share of warm items' Recall@50, with 95% one-sided
+        confidence (components.item_graph.choose_mix; 0: no such constraint).
       ranking_negatives: retrieved, not-interacted items sampled per training
         interaction as the ranker's negatives.
       ranking_cross_layers: DCN-v2 cross layers of the ranking model.
@@ -90,7 +92,7 @@ class HParams:
     modality_dropout: float = 0.2
     item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
     query_features: tuple[str, ...] = ("id", "attributes", "time", "history")
-    history_encoder: str = "mean"
+    history_encoder: str = "attention"
     history_blocks: int = 2
     history_heads: int = 2
     fusion: str = "gate"
