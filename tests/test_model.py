@@ -226,7 +226,7 @@ def test_attention_history_and_fusion_towers_train_and_expose_modality_weights()
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     batch = _batch()
     before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(20), verbose=0)
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0)
     assert model.evaluate(batch, verbose=0, return_dict=True)["loss"] < before
     assert any("history_sequence" in w.name for w in model.query_tower.trainable_weights)
     weights = model.candidate_tower.modality_weights(batch).numpy()
