@@ -221,11 +221,11 @@ def choose_mix(
                 at_k, at_50 = recall_at(blended, hit, k), recall_at(blended, hit, NEW_ITEM_K)
                 new = float(at_50[truth_is_new].mean()) if truth_is_new.any() else 0.0
                 warm = float(at_50[~truth_is_new].mean()) if (~truth_is_new).any() else 0.0
-                new_low = new - CONFIDENCE_Z * np.sqrt(new * (1.0 - new) / max(int(truth_is_new.sum()), 1))
+                new_low = float(new - CONFIDENCE_Z * np.sqrt(new * (1.0 - new) / max(int(truth_is_new.sum()), 1)))
                 tried.append({
                     "mix": mix.tolist(), "history_length": length, "new_item_boost": boost, f"recall_at_{k}": float(at_k.mean()) if len(at_k) else 0.0,
                     "new_recall_at_50": new, "new_recall_at_50_low": new_low, "warm_recall_at_50": warm,
-                    "new_item_target_met": new_low >= new_item_ratio * warm,
+                    "new_item_target_met": bool(new_low >= new_item_ratio * warm),
                 })
     feasible = [t for t in tried if t["new_item_target_met"]]
     simpler = lambda t: (-sum(t["mix"]) - t["new_item_boost"], -t["history_length"])  # ties: smaller weights, shorter history

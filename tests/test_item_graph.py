@@ -1,4 +1,5 @@
 """The item graph (components.item_graph) and the served scores built on it (towers.exporter.graph_scores)."""
+import json
 import numpy as np
 import pytest
 
@@ -54,6 +55,7 @@ def test_choose_mix_picks_the_best_recall_among_settings_that_let_new_items_reac
     assert len(tried) == (2 * len(item_graph.MIX_GRID) - 1) * len(item_graph.BOOST_GRID)  # length 10 is not tried without the graph
     # new items' Recall@50 is 1 whatever the weights here (3 candidates): the target holds everywhere
     assert all(t["new_item_target_met"] for t in tried)
+    json.dumps(tried)  # written to item_graph.json beside the model
 
 
 def test_the_new_item_target_forces_a_boost_and_an_unreachable_one_is_reported():
