@@ -1,5 +1,6 @@
 """The item graph (components.item_graph) and the served scores built on it (towers.exporter.graph_scores)."""
 import json
+
 import numpy as np
 import pytest
 
