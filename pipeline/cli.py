@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim, help=f"query/candidate embedding size (default: {defaults.embedding_dim})")
     run.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias (logQ) correction")
     run.add_argument(
+        "--history-encoder", default=defaults.history_encoder, choices=["mean", "attention"],
+        help="how the query tower reads the user's recent items: their mean, or also causal self-attention over them in order "
+        f"(default: {defaults.history_encoder})",
+    )
+    run.add_argument(
+        "--fusion", default=defaults.fusion, choices=["gate", "attention"],
+        help=f"how the item tower fuses its modalities: a gate, or cross-modal attention then the gate (default: {defaults.fusion})",
+    )
+    run.add_argument(
         "--fine-tune-text",
         action="store_true",
         help="train the text encoder's weights with the item tower (slow on CPU); default: frozen, precomputed text embeddings",
@@ -284,6 +293,8 @@ def _run(args) -> int:
         learning_rate=args.learning_rate,
         embedding_dim=args.embedding_dim,
         use_logq=not args.no_logq,
+        history_encoder=args.history_encoder,
+        fusion=args.fusion,
         fine_tune_text=args.fine_tune_text,
         retrieval_index=args.retrieval_index,
     )
