@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         "item_encoder and writes new recommender and ranker versions that include them (a running server swaps to "
         "them). Items already in the catalog or without an id are quarantined and listed.",
     )
-    add.add_argument("file", help="new items: .jsonl, .tfrecord or .tfrecord.gz")
+    add.add_argument("file", help="new items: JSON lines (.jsonl: item_id and optionally title, item_text, genres [list], year, image and audio paths relative to the file) or a catalog TFRecord (.tfrecord, .tfrecord.gz)")
     add.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
     add.add_argument("--rebuild-index", action="store_true", help="with a ScaNN index: rebuild it over the whole catalog (default: new items are scored by brute force)")
     rep = sub.add_parser(
