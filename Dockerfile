@@ -13,7 +13,8 @@ WORKDIR /opt/mmtower
 COPY requirements.lock setup.py ./
 RUN pip install --no-deps -r requirements.lock
 COPY components/ components/
-COPY datasets/ datasets/
+COPY mmdata/ mmdata/
+COPY app/ app/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
 COPY towers/ towers/

@@ -4,6 +4,7 @@ Dependencies are pinned in requirements.lock and installed by `make setup`
 (`pip install --no-deps -r requirements.lock`); this file declares only the
 packages and the console script, so that pip never re-resolves the stack.
 """
+
 from setuptools import find_packages, setup
 
 setup(
@@ -11,8 +12,8 @@ setup(
     version="0.1.0",
     description="Multimodal two-tower recommender on TFX",
     python_requires=">=3.11",
-    packages=find_packages(include=["pipeline*", "components*", "towers*", "datasets*", "serving*", "schemas*"]),
+    packages=find_packages(include=["app*", "pipeline*", "components*", "towers*", "mmdata*", "serving*", "schemas*"]),
     package_data={"schemas": ["*/*.pbtxt"]},
     include_package_data=True,
-    entry_points={"console_scripts": ["mmtower = pipeline.cli:main"]},
+    entry_points={"console_scripts": ["mmtower = app.cli:main"]},
 )

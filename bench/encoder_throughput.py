@@ -13,6 +13,7 @@ stage's ratio for audio includes its decoding and resampling). Bar: Beam >= 0.7x
 The default catalog is the tuxpaint one `mmtower run` builds under ./output.
 Writes bench/results/encoder_throughput.md.
 """
+
 import argparse
 import os
 import resource
@@ -31,7 +32,6 @@ from bench import results  # noqa: E402
 from components.content_embedder import executor  # noqa: E402
 from towers import features as F  # noqa: E402
 from towers.encoders import registry  # noqa: E402
-
 
 
 def direct(handle: str, batches: list, items: int) -> float:
@@ -85,9 +85,14 @@ def main() -> int:
     args = parser.parse_args()
     catalog = list(tf.data.TFRecordDataset(args.catalog, compression_type="GZIP").as_numpy_iterator())
     feature = {"text": F.ITEM_TEXT, "image": F.IMAGE, "audio": F.AUDIO}
-    lines = [f"# Encoder throughput: Beam stage vs direct SavedModel call ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})", "",
-             f"Catalog: {args.catalog}, repeated {args.repeat}x.", "",
-             "| encoder | items | direct items/s | Beam in_memory items/s (ratio) | Beam multi_processing x2 items/s (ratio) |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Encoder throughput: Beam stage vs direct SavedModel call ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})",
+        "",
+        f"Catalog: {args.catalog}, repeated {args.repeat}x.",
+        "",
+        "| encoder | items | direct items/s | Beam in_memory items/s (ratio) | Beam multi_processing x2 items/s (ratio) |",
+        "|---|---|---|---|---|",
+    ]
     for modality, name in feature.items():
         records = [r for r in catalog if _bytes(r, name)] * args.repeat
         if not records:
@@ -96,11 +101,17 @@ def main() -> int:
         rate = direct(handle, direct_batches(modality, records), len(records))
         in_memory = beam_stage(modality, handle, records, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
         multi = beam_stage(modality, handle, records, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-        lines.append(f"| {modality} | {len(records):,} | {rate:,.1f} | {in_memory:,.1f} ({in_memory / rate:.2f}x) | {multi:,.1f} ({multi / rate:.2f}x) |")
+        lines.append(
+            f"| {modality} | {len(records):,} | {rate:,.1f} | {in_memory:,.1f} ({in_memory / rate:.2f}x) | {multi:,.1f} ({multi / rate:.2f}x) |"
+        )
         print(lines[-1], flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines += ["", f"Peak RSS of the bench process: {peak:,.0f} MiB (worker processes not included).",
-              "", f"Command: `.venv/bin/python -m bench.encoder_throughput --catalog {args.catalog} --repeat {args.repeat}`"]
+    lines += [
+        "",
+        f"Peak RSS of the bench process: {peak:,.0f} MiB (worker processes not included).",
+        "",
+        f"Command: `.venv/bin/python -m bench.encoder_throughput --catalog {args.catalog} --repeat {args.repeat}`",
+    ]
     results.write("encoder_throughput", lines)
     return 0
 

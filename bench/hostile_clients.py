@@ -18,6 +18,7 @@ measured first), and whether the server is still up and serving afterwards.
 
 Writes bench/results/hostile_clients.md. Clients and server share this machine's cores.
 """
+
 import argparse
 import collections
 import json
@@ -26,6 +27,8 @@ import socket
 import sys
 import threading
 import time
+
+from towers import contract
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -36,15 +39,13 @@ import requests  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from app.recommend import _dtype, query_arrays, signature_def_inputs  # noqa: E402
 from bench import results  # noqa: E402
 from bench.serving import free_port, ms  # noqa: E402
-from datasets import registry  # noqa: E402
-from datasets.records import USERS_FILE, read_records  # noqa: E402
-from pipeline.recommend import query_arrays, signature_def_inputs, _dtype  # noqa: E402
-from pipeline.runs import RunPaths  # noqa: E402
-from serving import config as model_config  # noqa: E402
+from mmdata import registry  # noqa: E402
+from mmdata.records import read_records
 from serving.client import GrpcClient  # noqa: E402
-from towers import exporter  # noqa: E402
+from towers.contract import USERS_FILE, RunPaths
 
 ORDINARY_CLIENTS = 2
 IDLE_CONNECTIONS = 400
@@ -55,13 +56,17 @@ def start(output: str):
 
     grpc_port, rest_port = free_port(), free_port()
     mmtower = os.path.join(os.path.dirname(sys.executable), "mmtower")
-    process = subprocess.Popen([mmtower, "serve", "--output", output, "--port", str(grpc_port), "--rest-port", str(rest_port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [mmtower, "serve", "--output", output, "--port", str(grpc_port), "--rest-port", str(rest_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = GrpcClient(f"127.0.0.1:{grpc_port}")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if client.status(model_config.RECOMMENDER)[-1][1] == "AVAILABLE":
+            if client.status(contract.RECOMMENDER)[-1][1] == "AVAILABLE":
                 return process, grpc_port, rest_port, client
         except Exception:
             pass
@@ -77,7 +82,7 @@ def ordinary(port: int, inputs: list[dict], stop: threading.Event, out: dict) ->
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            client.predict(model_config.RECOMMENDER, inputs[i % len(inputs)], exporter.RECOMMEND_SIGNATURE)
+            client.predict(contract.RECOMMENDER, inputs[i % len(inputs)], contract.RECOMMEND_SIGNATURE)
             out["latency"].append(time.perf_counter() - started)
         except Exception as error:
             out["failures"].append(repr(error)[:200])
@@ -101,13 +106,17 @@ def _declared(size: int) -> tensor_pb2.TensorProto:
 def hostile_grpc(port: int, stop: threading.Event, answers: collections.Counter) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    bad_content = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]), tensor_content=b"xyz")
+    bad_content = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]),
+        tensor_content=b"xyz",
+    )
     kinds = {
-        "grpc: 10^8 declared values": _request(model_config.RECOMMENDER, exporter.RECOMMEND_SIGNATURE, user_id=_declared(10**8)),
-        "grpc: malformed TensorProto": _request(model_config.RECOMMENDER, exporter.RECOMMEND_SIGNATURE, user_id=bad_content),
-        "grpc: unknown model": _request("nope", exporter.RECOMMEND_SIGNATURE),
-        "grpc: unknown signature": _request(model_config.RECOMMENDER, "nope"),
-        "grpc: missing inputs": _request(model_config.RECOMMENDER, exporter.RECOMMEND_SIGNATURE, user_id=_declared(1)),
+        "grpc: 10^8 declared values": _request(contract.RECOMMENDER, contract.RECOMMEND_SIGNATURE, user_id=_declared(10**8)),
+        "grpc: malformed TensorProto": _request(contract.RECOMMENDER, contract.RECOMMEND_SIGNATURE, user_id=bad_content),
+        "grpc: unknown model": _request("nope", contract.RECOMMEND_SIGNATURE),
+        "grpc: unknown signature": _request(contract.RECOMMENDER, "nope"),
+        "grpc: missing inputs": _request(contract.RECOMMENDER, contract.RECOMMEND_SIGNATURE, user_id=_declared(1)),
     }
     while not stop.is_set():
         for kind, request in kinds.items():
@@ -120,7 +129,7 @@ def hostile_grpc(port: int, stop: threading.Event, answers: collections.Counter)
 
 
 def hostile_rest(port: int, stop: threading.Event, answers: collections.Counter) -> None:
-    url = f"http://127.0.0.1:{port}/v1/models/{model_config.RECOMMENDER}:predict"
+    url = f"http://127.0.0.1:{port}/v1/models/{contract.RECOMMENDER}:predict"
     deep = "[" * 100_000 + "]" * 100_000
     kinds = {
         "rest: JSON nested 100,000 deep": lambda: requests.post(url, data=deep, timeout=10),
@@ -144,7 +153,12 @@ def stalled_rest(port: int, stop: threading.Event, answers: collections.Counter)
                 sock.sendall(b"POST /v1/models/recommender:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
                 started = time.monotonic()
                 data = sock.recv(100)
-                answers[(kind, f"closed by the server after {time.monotonic() - started:.0f} s" if not data else data.split(b"\r\n")[0].decode())] += 1
+                answers[
+                    (
+                        kind,
+                        f"closed by the server after {time.monotonic() - started:.0f} s" if not data else data.split(b"\r\n")[0].decode(),
+                    )
+                ] += 1
         except OSError as error:
             answers[(kind, type(error).__name__)] += 1
 
@@ -185,18 +199,24 @@ def main() -> int:
     paths = RunPaths(os.path.abspath(args.output), args.dataset)
     process, grpc_port, rest_port, client = start(paths.output)
     try:
-        signature = client.metadata(model_config.RECOMMENDER)[exporter.RECOMMEND_SIGNATURE]
+        signature = client.metadata(contract.RECOMMENDER)[contract.RECOMMEND_SIGNATURE]
         dtypes = {name: _dtype(info) for name, info in signature_def_inputs(signature).items()}
         inputs = []
         for user in read_records(os.path.join(paths.data_dir, USERS_FILE))[:100]:
             arrays = query_arrays(dtypes, user, int(time.time()))
-            arrays[exporter.EXCLUDE_SEEN_INPUT] = np.array([True])
+            arrays[contract.EXCLUDE_SEEN_INPUT] = np.array([True])
             inputs.append(arrays)
         calm, _ = measure(grpc_port, inputs, args.seconds, [])
-        hostile = [(hostile_grpc, grpc_port), (hostile_grpc, grpc_port), (hostile_rest, rest_port), (stalled_rest, rest_port), (idle_connections, rest_port)]
+        hostile = [
+            (hostile_grpc, grpc_port),
+            (hostile_grpc, grpc_port),
+            (hostile_rest, rest_port),
+            (stalled_rest, rest_port),
+            (idle_connections, rest_port),
+        ]
         stormy, answers = measure(grpc_port, inputs, args.seconds, hostile)
-        alive = process.poll() is None and client.status(model_config.RECOMMENDER)[-1][1] == "AVAILABLE"
-        after = client.predict(model_config.RECOMMENDER, inputs[0], exporter.RECOMMEND_SIGNATURE)
+        alive = process.poll() is None and client.status(contract.RECOMMENDER)[-1][1] == "AVAILABLE"
+        after = client.predict(contract.RECOMMENDER, inputs[0], contract.RECOMMEND_SIGNATURE)
         stderr_lines = 0
     finally:
         process.terminate()
@@ -205,19 +225,28 @@ def main() -> int:
             stderr_lines = stderr.count("Traceback")
         except Exception:
             stderr = ""
-    lines = [f"# `mmtower serve` under hostile clients ({paths.dataset}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)", "",
-             f"{ORDINARY_CLIENTS} ordinary gRPC clients send `recommend` for real users for {args.seconds:.0f} s alone, then {args.seconds:.0f} s "
-             "beside the hostile clients below (all threads of one process; the server in its own).", "",
-             "| ordinary requests | sent | failed | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    lines = [
+        f"# `mmtower serve` under hostile clients ({paths.dataset}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+        "",
+        f"{ORDINARY_CLIENTS} ordinary gRPC clients send `recommend` for real users for {args.seconds:.0f} s alone, then {args.seconds:.0f} s "
+        "beside the hostile clients below (all threads of one process; the server in its own).",
+        "",
+        "| ordinary requests | sent | failed | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
     for label, run in (("alone", calm), ("beside hostile clients", stormy)):
         lat = np.array(run["latency"])
         lines.append(f"| {label} | {len(lat) + len(run['failures']):,} | {len(run['failures'])} | {ms(lat, 50)} | {ms(lat, 99)} |")
     lines += ["", "| hostile request | answer | count |", "|---|---|---|"]
     for (kind, answer), count in sorted(answers.items()):
         lines.append(f"| {kind} | {answer} | {count:,} |")
-    lines += ["", f"Server alive and serving afterwards: **{alive and len(after[exporter.ITEM_IDS_OUTPUT][0]) > 0}**; tracebacks in its log: {stderr_lines}.",
-              f"Failures of ordinary requests (first 3): {json.dumps(stormy['failures'][:3])}", "",
-              f"Command: `.venv/bin/python -m bench.hostile_clients --output {args.output} --dataset {args.dataset} --seconds {args.seconds:g}`"]
+    lines += [
+        "",
+        f"Server alive and serving afterwards: **{alive and len(after[contract.ITEM_IDS_OUTPUT][0]) > 0}**; tracebacks in its log: {stderr_lines}.",
+        f"Failures of ordinary requests (first 3): {json.dumps(stormy['failures'][:3])}",
+        "",
+        f"Command: `.venv/bin/python -m bench.hostile_clients --output {args.output} --dataset {args.dataset} --seconds {args.seconds:g}`",
+    ]
     results.write("hostile_clients", lines)
     return 0
 

@@ -13,6 +13,7 @@ baseline in run 2). Writes bench/results/incremental-<dataset>.md.
 
     .venv/bin/python -m bench.incremental [--dataset tuxpaint] [--spans 2] [--output /tmp/mmtower-incremental]
 """
+
 import argparse
 import json
 import os
@@ -24,13 +25,16 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
 
+from tfx.utils import path_utils  # noqa: E402
+
+from app import summary  # noqa: E402
 from bench import results  # noqa: E402
 from components.baselines import label  # noqa: E402
 from components.retrieval_evaluator.executor import RETRIEVAL  # noqa: E402
 from components.trainer import RETRIEVAL_STATE, warm_start_dir  # noqa: E402
-from pipeline import local_runner, summary  # noqa: E402
+from pipeline import local_runner  # noqa: E402
+from pipeline.config import Options  # noqa: E402
 from towers import warm_start  # noqa: E402
-from tfx.utils import path_utils  # noqa: E402
 
 METRICS = ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10")
 
@@ -55,8 +59,8 @@ def main() -> int:
     shutil.rmtree(args.output, ignore_errors=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs = {
-        "first": local_runner.RunConfig(dataset=args.dataset, output=args.output, spans=args.spans, span=args.spans - 1),
-        "incremental": local_runner.RunConfig(dataset=args.dataset, output=args.output, spans=args.spans, warm_start=True),
+        "first": local_runner.RunConfig(dataset=args.dataset, output=args.output, spans=args.spans, options=Options(span=args.spans - 1)),
+        "incremental": local_runner.RunConfig(dataset=args.dataset, output=args.output, spans=args.spans, options=Options(warm_start=True)),
         "full": local_runner.RunConfig(dataset=args.dataset, output=args.output, spans=args.spans),
     }
     done = {}
@@ -75,7 +79,10 @@ def main() -> int:
         "",
         "| model | " + " | ".join(METRICS) + " | events trained on | Trainer s | run s |",
         "|---|" + "---|" * (len(METRICS) + 3),
-        *(_row(f"baseline: {label(name, row['params'])} (span's training data)", row["overall"]) for name, row in full.baselines["baselines"].items()),
+        *(
+            _row(f"baseline: {label(name, row['params'])} (span's training data)", row["overall"])
+            for name, row in full.baselines["baselines"].items()
+        ),
         _row(f"span-{args.spans - 1} model, not updated", stale, done["first"]),
         _row("incremental: warm start + new events only", incremental.model_metrics, done["incremental"]),
         _row("full retrain from scratch", full.model_metrics, done["full"]),

@@ -6,6 +6,7 @@ the same split, as a markdown table in bench/results/pipeline_run-<dataset>.md.
 
     .venv/bin/python -m bench.pipeline_run [--dataset tuxpaint] [--output /tmp/mmtower-bench]
 """
+
 import argparse
 import os
 import resource
@@ -17,9 +18,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
 
+from app import report, summary  # noqa: E402
 from bench import results  # noqa: E402
-from pipeline import local_runner, report, summary  # noqa: E402
-
+from pipeline import local_runner  # noqa: E402
 
 
 def main() -> int:

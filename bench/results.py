@@ -1,4 +1,5 @@
 """Where benchmarks write their tables: bench/results/<name>.md, also printed."""
+
 import os
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

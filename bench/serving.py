@@ -22,6 +22,7 @@ brute-force reference, same graph and weights). For each variant:
 
 Results: bench/results/serving.md. Client and server share this machine's cores.
 """
+
 import argparse
 import os
 import socket
@@ -30,6 +31,8 @@ import sys
 import threading
 import time
 
+from towers import contract
+
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
@@ -37,17 +40,22 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::Deprecati
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from app.recommend import query_arrays  # noqa: E402
 from bench import results  # noqa: E402
 from components.slices import COLD, NO_CONTENT  # noqa: E402
-from datasets.records import USERS_FILE, read_records, to_example  # noqa: E402
+from mmdata.records import read_records, to_example
 from pipeline import local_runner  # noqa: E402
-from pipeline.recommend import query_arrays  # noqa: E402
+from pipeline.config import Options  # noqa: E402
 from serving import config as model_config  # noqa: E402
 from serving.client import GrpcClient  # noqa: E402
 from serving.server import load_custom_ops  # noqa: E402
 from towers import exporter, scann_index  # noqa: E402
 from towers import features as F  # noqa: E402
-from towers.hparams import HParams  # noqa: E402
+from towers.contract import USERS_FILE
+from towers.hparams import (
+    SCANN,  # noqa: E402
+    HParams,  # noqa: E402
+)
 
 CLIENTS = (1, 4, 16)
 LEAVES_SEARCHED = (0.1, 0.2, 0.3)  # shares of the tree's leaves for the search-only comparison
@@ -56,8 +64,10 @@ USERS = 200
 
 
 def train(output: str) -> str:
-    hparams = HParams(item_modalities=("id", "metadata"), retrieval_index=exporter.SCANN)
-    config = local_runner.RunConfig(dataset="movielens-100k", output=output, hparams=hparams, min_recall_at_100=0.0, min_auc=0.0)
+    hparams = HParams(item_modalities=("id", "metadata"), retrieval_index=SCANN)
+    config = local_runner.RunConfig(
+        dataset="movielens-100k", output=output, options=Options(hparams=hparams, min_recall_at_100=0.0, min_auc=0.0)
+    )
     paths, _ = local_runner.run(config)
     return paths
 
@@ -74,7 +84,10 @@ def grow(model_dir: str, size: int, seed: int = 0):
         noise = rng.normal(scale=np.linalg.norm(real, axis=1).mean() / np.sqrt(real.shape[1]), size=base.shape)
         embeddings = (base + noise).astype(np.float32)
         embeddings *= (np.linalg.norm(real, axis=1).mean() / np.linalg.norm(embeddings, axis=1))[:, None]
-        items = {exporter.ITEM_IDS_INPUT: tf.constant([f"synthetic-{start + i:07d}" for i in range(n)]), exporter.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
+        items = {
+            contract.ITEM_IDS_INPUT: tf.constant([f"synthetic-{start + i:07d}" for i in range(n)]),
+            contract.EMBEDDINGS_OUTPUT: tf.constant(embeddings),
+        }
         if getattr(model, "catalog_content_profile", None) is not None:
             items[F.CONTENT_PROFILE] = tf.zeros([n, model.catalog_content_profile.shape[1]])
         for name in (F.ITEM_POPULARITY, F.ITEM_FRESHNESS):
@@ -85,8 +98,8 @@ def grow(model_dir: str, size: int, seed: int = 0):
 
 
 def save(model, folder: str) -> str:
-    exporter.save(model, os.path.join(folder, model_config.RECOMMENDER, "1"), dict(model.signatures))
-    return model_config.write_for(folder, names=[model_config.RECOMMENDER])
+    exporter.save(model, os.path.join(folder, contract.RECOMMENDER, "1"), dict(model.signatures))
+    return model_config.write_for(folder, names=[contract.RECOMMENDER])
 
 
 def latencies(function, inputs: list[dict], repeats: int = 1) -> np.ndarray:
@@ -109,12 +122,16 @@ def free_port() -> int:
 def start_server(config_path: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     mmtower = os.path.join(os.path.dirname(sys.executable), "mmtower")
-    process = subprocess.Popen([mmtower, "serve", "--model-config", config_path, "--port", str(port), "--rest-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [mmtower, "serve", "--model-config", config_path, "--port", str(port), "--rest-port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = GrpcClient(f"127.0.0.1:{port}")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
-            if client.status(model_config.RECOMMENDER)[-1][1] == "AVAILABLE":
+            if client.status(contract.RECOMMENDER)[-1][1] == "AVAILABLE":
                 return process, port
         except Exception:
             pass
@@ -131,13 +148,13 @@ def load_test(port: int, inputs: list[dict], clients: int) -> tuple[np.ndarray, 
 
     def work(offset: int):
         client = GrpcClient(f"127.0.0.1:{port}")
-        client.predict(model_config.RECOMMENDER, inputs[0], exporter.RECOMMEND_SIGNATURE)  # connect
+        client.predict(contract.RECOMMENDER, inputs[0], contract.RECOMMEND_SIGNATURE)  # connect
         barrier.wait()
         mine = []
         for i in range(per_client):
             started = time.perf_counter()
             try:
-                client.predict(model_config.RECOMMENDER, inputs[(offset + i) % len(inputs)], exporter.RECOMMEND_SIGNATURE)
+                client.predict(contract.RECOMMENDER, inputs[(offset + i) % len(inputs)], contract.RECOMMEND_SIGNATURE)
             except Exception:
                 with lock:
                     failed[0] += 1
@@ -161,8 +178,11 @@ def query_embeddings(model_dir: str, paths, n: int) -> np.ndarray:
     """The query tower's embeddings [n, dim] of the first `n` users (the `embed_query` signature)."""
     model = tf.saved_model.load(model_dir)
     users = read_records(os.path.join(paths.data_dir, USERS_FILE))[:n]
-    examples = [to_example({k: v for k, v in {**user, F.TIMESTAMP: 893_000_000}.items() if k in F.QUERY_FEATURES}).SerializeToString() for user in users]
-    return model.signatures[exporter.EMBED_QUERY_SIGNATURE](examples=tf.constant(examples))[exporter.EMBEDDINGS_OUTPUT].numpy()
+    examples = [
+        to_example({k: v for k, v in {**user, F.TIMESTAMP: 893_000_000}.items() if k in F.QUERY_FEATURES}).SerializeToString()
+        for user in users
+    ]
+    return model.signatures[contract.EMBED_QUERY_SIGNATURE](examples=tf.constant(examples))[contract.EMBEDDINGS_OUTPUT].numpy()
 
 
 def search_only(embeddings: np.ndarray, queries: np.ndarray, searcher, k: int = 100) -> list[str]:
@@ -206,8 +226,8 @@ def user_inputs(paths, signature, n: int) -> list[dict]:
     out = []
     for user in users:
         arrays = query_arrays(dtypes, user, 893_000_000)
-        if exporter.EXCLUDE_SEEN_INPUT in dtypes:
-            arrays[exporter.EXCLUDE_SEEN_INPUT] = np.array([True])
+        if contract.EXCLUDE_SEEN_INPUT in dtypes:
+            arrays[contract.EXCLUDE_SEEN_INPUT] = np.array([True])
         out.append(arrays)
     return out
 
@@ -257,12 +277,12 @@ def main() -> int:
                 model.indexed_items.assign(0)
             folder = os.path.join(args.output, f"{size}-{variant.replace(' ', '-').lower()}")
             config_path = save(model, folder)
-            served = tf.saved_model.load(os.path.join(folder, model_config.RECOMMENDER, "1"))
-            recommend_fn, query_fn = served.signatures[exporter.RECOMMEND_SIGNATURE], served.signatures[exporter.QUERY_SIGNATURE]
+            served = tf.saved_model.load(os.path.join(folder, contract.RECOMMENDER, "1"))
+            recommend_fn, query_fn = served.signatures[contract.RECOMMEND_SIGNATURE], served.signatures[contract.QUERY_SIGNATURE]
             inputs = user_inputs(paths, recommend_fn, USERS)
             tensors = [{k: tf.constant(v) for k, v in request.items()} for request in inputs]
-            query_inputs = [{k: v for k, v in request.items() if k != exporter.EXCLUDE_SEEN_INPUT} for request in tensors]
-            tops[variant] = [query_fn(**request)[exporter.ITEM_IDS_OUTPUT].numpy()[0, :10] for request in query_inputs]
+            query_inputs = [{k: v for k, v in request.items() if k != contract.EXCLUDE_SEEN_INPUT} for request in tensors]
+            tops[variant] = [query_fn(**request)[contract.ITEM_IDS_OUTPUT].numpy()[0, :10] for request in query_inputs]
             in_query = latencies(query_fn, query_inputs)
             in_recommend = latencies(recommend_fn, tensors)
             del served
@@ -290,7 +310,10 @@ def main() -> int:
         print(summary_line, flush=True)
         findings.append(summary_line)
     lines += [""] + [f"- {line}" for line in findings] + search_lines
-    lines += ["", f"Command: `.venv/bin/python -m bench.serving --sizes {args.sizes} --output {args.output}` ({time.monotonic() - started:.0f} s in all)"]
+    lines += [
+        "",
+        f"Command: `.venv/bin/python -m bench.serving --sizes {args.sizes} --output {args.output}` ({time.monotonic() - started:.0f} s in all)",
+    ]
     results.write("serving", lines)
     return 0
 

@@ -20,8 +20,8 @@ most-popular and ties are broken by popularity.
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import absl.logging
 import numpy as np
@@ -32,11 +32,10 @@ from tfx.types import artifact_utils
 
 from components import evaluation as ev
 from components import item_graph
+from towers import contract, metrics
 from towers import features as F
-from towers import metrics
+from towers.contract import METRICS_FILE, PER_EVENT_FILE
 
-METRICS_FILE = "metrics.json"
-PER_EVENT_FILE = "per_event.npz"  # per eval event: user_id, item_id and each baseline's metrics ("<baseline>/<metric>")
 MOST_POPULAR = "most_popular"
 RECENTLY_POPULAR = "recently_popular"
 COOCCURRENCE_KNN = "cooccurrence_knn"
@@ -71,7 +70,14 @@ def fit(train: ev.Events, catalog_ids, content: dict[str, dict[str, np.ndarray]]
     size = len(index)
     items = ev.positions(train.items, index)
     popularity = np.bincount(items[items >= 0], minlength=size).astype(np.float64)
-    return Fitted(index, popularity, int(train.timestamps.max(initial=0)), train, item_graph.cooccurrence(train.users, items, size), item_graph.item_content(size, index, content))
+    return Fitted(
+        index,
+        popularity,
+        int(train.timestamps.max(initial=0)),
+        train,
+        item_graph.cooccurrence(train.users, items, size),
+        item_graph.item_content(size, index, content),
+    )
 
 
 def _history_matrix(fitted: Fitted, histories: list, last_n: int) -> sp.csr_matrix:
@@ -100,15 +106,21 @@ def scorer(fitted: Fitted, name: str, params: dict) -> Callable[[list], np.ndarr
         scores = counts + 1e3 * _popularity_term(fitted)  # older popularity orders what the window leaves tied
         return lambda histories: np.broadcast_to(scores, (len(histories), len(scores)))
     if name == COOCCURRENCE_KNN:
-        return lambda histories: (_history_matrix(fitted, histories, params["last_n"]) @ fitted.similarity).toarray() + _popularity_term(fitted)
+        return lambda histories: (_history_matrix(fitted, histories, params["last_n"]) @ fitted.similarity).toarray() + _popularity_term(
+            fitted
+        )
     if name == CONTENT_KNN:
         if fitted.content is None:
             return None
-        return lambda histories: (_history_matrix(fitted, histories, params["last_n"]) @ fitted.content) @ fitted.content.T + _popularity_term(fitted)
+        return lambda histories: (
+            _history_matrix(fitted, histories, params["last_n"]) @ fitted.content
+        ) @ fitted.content.T + _popularity_term(fitted)
     raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
 
 
-def score(score_fn: Callable, events: ev.Events, seen: list[np.ndarray], index: dict[bytes, int], allowed: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def score(
+    score_fn: Callable, events: ev.Events, seen: list[np.ndarray], index: dict[bytes, int], allowed: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-event metrics and the top-10 positions of one baseline over `events` (only targets in `allowed`, if given)."""
     truth = ev.positions(events.items, index)
     per_event: dict[str, list] = {name: [] for name in metrics.METRIC_NAMES}
@@ -120,11 +132,15 @@ def score(score_fn: Callable, events: ev.Events, seen: list[np.ndarray], index: 
             per_event[name].append(values)
         tops.append(top[:, : metrics.NDCG_K])
     empty = np.zeros(0, np.float32)
-    return {name: np.concatenate(values) if values else empty for name, values in per_event.items()}, (np.concatenate(tops) if tops else np.zeros([0, metrics.NDCG_K], np.int64))
+    return {name: np.concatenate(values) if values else empty for name, values in per_event.items()}, (
+        np.concatenate(tops) if tops else np.zeros([0, metrics.NDCG_K], np.int64)
+    )
 
 
 def _subset(events: ev.Events, mask: np.ndarray) -> ev.Events:
-    return ev.Events(events.users[mask], events.items[mask], events.timestamps[mask], [h for h, keep in zip(events.histories, mask) if keep])
+    return ev.Events(
+        events.users[mask], events.items[mask], events.timestamps[mask], [h for h, keep in zip(events.histories, mask) if keep]
+    )
 
 
 def choose(fitted: Fitted, validation: ev.Events, seen: list[np.ndarray]) -> dict[str, dict]:
@@ -145,7 +161,9 @@ def choose(fitted: Fitted, validation: ev.Events, seen: list[np.ndarray]) -> dic
     return out
 
 
-def evaluate(train: ev.Events, validation: ev.Events, held_out: ev.Events, catalog_ids, content: dict) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate(
+    train: ev.Events, validation: ev.Events, held_out: ev.Events, catalog_ids, content: dict
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Chooses each baseline's parameters on `validation`, then scores each once on `held_out`.
 
     Returns:
@@ -169,7 +187,13 @@ def evaluate(train: ev.Events, validation: ev.Events, held_out: ev.Events, catal
         among = {}
         for freshness, candidates in ((ev.COLD, cold), (ev.WARM, ~cold)):
             mask = targets[freshness]
-            among[freshness] = ev.summarize(score(score_fn, _subset(held_out, mask), [s for s, m in zip(held_seen, mask) if m], fitted.index, candidates)[0]) if mask.any() else {"count": 0}
+            among[freshness] = (
+                ev.summarize(
+                    score(score_fn, _subset(held_out, mask), [s for s, m in zip(held_seen, mask) if m], fitted.index, candidates)[0]
+                )
+                if mask.any()
+                else {"count": 0}
+            )
         report["baselines"][name] = {
             "params": choice["params"],
             "validation": {recall_10: choice[recall_10], "tried": choice["validation"]},
@@ -178,7 +202,9 @@ def evaluate(train: ev.Events, validation: ev.Events, held_out: ev.Events, catal
             "among_own_kind": among,
         }
         arrays.update({f"{name}/{metric}": values for metric, values in per_event.items()})
-        absl.logging.info("baseline %s %s: validation Recall@10 %.4f, eval Recall@10 %.4f", name, choice["params"], choice[recall_10], overall[recall_10])
+        absl.logging.info(
+            "baseline %s %s: validation Recall@10 %.4f, eval Recall@10 %.4f", name, choice["params"], choice[recall_10], overall[recall_10]
+        )
     return report, arrays
 
 
@@ -208,11 +234,24 @@ def Baselines(
 
     `code_version` only keys the cache (see pipeline.code_version).
     """
-    from components.trainer import read_item_embeddings
+    from components.content_embedder.embeddings import read_item_embeddings
 
-    splits = {split: ev.read_events(artifact_utils.get_split_uri([examples], split)) for split in (ev.TRAIN_SPLIT, ev.VALIDATION_SPLIT, ev.EVAL_SPLIT)}
-    catalog_ids = [item for split in artifact_utils.decode_split_names(catalog.split_names) for item in ev.read_item_ids(artifact_utils.get_split_uri([catalog], split))]
-    report, arrays = evaluate(splits[ev.TRAIN_SPLIT], splits[ev.VALIDATION_SPLIT], splits[ev.EVAL_SPLIT], catalog_ids, read_item_embeddings(item_embeddings.uri))
+    splits = {
+        split: ev.read_events(artifact_utils.get_split_uri([examples], split))
+        for split in (contract.TRAIN_SPLIT, contract.VALIDATION_SPLIT, contract.EVAL_SPLIT)
+    }
+    catalog_ids = [
+        item
+        for split in artifact_utils.decode_split_names(catalog.split_names)
+        for item in ev.read_item_ids(artifact_utils.get_split_uri([catalog], split))
+    ]
+    report, arrays = evaluate(
+        splits[contract.TRAIN_SPLIT],
+        splits[contract.VALIDATION_SPLIT],
+        splits[contract.EVAL_SPLIT],
+        catalog_ids,
+        read_item_embeddings(item_embeddings.uri),
+    )
     with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
         json.dump(report, f, indent=2)
     buffer = io.BytesIO()  # zip files need seeking; GFile (e.g. on GCS) does not seek

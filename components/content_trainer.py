@@ -4,9 +4,10 @@ The standard Trainer's inputs are fixed; this component extends TrainerSpec
 with an `item_embeddings` channel and an optional `raw_examples` channel (the
 ExampleGen output: run_fn chooses the served item-graph weights on its
 validation split, with the evaluator's seen-item exclusion) and hands their
-locations to run_fn as `custom_config[ITEM_EMBEDDINGS_URI]` and
-`custom_config[RAW_EXAMPLES_URI]`. Everything else is the stock GenericExecutor.
+locations to run_fn as `custom_config[ITEM_EMBEDDINGS_URI_KEY]` and
+`custom_config[RAW_EXAMPLES_URI_KEY]`. Everything else is the stock GenericExecutor.
 """
+
 from typing import Optional
 
 from tfx import types
@@ -16,10 +17,10 @@ from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import json_utils
 
+from towers.contract import ITEM_EMBEDDINGS_URI_KEY, RAW_EXAMPLES_URI_KEY
+
 ITEM_EMBEDDINGS_KEY = "item_embeddings"
-ITEM_EMBEDDINGS_URI = "item_embeddings_uri"
 RAW_EXAMPLES_KEY = "raw_examples"
-RAW_EXAMPLES_URI = "raw_examples_uri"
 
 
 class ContentTrainerSpec(standard_component_specs.TrainerSpec):
@@ -34,9 +35,9 @@ class ContentTrainerExecutor(trainer_executor.GenericExecutor):
     def _GetFnArgs(self, input_dict, output_dict, exec_properties):
         fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
         uri = artifact_utils.get_single_uri(input_dict[ITEM_EMBEDDINGS_KEY])
-        fn_args.custom_config = {**(fn_args.custom_config or {}), ITEM_EMBEDDINGS_URI: uri}
+        fn_args.custom_config = {**(fn_args.custom_config or {}), ITEM_EMBEDDINGS_URI_KEY: uri}
         if input_dict.get(RAW_EXAMPLES_KEY):
-            fn_args.custom_config[RAW_EXAMPLES_URI] = artifact_utils.get_single_uri(input_dict[RAW_EXAMPLES_KEY])
+            fn_args.custom_config[RAW_EXAMPLES_URI_KEY] = artifact_utils.get_single_uri(input_dict[RAW_EXAMPLES_KEY])
         return fn_args
 
 

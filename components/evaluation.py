@@ -5,6 +5,7 @@ full seen-item exclusion (SeenItems), the same top-K and metric code
 (towers.metrics), the same new-item definition (`cold_mask`), and per-user
 means with 95% user-bootstrap intervals (`compare`).
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,10 +18,6 @@ import tensorflow as tf
 from towers import features as F
 from towers import metrics
 
-TRAIN_SPLIT = "train"
-VALIDATION_SPLIT = "validation"
-EVAL_SPLIT = "eval"
-CATALOG_SPLIT = "catalog"  # the CatalogExampleGen's input split (its output is hashed into train/eval splits)
 COVERAGE = f"coverage_at_{metrics.NDCG_K}"
 COLD, WARM = "cold", "warm"  # values of the F.ITEM_FRESHNESS slice
 BOOTSTRAP_RESAMPLES = 1000
@@ -239,7 +236,10 @@ def ratio(boot: dict, numerator: str, denominator: str) -> dict:
         num, den = boot[view][numerator]["mean"], boot[view][denominator]["mean"]
         with np.errstate(divide="ignore", invalid="ignore"):
             replicates = boot["_replicates"][view][numerator] / boot["_replicates"][view][denominator]
-        out[view] = {"ratio": num / den if den else float("inf"), "ci": interval(replicates[np.isfinite(replicates)]) if np.isfinite(replicates).any() else [float("nan")] * 2}
+        out[view] = {
+            "ratio": num / den if den else float("inf"),
+            "ci": interval(replicates[np.isfinite(replicates)]) if np.isfinite(replicates).any() else [float("nan")] * 2,
+        }
     return out
 
 

@@ -20,6 +20,7 @@ history items (towers.exporter.graph_scores) and adds that, and a boost for
 new items, to the ranker's logit, with weights chosen on the validation split
 (choose_mix).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,11 @@ class ItemGraph:
     inherited_items: int = 0  # items whose co-occurrence edges are inherited through content
 
     def edge_counts(self) -> dict[str, int]:
-        counts = {kind: int(((self.neighbours >= 0) & (self.kinds == i)[None, :]).sum()) for i, kind in enumerate(KINDS) if (self.kinds == i).any()}
+        counts = {
+            kind: int(((self.neighbours >= 0) & (self.kinds == i)[None, :]).sum())
+            for i, kind in enumerate(KINDS)
+            if (self.kinds == i).any()
+        }
         return {**counts, "items_with_inherited_cooccurrence": self.inherited_items}
 
 
@@ -150,7 +155,12 @@ def inherit(similarity: sp.csr_matrix, cooccurrence_edges: tuple, content_edges:
 
 
 def build(
-    users: np.ndarray, positions: np.ndarray, catalog_size: int, content: np.ndarray | None, attributes: list | None = None, k: int = NEIGHBOURS
+    users: np.ndarray,
+    positions: np.ndarray,
+    catalog_size: int,
+    content: np.ndarray | None,
+    attributes: list | None = None,
+    k: int = NEIGHBOURS,
 ) -> ItemGraph:
     """The graph from training interactions (user ids, catalog positions), content rows [N, D] (unit rows; zeros: none;
     None: no content) and per item its metadata attributes (None or all empty: no knowledge edges)."""
@@ -192,8 +202,15 @@ def recall_at(scores: np.ndarray, hit: np.ndarray, k: int) -> np.ndarray:
 
 
 def choose_mix(
-    logits: np.ndarray, graph_scores: dict[int, np.ndarray], candidates: np.ndarray, is_new: np.ndarray, truth: np.ndarray, truth_is_new: np.ndarray,
-    kinds: int, new_item_ratio: float, k: int = 10,
+    logits: np.ndarray,
+    graph_scores: dict[int, np.ndarray],
+    candidates: np.ndarray,
+    is_new: np.ndarray,
+    truth: np.ndarray,
+    truth_is_new: np.ndarray,
+    kinds: int,
+    new_item_ratio: float,
+    k: int = 10,
 ) -> tuple[dict, list[dict]]:
     """The graph weights, history length and new-item boost with the best Recall@k among the settings where
     new items' Recall@50 is at least `new_item_ratio` x warm items' with 95% one-sided confidence (new items'
@@ -222,15 +239,29 @@ def choose_mix(
                 new = float(at_50[truth_is_new].mean()) if truth_is_new.any() else 0.0
                 warm = float(at_50[~truth_is_new].mean()) if (~truth_is_new).any() else 0.0
                 new_low = float(new - CONFIDENCE_Z * np.sqrt(new * (1.0 - new) / max(int(truth_is_new.sum()), 1)))
-                tried.append({
-                    "mix": mix.tolist(), "history_length": length, "new_item_boost": boost, f"recall_at_{k}": float(at_k.mean()) if len(at_k) else 0.0,
-                    "new_recall_at_50": new, "new_recall_at_50_low": new_low, "warm_recall_at_50": warm,
-                    "new_item_target_met": bool(new_low >= new_item_ratio * warm),
-                })
+                tried.append(
+                    {
+                        "mix": mix.tolist(),
+                        "history_length": length,
+                        "new_item_boost": boost,
+                        f"recall_at_{k}": float(at_k.mean()) if len(at_k) else 0.0,
+                        "new_recall_at_50": new,
+                        "new_recall_at_50_low": new_low,
+                        "warm_recall_at_50": warm,
+                        "new_item_target_met": bool(new_low >= new_item_ratio * warm),
+                    }
+                )
     feasible = [t for t in tried if t["new_item_target_met"]]
     simpler = lambda t: (-sum(t["mix"]) - t["new_item_boost"], -t["history_length"])  # ties: smaller weights, shorter history
     if feasible:
         best = max(feasible, key=lambda t: (round(t[f"recall_at_{k}"], 6), *simpler(t)))
     else:
-        best = max(tried, key=lambda t: (round(t["new_recall_at_50_low"] / max(t["warm_recall_at_50"], 1e-9), 6), round(t[f"recall_at_{k}"], 6), *simpler(t)))
+        best = max(
+            tried,
+            key=lambda t: (
+                round(t["new_recall_at_50_low"] / max(t["warm_recall_at_50"], 1e-9), 6),
+                round(t[f"recall_at_{k}"], 6),
+                *simpler(t),
+            ),
+        )
     return best, tried

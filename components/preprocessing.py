@@ -8,6 +8,7 @@ names in towers.features, so the trainer reads their sizes back), text becomes
 padded token ids, numbers are z-scored and the timestamp becomes cyclic
 time-of-day / day-of-week context.
 """
+
 import math
 
 import tensorflow as tf

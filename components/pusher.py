@@ -13,6 +13,7 @@ model each version came from, and a blessed model that is already the newest
 push with all three models in place (a re-run with no new data re-evaluates
 it against itself) is not pushed again as another version.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,8 @@ from tfx.components.pusher import executor as tfx_pusher
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
-from serving import config as model_config
 from serving import publish
-from towers import exporter
-
-STANDALONE_MODELS = {model_config.RANKER: exporter.RANKER_DIR, model_config.ITEM_ENCODER: exporter.ITEM_ENCODER_DIR}
+from towers import contract
 
 
 def push_models(serving_dir: str, model_path: str, pipeline: str | None = None) -> tuple[str, str, bool]:
@@ -39,16 +37,28 @@ def push_models(serving_dir: str, model_path: str, pipeline: str | None = None) 
     if newest and pipeline and newest.get("pipeline") not in (None, pipeline):
         logging.warning(
             "%s serves models of %s; this push of %s replaces them (give each dataset its own --output to serve both)",
-            serving_dir, newest["pipeline"], pipeline,
+            serving_dir,
+            newest["pipeline"],
+            pipeline,
         )
-    if newest and newest["model"] == model_path and all(
-        os.path.isdir(os.path.join(serving_dir, name, newest["version"])) for name in model_config.SERVED_MODELS
+    if (
+        newest
+        and newest["model"] == model_path
+        and all(os.path.isdir(os.path.join(serving_dir, name, newest["version"])) for name in contract.SERVED_MODELS)
     ):
         return newest["version"], newest["destination"], False
     version = publish.next_version(serving_dir)
-    sources = {model_config.RECOMMENDER: model_path, **{name: exporter.standalone_dirs(model_path)[folder] for name, folder in STANDALONE_MODELS.items()}}
-    destination = os.path.join(serving_dir, model_config.RECOMMENDER, str(version))
-    publish.publish(serving_dir, version, {name: publish.copier(source) for name, source in sources.items()}, kind=publish.PUSH, model=model_path, destination=destination, pipeline=pipeline)
+    sources = contract.trainer_model_dirs(model_path)
+    destination = os.path.join(serving_dir, contract.RECOMMENDER, str(version))
+    publish.publish(
+        serving_dir,
+        version,
+        {name: publish.copier(source) for name, source in sources.items()},
+        kind=publish.PUSH,
+        model=model_path,
+        destination=destination,
+        pipeline=pipeline,
+    )
     return str(version), destination, True
 
 
@@ -67,7 +77,13 @@ class Executor(tfx_pusher.Executor):
         pipeline = self._context.pipeline_info.id if self._context and self._context.pipeline_info else None
         version, destination, now = push_models(serving_dir, model_path, pipeline)
         if now:
-            logging.info("pushed version %s of %s to %s (models.config: %s)", version, ", ".join(model_config.SERVED_MODELS), serving_dir, model_config.MODEL_CONFIG_FILE)
+            logging.info(
+                "pushed version %s of %s to %s (models.config: %s)",
+                version,
+                ", ".join(contract.SERVED_MODELS),
+                serving_dir,
+                contract.MODEL_CONFIG_FILE,
+            )
             io_utils.copy_dir(model_path, pushed.uri)  # the pushed model's archive, as TFX's Pusher keeps it
         else:
             logging.info("this model is already served as version %s: not pushed again", version)

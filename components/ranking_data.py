@@ -10,6 +10,7 @@ Items enter as catalog positions; the per-item inputs (id, candidate
 embedding, content profile) are gathered from tables by position, so a batch
 never materialises the content of every example.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -114,7 +115,11 @@ def ranking_rows(users, positions, item_rows, ratings, negatives, retrieved, lik
 
 
 def ranking_dataset(
-    rows: dict[str, np.ndarray], per_row: dict[str, np.ndarray], per_position: dict[str, np.ndarray], batch_size: int, seed: int,
+    rows: dict[str, np.ndarray],
+    per_row: dict[str, np.ndarray],
+    per_position: dict[str, np.ndarray],
+    batch_size: int,
+    seed: int,
     new_item: tuple[float, int, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Shuffled batches of ranking model inputs.

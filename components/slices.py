@@ -12,6 +12,7 @@ the RetrievalEvaluator slice any eval data by the same definitions:
 - user activity: training interactions `new` (0), `light` (1 to LIGHT_MAX),
   `medium` (to MEDIUM_MAX), `heavy` (more).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Named by dotted path in the pipeline (`components.trainer.run_fn`). The pure
 model code lives in towers/; this module only reads artifacts.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,22 +18,25 @@ from tfx_bsl.public import tfxio
 
 from components import evaluation as ev
 from components import item_graph, ranking_data, slices
-from components.content_trainer import ITEM_EMBEDDINGS_URI, RAW_EXAMPLES_URI
-from towers import exporter
+from components.content_embedder.embeddings import read_item_embeddings
+from towers import contract, exporter, warm_start
 from towers import features as F
-from towers import warm_start
+from towers.contract import (
+    CATALOG_PATH_KEY,
+    HPARAMS_KEY,
+    ITEM_EMBEDDINGS_URI_KEY,
+    ITEM_GRAPH_FILE,
+    RAW_EXAMPLES_URI_KEY,
+    TEXT_ENCODER_KEY,
+    WARM_START_DIR,
+)
 from towers.hparams import HParams
 from towers.model import TwoTowerModel, item_sampling_probability
 from towers.ranking import ENGAGEMENT_LOGIT, RankingModel
 from towers.towers import content_profile, profile_modalities
 
-HPARAMS_KEY = "hparams"
-CATALOG_KEY = "catalog_path"
-TEXT_ENCODER_KEY = "text_encoder_handle"  # read only when hparams.fine_tune_text
-WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what the next run can warm-start from
 RETRIEVAL_STATE, RANKING_STATE = "retrieval", "ranking"
 TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the model was trained on
-ITEM_GRAPH_FILE = "item_graph.json"  # beside Format-Serving: the graph's edges and the weights chosen on validation
 CHOICE_EVENTS = 20_000  # validation events the item-graph weights are chosen on, at most
 
 
@@ -62,7 +66,9 @@ def base_state(fn_args) -> str | None:
         return None
     path = warm_start_dir(fn_args.base_model)
     if not warm_start.exists(os.path.join(path, RETRIEVAL_STATE)):
-        absl.logging.warning("base model %s has no warm-start state (trained before incremental training existed): training from scratch", fn_args.base_model)
+        absl.logging.warning(
+            "base model %s has no warm-start state (trained before incremental training existed): training from scratch", fn_args.base_model
+        )
         return None
     return path
 
@@ -79,26 +85,6 @@ def item_counts(tft_output: tft.TFTransformOutput) -> dict[str, int]:
             count, item = line.rstrip("\n").split(" ", 1)
             counts[item] = int(count)
     return counts
-
-
-def read_item_embeddings(uri: str) -> dict[str, dict[str, np.ndarray]]:
-    """Content modality -> (item id -> embedding), from the ContentEmbedder output folder.
-
-    Only modalities some item has are returned; an item appears under a
-    modality only if that content of it could be encoded.
-    """
-    files = tf.io.gfile.glob(os.path.join(uri, "Split-*", "*"))
-    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string)}
-    spec.update({feature: tf.io.RaggedFeature(tf.float32) for feature in F.CONTENT_EMBEDDINGS.values()})
-    out: dict[str, dict[str, np.ndarray]] = {modality: {} for modality in F.CONTENT_EMBEDDINGS}
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
-        parsed = tf.io.parse_example(batch, spec)
-        items = _decode(parsed[F.ITEM_ID].numpy())
-        for modality, feature in F.CONTENT_EMBEDDINGS.items():
-            for item, vector in zip(items, parsed[feature].to_list()):
-                if vector:
-                    out[modality][item] = np.asarray(vector, np.float32)
-    return {modality: embeddings for modality, embeddings in out.items() if embeddings}
 
 
 def content_dims(content: dict[str, dict[str, np.ndarray]]) -> dict[str, int]:
@@ -142,12 +128,16 @@ def catalog_texts(catalog_path: str) -> dict[str, str]:
     return texts
 
 
-def _dataset(fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None, after: int | None = None) -> tf.data.Dataset:
+def _dataset(
+    fn_args, files, tft_output, batch_size: int, shuffle: bool, seed: int, content_by_index=None, after: int | None = None
+) -> tf.data.Dataset:
     """Transformed examples; with `content_by_index` (feature -> [items + OOV, ...]), batches get their items' content (embeddings, or text).
 
     `after`: only the events with a timestamp after it (an incremental run's new data).
     """
-    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle and after is None)
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1, drop_final_batch=shuffle and after is None
+    )
     dataset = fn_args.data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
     if after is not None:
         dataset = dataset.unbatch().filter(lambda f: f[F.TIMESTAMP] > after).batch(batch_size, drop_remainder=shuffle)
@@ -182,7 +172,15 @@ def training_interactions(dataset: tf.data.Dataset, query_tower) -> dict[str, np
     return {name: np.concatenate(values) for name, values in out.items()}
 
 
-def embed_catalog(catalog_path: str, tft_layer, candidate_tower, raw_spec: dict, content: dict[str, dict[str, np.ndarray]], oov_index: int, batch_size: int = 1024) -> tuple[list[str], np.ndarray, np.ndarray]:
+def embed_catalog(
+    catalog_path: str,
+    tft_layer,
+    candidate_tower,
+    raw_spec: dict,
+    content: dict[str, dict[str, np.ndarray]],
+    oov_index: int,
+    batch_size: int = 1024,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim],
     content-only candidate embeddings [N, dim]: each item as if new, its id replaced by `oov_index`)."""
     item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES if name in raw_spec}
@@ -228,7 +226,12 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def train(
-    fn_args, tft_output: tft.TFTransformOutput, hp: HParams, content: dict[str, dict[str, np.ndarray]], base: str | None = None, after: int | None = None
+    fn_args,
+    tft_output: tft.TFTransformOutput,
+    hp: HParams,
+    content: dict[str, dict[str, np.ndarray]],
+    base: str | None = None,
+    after: int | None = None,
 ) -> tuple[TwoTowerModel, dict]:
     """Trains the two-tower model: from scratch, or from `base` (a warm-start folder) on the events after `after` (its data's end).
 
@@ -250,15 +253,19 @@ def train(
                 f"the text encoder at {fn_args.custom_config[TEXT_ENCODER_KEY]} exposes no trainable weights, so it cannot be "
                 "fine-tuned: re-export it with `mmtower encoders export --force`"
             )
-        texts = catalog_texts(fn_args.custom_config[CATALOG_KEY])
+        texts = catalog_texts(fn_args.custom_config[CATALOG_PATH_KEY])
         content_by_index[F.ITEM_TEXT] = np.array([texts.get(item, "") for item in item_vocab] + [""] * F.NUM_OOV_BUCKETS, dtype=object)
         absl.logging.info("fine-tuning the text encoder %s", fn_args.custom_config[TEXT_ENCODER_KEY])
     with distribution_strategy(hp.distribution).scope():
         model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
-    train_ds = _dataset(fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after)
+    train_ds = _dataset(
+        fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after
+    )
     # fn_args.eval_files: the validation split (the pipeline's EvalArgs); the eval split is for the evaluators only
-    eval_ds = _dataset(fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
+    eval_ds = _dataset(
+        fn_args, fn_args.eval_files, tft_output, hp.batch_size, shuffle=False, seed=hp.seed, content_by_index=content_by_index
+    )
     report = {}
     if base:
         with distribution_strategy(hp.distribution).scope():
@@ -271,14 +278,23 @@ def train(
             return model, report
     callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
     if hp.early_stopping_patience > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True)
+        )
     model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=callbacks, verbose=2)
     return model, report
 
 
 def train_ranker(
-    tft_output: tft.TFTransformOutput, hp: HParams, train: dict[str, np.ndarray], catalog: exporter.CatalogTables, positions: np.ndarray, seen: list[list[int]],
-    content_only: np.ndarray, base: str | None = None, after: int | None = None,
+    tft_output: tft.TFTransformOutput,
+    hp: HParams,
+    train: dict[str, np.ndarray],
+    catalog: exporter.CatalogTables,
+    positions: np.ndarray,
+    seen: list[list[int]],
+    content_only: np.ndarray,
+    base: str | None = None,
+    after: int | None = None,
 ) -> RankingModel:
     """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data).
 
@@ -304,22 +320,45 @@ def train_ranker(
                 return ranker
             train, positions = {name: values[new] for name, values in train.items()}, positions[new]
     negatives, retrieved = ranking_data.retrieved_negatives(
-        train[F.QUERY_EMBEDDING], catalog.embeddings, train[F.USER_INDEX], positions, seen,
-        hp.ranking_candidates, hp.ranking_negatives, np.random.default_rng(hp.seed),
+        train[F.QUERY_EMBEDDING],
+        catalog.embeddings,
+        train[F.USER_INDEX],
+        positions,
+        seen,
+        hp.ranking_candidates,
+        hp.ranking_negatives,
+        np.random.default_rng(hp.seed),
         eligible=catalog.item_index < oov_index,  # items with training interactions
     )
-    rows = ranking_data.ranking_rows(train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, retrieved, hp.liked_rating)
+    rows = ranking_data.ranking_rows(
+        train[F.USER_INDEX], positions, np.arange(len(positions)), train[F.RATING], negatives, retrieved, hp.liked_rating
+    )
     per_row = {F.QUERY_EMBEDDING: train[F.QUERY_EMBEDDING], F.TIME_CONTEXT: train[F.TIME_CONTEXT]}
-    dataset = ranking_data.ranking_dataset(rows, per_row, per_position, hp.batch_size, hp.seed, new_item=(hp.id_dropout, oov_index, content_only))
+    dataset = ranking_data.ranking_dataset(
+        rows, per_row, per_position, hp.batch_size, hp.seed, new_item=(hp.id_dropout, oov_index, content_only)
+    )
     absl.logging.info(
         "ranking model: %d examples (%d interactions, %d of them retrieved in the top %d, %d liked)",
-        len(rows[F.ENGAGED]), int(rows[F.ENGAGED].sum()), int(retrieved.sum()), hp.ranking_candidates, int(rows[F.LIKED].sum()),
+        len(rows[F.ENGAGED]),
+        int(rows[F.ENGAGED].sum()),
+        int(retrieved.sum()),
+        hp.ranking_candidates,
+        int(rows[F.LIKED].sum()),
     )
     ranker.fit(dataset, epochs=hp.ranking_epochs, verbose=2)
     return ranker
 
 
-def catalog_tables(catalog_ids: list[str], catalog_embeddings: np.ndarray, item_vocab: list[str], tft_output, content, hp: HParams, fine_tuned_text: bool, graph: item_graph.ItemGraph | None = None) -> exporter.CatalogTables:
+def catalog_tables(
+    catalog_ids: list[str],
+    catalog_embeddings: np.ndarray,
+    item_vocab: list[str],
+    tft_output,
+    content,
+    hp: HParams,
+    fine_tuned_text: bool,
+    graph: item_graph.ItemGraph | None = None,
+) -> exporter.CatalogTables:
     index = {item: i for i, item in enumerate(item_vocab)}
     return exporter.CatalogTables(
         ids=catalog_ids,
@@ -344,8 +383,8 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
     setting is tried on its outputs. -> what was chosen and tried (for ITEM_GRAPH_FILE).
     """
     split = lambda name: os.path.join(raw_examples_uri, f"Split-{name}")
-    train, validation = ev.read_events(split(ev.TRAIN_SPLIT)), ev.read_events(split(ev.VALIDATION_SPLIT))
-    records = ev.read_serialized(split(ev.VALIDATION_SPLIT))
+    train, validation = ev.read_events(split(contract.TRAIN_SPLIT)), ev.read_events(split(contract.VALIDATION_SPLIT))
+    records = ev.read_serialized(split(contract.VALIDATION_SPLIT))
     ids = np.array([item.encode() for item in catalog_ids], dtype=object)
     index = ev.catalog_index(ids)
     seen = ev.SeenItems(index, train, validation).for_events(validation)
@@ -371,15 +410,23 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
     positions, logits, is_new = (np.concatenate([o[i] for o in outputs]) for i in range(3))
     graphs = np.concatenate([o[3] for o in outputs], axis=1)  # [lengths, V, C, kinds]
     truth_is_new = module.catalog_item_index.numpy()[np.maximum(truth, 0)] == int(module.oov_item_index.numpy())
-    best, tried = item_graph.choose_mix(logits, dict(zip(lengths, graphs)), positions, is_new, truth, truth_is_new & (truth >= 0), module.num_graph_kinds, new_item_ratio)
+    best, tried = item_graph.choose_mix(
+        logits, dict(zip(lengths, graphs)), positions, is_new, truth, truth_is_new & (truth >= 0), module.num_graph_kinds, new_item_ratio
+    )
     module.graph_mix.assign(np.array(best["mix"], np.float32))
     module.graph_history.assign(best["history_length"])
     module.new_item_boost.assign(best["new_item_boost"])
     alone = next(t for t in tried if not any(t["mix"]) and t["new_item_boost"] == 0)
     absl.logging.info("recommend on %d validation events: chose %s; the ranker alone: %s", len(truth), best, alone)
     named = lambda t: {**t, "mix": dict(zip(item_graph.KINDS, t["mix"]))}
-    return {"chosen": named(best), "ranker_alone": named(alone), "validation_events": len(truth), "new_item_events": int(truth_is_new.sum()),
-            "new_item_recall_ratio": new_item_ratio, "tried": [named(t) for t in tried]}
+    return {
+        "chosen": named(best),
+        "ranker_alone": named(alone),
+        "validation_events": len(truth),
+        "new_item_events": int(truth_is_new.sum()),
+        "new_item_recall_ratio": new_item_ratio,
+        "tried": [named(t) for t in tried],
+    }
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -394,7 +441,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     absl.logging.info("hyperparameters: %s", hp)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
-    content = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI])
+    content = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI_KEY])
     for modality, embeddings in content.items():
         absl.logging.info("%s embeddings for %d items", modality, len(embeddings))
     base = base_state(fn_args)
@@ -403,16 +450,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    catalog_ids, catalog_embeddings, content_only = embed_catalog(fn_args.custom_config[CATALOG_KEY], tft_layer, model.candidate_tower, raw_spec, content, oov_index=len(item_vocab))
+    catalog_ids, catalog_embeddings, content_only = embed_catalog(
+        fn_args.custom_config[CATALOG_PATH_KEY], tft_layer, model.candidate_tower, raw_spec, content, oov_index=len(item_vocab)
+    )
     fine_tuned_text = model.candidate_tower.text_encoder is not None
     num_user_rows = tft_output.vocabulary_size_by_name(F.VOCAB_USER) + F.NUM_OOV_BUCKETS
-    train_data = training_interactions(_dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed), model.query_tower)
+    train_data = training_interactions(
+        _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed), model.query_tower
+    )
     catalog_index = {item: i for i, item in enumerate(catalog_ids)}
     positions = item_positions(item_vocab, catalog_index)[train_data[F.ITEM_INDEX]]
     graph = None
     if hp.item_graph:
         content_rows = item_graph.item_content(len(catalog_ids), {item.encode(): i for item, i in catalog_index.items()}, content)
-        attributes = catalog_attributes(fn_args.custom_config[CATALOG_KEY], raw_spec, catalog_ids)
+        attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], raw_spec, catalog_ids)
         graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
         absl.logging.info("item graph: %s edges", graph.edge_counts())
     catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph)
@@ -421,13 +472,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
     module = exporter.ServingModule(
-        tft_layer, model.query_tower, model.candidate_tower, ranker, raw_spec, catalog, seen, activity,
-        hp.top_k, hp.ranking_candidates, hp.liked_rating, content_dims(content),
+        tft_layer,
+        model.query_tower,
+        model.candidate_tower,
+        ranker,
+        raw_spec,
+        catalog,
+        seen,
+        activity,
+        hp.top_k,
+        hp.ranking_candidates,
+        hp.liked_rating,
+        content_dims(content),
         profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
-        index=hp.retrieval_index, oov_item_index=len(item_vocab), new_item_candidates=hp.new_item_candidates,
+        index=hp.retrieval_index,
+        oov_item_index=len(item_vocab),
+        new_item_candidates=hp.new_item_candidates,
     )
-    if fn_args.custom_config.get(RAW_EXAMPLES_URI):
-        choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI], catalog_ids, hp.new_item_recall_ratio)
+    if fn_args.custom_config.get(RAW_EXAMPLES_URI_KEY):
+        choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI_KEY], catalog_ids, hp.new_item_recall_ratio)
         tf.io.gfile.makedirs(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)))
         with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), ITEM_GRAPH_FILE), "w") as f:
             json.dump({"edges": graph.edge_counts() if graph else {}, **choice}, f, indent=1)
@@ -442,4 +505,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     warm_start.save(model, vocabs, os.path.join(state, RETRIEVAL_STATE), **facts)
     warm_start.save(ranker, vocabs, os.path.join(state, RANKING_STATE), **facts)
     absl.logging.info("warm-start state for the next run: %s (%s)", state, facts)
-    absl.logging.info("exported %d catalog items to %s (%s retrieval), with the ranker and the item encoder beside it", len(catalog_ids), fn_args.serving_model_dir, hp.retrieval_index)
+    absl.logging.info(
+        "exported %d catalog items to %s (%s retrieval), with the ranker and the item encoder beside it",
+        len(catalog_ids),
+        fn_args.serving_model_dir,
+        hp.retrieval_index,
+    )

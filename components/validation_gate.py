@@ -12,7 +12,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
-ANOMALIES_FILE = "SchemaDiff.pb"
+from towers.contract import ANOMALIES_FILE
 
 
 class DataValidationError(RuntimeError):
@@ -44,8 +44,7 @@ def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> None:
     lines = describe_anomalies(anomalies_by_split)
     if lines:
         raise DataValidationError(
-            "ExampleValidator found anomalies against the curated schema; stopping before Transform and Trainer:\n  "
-            + "\n  ".join(lines)
+            "ExampleValidator found anomalies against the curated schema; stopping before Transform and Trainer:\n  " + "\n  ".join(lines)
         )
 
 

@@ -9,6 +9,7 @@ that `components.preprocessing` and the encoders import there.
     mmtower run --beam-profile dataflow --beam-option project=my-project \\
         --beam-option temp_location=gs://my-bucket/tmp --beam-option region=europe-west4
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ class Profile:
 
 
 PROFILES = {
-    LOCAL: Profile("DirectRunner", {"direct_running_mode": "multi_processing", "direct_num_workers": "2"}, help="this machine, worker processes"),
+    LOCAL: Profile(
+        "DirectRunner", {"direct_running_mode": "multi_processing", "direct_num_workers": "2"}, help="this machine, worker processes"
+    ),
     DATAFLOW: Profile(
         "DataflowRunner",
         {"experiments": "use_runner_v2", "max_num_workers": "20", "disk_size_gb": "50"},

@@ -5,11 +5,12 @@ fingerprint: a changed preprocessing_fn would silently reuse old outputs. The
 pipeline passes this hash in their custom_config so that changed code re-runs
 them and unchanged code is skipped.
 """
+
 import hashlib
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CODE_PACKAGES = ("components", "towers", "datasets")
+CODE_PACKAGES = ("components", "towers", "mmdata")
 
 
 def code_version(root: str = ROOT, packages: tuple[str, ...] = CODE_PACKAGES) -> str:

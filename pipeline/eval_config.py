@@ -17,11 +17,12 @@ RetrievalEvaluator measures it through the `recommend` lists.
 Blessing: overall like-AUC above a floor, and no drop beyond a tolerance
 against the last blessed model (slices are reported, not gated: some are small).
 """
+
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
 
-from towers import exporter
+from towers import contract
 from towers import features as F
 from towers.ranking import LIKE_OUTPUT, RATING_OUTPUT
 
@@ -58,13 +59,14 @@ def build(min_auc: float, max_auc_regression: float, slice_features: tuple[str, 
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
-                signature_name=exporter.RANK_EXAMPLES_SIGNATURE,
+                signature_name=contract.RANK_EXAMPLES_SIGNATURE,
                 model_type=tfma.TF_GENERIC,
-                preprocessing_function_names=[exporter.EVALUATION_FEATURES_SIGNATURE],
+                preprocessing_function_names=[contract.EVALUATION_FEATURES_SIGNATURE],
                 label_keys={LIKE_OUTPUT: F.LIKED, RATING_OUTPUT: F.RATING},
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in F.EVAL_SLICE_FEATURES + tuple(slice_features)],
+        slicing_specs=[tfma.SlicingSpec()]
+        + [tfma.SlicingSpec(feature_keys=[name]) for name in F.EVAL_SLICE_FEATURES + tuple(slice_features)],
         metrics_specs=[
             tfma.MetricsSpec(output_names=[LIKE_OUTPUT], metrics=like),
             tfma.MetricsSpec(

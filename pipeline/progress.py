@@ -3,6 +3,7 @@
 TFX logs everything at INFO; the full log goes to a file and the terminal gets
 only the component transitions, with wall times.
 """
+
 from __future__ import annotations
 
 import logging

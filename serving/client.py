@@ -3,6 +3,7 @@
 Both take and return {name: numpy array}, so callers do not care which one
 they hold; both work against the `tensorflow/serving` binary and `mmtower serve`.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ class GrpcClient:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         limit = max_message_mib << 20
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+        self.channel = grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        )
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model_service = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.timeout = timeout
@@ -51,7 +54,9 @@ class GrpcClient:
         except grpc.RpcError as error:
             raise ServingError(error.code(), f"{self.target}: {error.code().name}: {error.details()}") from error
 
-    def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int | None = None, output_filter=()) -> dict[str, np.ndarray]:
+    def predict(
+        self, model: str, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int | None = None, output_filter=()
+    ) -> dict[str, np.ndarray]:
         from tensorflow_serving.apis import predict_pb2
 
         from serving import tensors
@@ -113,14 +118,22 @@ class RestClient:
         except ValueError:
             payload = {"error": response.text}
         if response.status_code != 200:
-            code = {400: StatusCode.INVALID_ARGUMENT, 404: StatusCode.NOT_FOUND, 413: StatusCode.RESOURCE_EXHAUSTED}.get(response.status_code, StatusCode.INTERNAL)
+            code = {400: StatusCode.INVALID_ARGUMENT, 404: StatusCode.NOT_FOUND, 413: StatusCode.RESOURCE_EXHAUSTED}.get(
+                response.status_code, StatusCode.INTERNAL
+            )
             raise ServingError(code, f"{response.url}: HTTP {response.status_code}: {payload.get('error', payload)}")
         return payload
 
-    def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int | None = None) -> dict[str, np.ndarray]:
+    def predict(
+        self, model: str, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int | None = None
+    ) -> dict[str, np.ndarray]:
         def jsonable(value: np.ndarray):
             if value.dtype == object or value.dtype.kind == "S":
-                return np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(value).tolist() if value.size else value.tolist()
+                return (
+                    np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(value).tolist()
+                    if value.size
+                    else value.tolist()
+                )
             return value.tolist()
 
         body = {"signature_name": signature, "inputs": {name: jsonable(np.asarray(v)) for name, v in inputs.items()}}
@@ -133,7 +146,9 @@ class RestClient:
         return [(int(s["version"]), s["state"]) for s in payload["model_version_status"]]
 
     def metadata(self, model: str, version: int | None = None) -> dict:
-        return self._json(self.session.get(self._url(model, version, "/metadata"), timeout=self.timeout))["metadata"]["signature_def"]["signature_def"]
+        return self._json(self.session.get(self._url(model, version, "/metadata"), timeout=self.timeout))["metadata"]["signature_def"][
+            "signature_def"
+        ]
 
     def close(self) -> None:
         self.session.close()

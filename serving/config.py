@@ -6,6 +6,7 @@ reads the same file. Every model lives in TF Serving's layout,
 `<serving dir>/<model name>/<version>/` (a SavedModel; a version is complete
 once its `saved_model.pb` exists).
 """
+
 from __future__ import annotations
 
 import os
@@ -13,11 +14,8 @@ import os
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-MODEL_CONFIG_FILE = "models.config"
-RECOMMENDER = "recommender"  # every query signature: recommend, query, rank, embed_*, evaluate*
-RANKER = "ranker"  # the ranking model alone: rank
-ITEM_ENCODER = "item_encoder"  # the candidate tower alone: embed_candidates (new items, external indexes)
-SERVED_MODELS = (RECOMMENDER, RANKER, ITEM_ENCODER)
+from towers.contract import MODEL_CONFIG_FILE, SERVED_MODELS
+
 VERSIONS_KEPT = 1  # version policy: serve the newest version only
 
 

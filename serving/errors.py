@@ -1,4 +1,5 @@
 """Request errors with TF Serving's status codes (gRPC codes; REST maps them to HTTP)."""
+
 from __future__ import annotations
 
 from grpc import StatusCode

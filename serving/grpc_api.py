@@ -1,5 +1,6 @@
 """TF Serving's gRPC API (the subset mmtower's client uses): PredictionService.Predict and
 GetModelMetadata, ModelService.GetModelStatus, with TF Serving's request and response protos."""
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,10 @@ def _version(model_spec) -> int | None:
     if model_spec.HasField("version"):
         return model_spec.version.value
     if model_spec.version_label:
-        raise ServingError(StatusCode.INVALID_ARGUMENT, f"version labels are not supported (asked for {model_spec.version_label!r}); ask for a version number")
+        raise ServingError(
+            StatusCode.INVALID_ARGUMENT,
+            f"version labels are not supported (asked for {model_spec.version_label!r}); ask for a version number",
+        )
     return None
 
 
@@ -95,7 +99,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             return _abort(context, error)
         response = get_model_status_pb2.GetModelStatusResponse()
         for state in states:
-            status = response.model_version_status.add(version=state.version, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state))
+            status = response.model_version_status.add(
+                version=state.version, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
+            )
             if state.error:
                 status.status.error_code = StatusCode.UNKNOWN.value[0]
                 status.status.error_message = state.error

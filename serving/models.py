@@ -12,6 +12,7 @@ the versions already served stay up, and with a "latest" policy the newest
 versions that do load are served, so a server (re)started over a broken
 newest version serves the one before it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 from serving import config as model_config
 from serving.errors import ServingError, StatusCode
+from towers.contract import REQUIRED_SIGNATURES
 
 log = logging.getLogger("mmtower.serve")
 
@@ -47,7 +49,6 @@ class VersionState:
 
 
 # What each served model must offer to be swapped in (what mmtower's clients and add-items call).
-REQUIRED_SIGNATURES = {model_config.RECOMMENDER: ("recommend",), model_config.RANKER: ("rank",), model_config.ITEM_ENCODER: ("embed_candidates",)}
 
 
 def load_servable(name: str, version: int, path: str) -> Servable:
@@ -59,12 +60,12 @@ def load_servable(name: str, version: int, path: str) -> Servable:
         saved_model.ParseFromString(f.read())
     if not saved_model.meta_graphs:
         raise ValueError("the SavedModel has no MetaGraph")
-    signature_defs = {
-        key: value for key, value in saved_model.meta_graphs[0].signature_def.items() if not key.startswith("__")
-    }
+    signature_defs = {key: value for key, value in saved_model.meta_graphs[0].signature_def.items() if not key.startswith("__")}
     missing = [s for s in REQUIRED_SIGNATURES.get(name, ()) if s not in signature_defs]
     if missing:
-        raise ValueError(f"signature(s) {', '.join(missing)} missing (it has: {', '.join(sorted(signature_defs)) or 'none'}); model {name!r} must have them")
+        raise ValueError(
+            f"signature(s) {', '.join(missing)} missing (it has: {', '.join(sorted(signature_defs)) or 'none'}); model {name!r} must have them"
+        )
     return Servable(name, version, path, tf.saved_model.load(path), signature_defs)
 
 
@@ -184,14 +185,19 @@ class ModelManager:
         """The servable for a request: the newest version, or the one asked for (NOT_FOUND otherwise)."""
         served = self._served  # one read: the request keeps this version even if a swap happens now
         if name not in served and name not in self.model_names:
-            raise ServingError(StatusCode.NOT_FOUND, f"Servable not found for request: model {name!r} is not in the model config (models: {', '.join(self.model_names)})")
+            raise ServingError(
+                StatusCode.NOT_FOUND,
+                f"Servable not found for request: model {name!r} is not in the model config (models: {', '.join(self.model_names)})",
+            )
         versions = served.get(name, {})
         if not versions:
             raise ServingError(StatusCode.NOT_FOUND, f"Servable not found for request: no version of model {name!r} is loaded")
         if version is None:
             return versions[max(versions)]
         if version not in versions:
-            raise ServingError(StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version}); served versions: {sorted(versions)}")
+            raise ServingError(
+                StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version}); served versions: {sorted(versions)}"
+            )
         return versions[version]
 
     def status(self, name: str, version: int | None = None) -> list[VersionState]:

@@ -3,6 +3,7 @@
 Shared by the gRPC and REST front ends, which only convert their wire formats
 to and from {input name: numpy array}.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,12 +71,18 @@ def check_inputs(signature_name: str, signature, inputs: dict, limits: Limits) -
                 shape = [None if d < 0 else d for d in dims]
                 raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: expects shape {shape}, got {list(value.shape)}")
         if value.ndim and value.shape[0] > limits.max_batch:
-            raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: batch of {value.shape[0]} exceeds the limit of {limits.max_batch}")
+            raise ServingError(
+                StatusCode.INVALID_ARGUMENT, f"input {name!r}: batch of {value.shape[0]} exceeds the limit of {limits.max_batch}"
+            )
         if value.size > limits.max_elements:
-            raise ServingError(StatusCode.INVALID_ARGUMENT, f"input {name!r}: {value.size} values exceed the limit of {limits.max_elements}")
+            raise ServingError(
+                StatusCode.INVALID_ARGUMENT, f"input {name!r}: {value.size} values exceed the limit of {limits.max_elements}"
+            )
 
 
-def run(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], output_filter=(), limits: Limits = Limits()) -> tuple[str, dict[str, np.ndarray]]:
+def run(
+    servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], output_filter=(), limits: Limits = Limits()
+) -> tuple[str, dict[str, np.ndarray]]:
     """-> (signature name, {output name: array}); ServingError for anything the request got wrong."""
     import tensorflow as tf
 
@@ -83,7 +90,9 @@ def run(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], 
     check_inputs(name, signature, inputs, limits)
     unknown = sorted(set(output_filter) - set(signature.outputs))
     if unknown:
-        raise ServingError(StatusCode.INVALID_ARGUMENT, f"output_filter {unknown} not among the outputs of {name!r}: {sorted(signature.outputs)}")
+        raise ServingError(
+            StatusCode.INVALID_ARGUMENT, f"output_filter {unknown} not among the outputs of {name!r}: {sorted(signature.outputs)}"
+        )
     function = servable.model.signatures[name]
     try:
         outputs = function(**{key: tf.constant(value, dtype=tf.as_dtype(signature.inputs[key].dtype)) for key, value in inputs.items()})
@@ -104,7 +113,11 @@ def _first_line(error: Exception) -> str:
     if not lines:
         return type(error).__name__
     if lines[0].startswith("Graph execution error"):
-        causes = [line for line in lines[1:] if line.strip() and not line[0].isspace() and not line.startswith(("Detected at node", "<stack traces unavailable>"))]
+        causes = [
+            line
+            for line in lines[1:]
+            if line.strip() and not line[0].isspace() and not line.startswith(("Detected at node", "<stack traces unavailable>"))
+        ]
         if causes:
             return causes[0][:500]
     return lines[0][:500]

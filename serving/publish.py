@@ -21,6 +21,7 @@ newest version of every model is again the last complete publication's. The
 command that was killed is simply run again. One writer at a time is
 assumed (the Pusher and add-items are run one after the other).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,12 @@ import logging
 import os
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from serving import config as model_config
+from towers import contract
+from towers.contract import PUSH_LOG
 
-PUSH_LOG = "push_log.jsonl"
 SCRATCH_PREFIX = ".partial-"
 PUSH, ADD_ITEMS = "push", "add-items"  # the kinds of publication
 
@@ -98,9 +100,9 @@ def recover(serving_dir: str) -> list[str]:
     kept = [e for e in entries if e.get("complete") is not False]
     if len(kept) != len(entries):
         write_log(serving_dir, kept)
-    for name in model_config.SERVED_MODELS:
+    for name in contract.SERVED_MODELS:
         base = os.path.join(serving_dir, name)
-        for scratch in (os.listdir(base) if os.path.isdir(base) else []):
+        for scratch in os.listdir(base) if os.path.isdir(base) else []:
             if scratch.startswith(SCRATCH_PREFIX):
                 shutil.rmtree(os.path.join(base, scratch), ignore_errors=True)
                 done.append(f"removed scratch folder {os.path.join(base, scratch)}")
@@ -113,7 +115,7 @@ def recover(serving_dir: str) -> list[str]:
 
 def next_version(serving_dir: str) -> int:
     """A version number above every one under `serving_dir` (UNIX time, as TFX's Pusher numbers versions)."""
-    versions = [v for name in model_config.SERVED_MODELS for v in model_config.ready_versions(os.path.join(serving_dir, name))]
+    versions = [v for name in contract.SERVED_MODELS for v in model_config.ready_versions(os.path.join(serving_dir, name))]
     return max([int(time.time())] + [v + 1 for v in versions])
 
 
@@ -125,7 +127,7 @@ def publish(serving_dir: str, version: int, writers: dict[str, Callable[[str], N
     entry = {**record, "version": str(version), "models": list(writers), "complete": False}
     write_log(serving_dir, entries + [entry])
     targets = {}
-    for name in sorted(writers, key=lambda n: n == model_config.RECOMMENDER):  # the recommender last
+    for name in sorted(writers, key=lambda n: n == contract.RECOMMENDER):  # the recommender last
         base = os.path.join(serving_dir, name)
         os.makedirs(base, exist_ok=True)
         target, scratch = os.path.join(base, str(version)), os.path.join(base, f"{SCRATCH_PREFIX}{version}")
@@ -151,7 +153,7 @@ def newest(serving_dir: str, kind: str | None = None) -> dict | None:
     for entry in reversed(read_log(serving_dir)):
         if entry.get("complete") is False or (kind is not None and entry.get("kind", PUSH) != kind):
             continue
-        models = entry.get("models") or [model_config.RECOMMENDER]
+        models = entry.get("models") or [contract.RECOMMENDER]
         if all(os.path.isdir(os.path.join(serving_dir, name, str(entry["version"]))) for name in models):
             return entry
     return None

@@ -7,6 +7,7 @@
 Strings travel as JSON strings, or {"b64": ...} for bytes that are not UTF-8;
 errors come back as {"error": message} with TF Serving's HTTP status.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,7 @@ PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(
 def _decode_strings(value):
     if isinstance(value, dict):
         if set(value) != {"b64"}:
-            raise ValueError(f"a string value is a JSON string or {{\"b64\": ...}}, got an object with keys {sorted(value)}")
+            raise ValueError(f'a string value is a JSON string or {{"b64": ...}}, got an object with keys {sorted(value)}')
         return base64.b64decode(value["b64"], validate=True)
     if isinstance(value, list):
         return [_decode_strings(v) for v in value]
@@ -78,6 +79,7 @@ def _check_leaves(value, dtype) -> None:
 
 def to_json(array: np.ndarray):
     if array.dtype == object:
+
         def one(v):
             try:
                 return v.decode("utf-8")
@@ -148,7 +150,9 @@ def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: i
         def _route(self):
             match = PATH.match(self.path.split("?", 1)[0])
             if not match:
-                raise ServingError(StatusCode.NOT_FOUND, f"no such endpoint {self.path!r}; see /v1/models/<name>[/versions/<v>][:predict|/metadata]")
+                raise ServingError(
+                    StatusCode.NOT_FOUND, f"no such endpoint {self.path!r}; see /v1/models/<name>[/versions/<v>][:predict|/metadata]"
+                )
             version = int(match["version"]) if match["version"] else None
             return match["name"], version, match["rest"] or ""
 
@@ -239,8 +243,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         if not self._slots.acquire(blocking=False):
             try:
                 body = json.dumps({"error": f"the server holds its limit of {self.max_connections} connections; retry later"}).encode()
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                                + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    + b"Content-Length: %d\r\n\r\n" % len(body)
+                    + body
+                )
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -262,7 +269,12 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
 
 def make_server(
-    host: str, port: int, models: ModelManager, limits: predict.Limits, max_body_bytes: int,
-    max_connections: int = MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_SECONDS,
+    host: str,
+    port: int,
+    models: ModelManager,
+    limits: predict.Limits,
+    max_body_bytes: int,
+    max_connections: int = MAX_CONNECTIONS,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
 ) -> ThreadingHTTPServer:
     return BoundedHTTPServer((host, port), make_handler(models, limits, max_body_bytes, read_timeout), max_connections)

@@ -7,6 +7,7 @@ status, metadata) with TF Serving's protos and status codes, serves the newest
 version of each model and swaps atomically when the Pusher writes a new one.
 It binds to loopback unless told otherwise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,7 +67,7 @@ class Server:
         self.grpc_port = None
         self.rest_port = None
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         ops = load_custom_ops()
         if ops:
             log.info("custom ops loaded: %s", ", ".join(ops))
@@ -95,7 +96,7 @@ class Server:
             self._grpc.stop(grace=1).wait()
         self.models.stop()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:

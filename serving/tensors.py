@@ -1,5 +1,6 @@
 """numpy <-> TensorProto for the gRPC API, on the fast paths (tf.make_ndarray / make_tensor_proto cost
 more than a small model call); anything unusual falls back to TensorFlow's converters."""
+
 from __future__ import annotations
 
 import numpy as np

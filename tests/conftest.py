@@ -1,4 +1,5 @@
 """Test session setup: Keras 2 for TFRS/TFT/TFX, set before anything imports TensorFlow."""
+
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"

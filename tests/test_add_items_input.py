@@ -1,12 +1,13 @@
 """`mmtower index add-items` input: each bad line is quarantined with its line and field; media stay in the
 items file's folder, are regular files and within the size limit; unsupported files are refused in one line."""
+
 import json
 import os
 
 import pytest
 import tensorflow as tf
 
-from serving.index import read_items
+from app.add_items import read_items
 from towers import features as F
 from towers.encoders import media
 
@@ -21,16 +22,19 @@ def _write(folder, lines) -> str:
 
 def test_bad_lines_are_quarantined_by_line_and_field_and_good_ones_read(tmp_path):
     (tmp_path / "ok.png").write_bytes(b"\x89PNG fake")
-    path = _write(tmp_path, [
-        {"item_id": "good", "title": "Good", "genres": ["a", "b"], "year": 1999, "image": "ok.png"},
-        "{not json",
-        {"item_id": "typo", "titel": "x"},
-        {"item_id": "stringy", "genres": "Comedy"},
-        {"item_id": 7},
-        {"item_id": "yes", "year": True},
-        [1, 2],
-        {"item_id": "deep", "genres": [["nested"]]},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {"item_id": "good", "title": "Good", "genres": ["a", "b"], "year": 1999, "image": "ok.png"},
+            "{not json",
+            {"item_id": "typo", "titel": "x"},
+            {"item_id": "stringy", "genres": "Comedy"},
+            {"item_id": 7},
+            {"item_id": "yes", "year": True},
+            [1, 2],
+            {"item_id": "deep", "genres": [["nested"]]},
+        ],
+    )
     records, quarantined = read_items(path)
     assert len(records) == 1
     good = tf.train.Example.FromString(records[0]).features.feature
@@ -54,14 +58,17 @@ def test_media_paths_are_confined_regular_and_capped(tmp_path):
     os.symlink(tmp_path / "secret.txt", items / "link.png")
     with open(items / "big.wav", "wb") as f:
         f.truncate(media.MAX_MEDIA_BYTES + 1)  # sparse: big, cheap
-    path = _write(items, [
-        {"item_id": "up", "image": "../secret.txt"},
-        {"item_id": "abs", "image": str(tmp_path / "secret.txt")},
-        {"item_id": "link", "image": "link.png"},
-        {"item_id": "fifo", "audio": "fifo.wav"},  # opening it would hang
-        {"item_id": "big", "audio": "big.wav"},
-        {"item_id": "gone", "audio": "missing.wav"},
-    ])
+    path = _write(
+        items,
+        [
+            {"item_id": "up", "image": "../secret.txt"},
+            {"item_id": "abs", "image": str(tmp_path / "secret.txt")},
+            {"item_id": "link", "image": "link.png"},
+            {"item_id": "fifo", "audio": "fifo.wav"},  # opening it would hang
+            {"item_id": "big", "audio": "big.wav"},
+            {"item_id": "gone", "audio": "missing.wav"},
+        ],
+    )
     records, quarantined = read_items(path)
     assert records == []
     reasons = {q["item_id"]: q["reason"] for q in quarantined}

@@ -1,4 +1,5 @@
 """The simple baselines, against hand-computed rankings; parameters chosen on validation; full exclusion."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,9 @@ pytestmark = pytest.mark.unit
 DAY = B.SECONDS_PER_DAY
 CATALOG = [b"a", b"b", b"c", b"d"]
 # a: 3 users, b: 2 (always with a), c: 1 (with a), d: 1 alone, the latest.
-TRAIN = events([("u1", "a", DAY), ("u1", "b", DAY), ("u2", "a", DAY), ("u2", "b", DAY), ("u3", "a", DAY), ("u3", "c", 2 * DAY), ("u4", "d", 10 * DAY)])
+TRAIN = events(
+    [("u1", "a", DAY), ("u1", "b", DAY), ("u2", "a", DAY), ("u2", "b", DAY), ("u3", "a", DAY), ("u3", "c", 2 * DAY), ("u4", "d", 10 * DAY)]
+)
 CONTENT = {"text": {"a": np.array([1.0, 0.0]), "b": np.array([0.8, 0.6]), "c": np.array([0.0, 2.0])}}  # d has none
 
 
@@ -45,7 +48,10 @@ def test_cooccurrence_knn_sums_cosine_over_the_last_history_items():
 def test_content_knn_uses_unit_embeddings_and_reaches_items_without_interactions():
     fitted = B.fit(TRAIN, CATALOG, CONTENT)
     assert np.linalg.norm(fitted.content, axis=1) == pytest.approx([1, 1, 1, 0])  # c's length 2 does not count; d has none
-    assert ranking(B.CONTENT_KNN, {"last_n": 1}, (b"a",), seen=(b"a",))[:2] == [b"b", b"c"]  # cos 0.8, then 0 (+ popularity 1 vs d's 1: position)
+    assert ranking(B.CONTENT_KNN, {"last_n": 1}, (b"a",), seen=(b"a",))[:2] == [
+        b"b",
+        b"c",
+    ]  # cos 0.8, then 0 (+ popularity 1 vs d's 1: position)
     assert ranking(B.CONTENT_KNN, {"last_n": 1}, (b"c",))[:2] == [b"c", b"b"]  # c itself is not seen here; b: cos 0.6
     assert B.scorer(B.fit(TRAIN, CATALOG, {}), B.CONTENT_KNN, {"last_n": 1}) is None  # no content: no content kNN
 
@@ -74,8 +80,14 @@ def test_parameters_and_the_best_baseline_are_chosen_on_validation_and_eval_is_s
     catalog, train, users = _paired_world()
     val_first, val_second = users("val", 10 * DAY)
     eval_first, eval_second = users("ev", 20 * DAY)
-    validation = ev.Events(*(np.concatenate([getattr(val_first, f), getattr(val_second, f)]) for f in ("users", "items", "timestamps")), val_first.histories + val_second.histories)
-    held_out = ev.Events(*(np.concatenate([getattr(eval_first, f), getattr(eval_second, f)]) for f in ("users", "items", "timestamps")), eval_first.histories + eval_second.histories)
+    validation = ev.Events(
+        *(np.concatenate([getattr(val_first, f), getattr(val_second, f)]) for f in ("users", "items", "timestamps")),
+        val_first.histories + val_second.histories,
+    )
+    held_out = ev.Events(
+        *(np.concatenate([getattr(eval_first, f), getattr(eval_second, f)]) for f in ("users", "items", "timestamps")),
+        eval_first.histories + eval_second.histories,
+    )
     report, arrays = B.evaluate(train, validation, held_out, catalog, content={})
     assert report["best"] == B.COOCCURRENCE_KNN
     assert set(report["baselines"]) == {B.MOST_POPULAR, B.RECENTLY_POPULAR, B.COOCCURRENCE_KNN}  # no content: no content kNN

@@ -1,4 +1,5 @@
 """ContentEmbedder: the Beam stage (assert_that) and the executor through Do() on a tiny catalog."""
+
 import json
 import os
 
@@ -11,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.content_embedder import executor, spec
-from datasets.records import to_example
+from mmdata.records import to_example
+from towers import contract
 from towers import features as F
 from towers.encoders import registry
 
@@ -103,7 +105,7 @@ def test_executor_do_on_a_tiny_catalog(tmp_path, text_handle):
     ]
     assert sorted(ids) == [b"1", b"3"]
     assert output.get_int_custom_property("num_quarantined") == 1
-    assert "empty text" in open(os.path.join(output.uri, executor.QUARANTINE_FILE)).read()
+    assert "empty text" in open(os.path.join(output.uri, contract.QUARANTINE_FILE)).read()
 
 
 PNG = tf.io.encode_png(tf.fill([40, 30, 3], tf.constant(90, tf.uint8))).numpy()
@@ -237,6 +239,8 @@ def test_one_hostile_item_costs_its_own_media_only(text_handle, image_handle, au
         assert "not UTF-8" in reasons[("latin1", "text")]
 
     with TestPipeline() as p:
-        embedded, quarantined = executor.embed_items(p | beam.Create(records), {"text": text_handle, "image": image_handle, "audio": audio_handle})
+        embedded, quarantined = executor.embed_items(
+            p | beam.Create(records), {"text": text_handle, "image": image_handle, "audio": audio_handle}
+        )
         assert_that(embedded, check, label="embeddings")
         assert_that(quarantined, check_quarantine, label="quarantine")

@@ -1,11 +1,12 @@
 """Dataset builder: parsing with quarantine, the temporal split, the records round trip."""
+
 import os
 
 import pandas as pd
 import pytest
 
-from datasets import movielens, registry
-from datasets.records import (
+from mmdata import movielens, registry
+from mmdata.records import (
     RANDOM,
     Manifest,
     add_history,
@@ -75,9 +76,7 @@ def test_written_dataset_round_trips(tmp_path):
 
 
 def test_history_holds_only_strictly_earlier_items():
-    frame = pd.DataFrame(
-        {F.USER_ID: ["u"] * 5 + ["v"], F.ITEM_ID: ["a", "b", "c", "d", "e", "z"], F.TIMESTAMP: [1, 2, 2, 3, 4, 2]}
-    )
+    frame = pd.DataFrame({F.USER_ID: ["u"] * 5 + ["v"], F.ITEM_ID: ["a", "b", "c", "d", "e", "z"], F.TIMESTAMP: [1, 2, 2, 3, 4, 2]})
     out = add_history(frame, length=2)
     by_item = dict(zip(out[F.ITEM_ID], out[F.HISTORY]))
     assert by_item == {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["c", "d"], "z": []}
@@ -117,7 +116,9 @@ def _simulated(users: int = 30, items: int = 12, per_user: int = 8) -> tuple:
 
     rng = np.random.default_rng(0)
     rows = [(f"u{u}", f"i{i}") for u in range(users) for i in rng.choice(items, per_user, replace=False)]
-    frame = pd.DataFrame({F.USER_ID: [u for u, _ in rows], F.ITEM_ID: [i for _, i in rows], F.TIMESTAMP: rng.permutation(len(rows)) * 10, F.RATING: 4.0})
+    frame = pd.DataFrame(
+        {F.USER_ID: [u for u, _ in rows], F.ITEM_ID: [i for _, i in rows], F.TIMESTAMP: rng.permutation(len(rows)) * 10, F.RATING: 4.0}
+    )
     catalog = pd.DataFrame({F.ITEM_ID: [f"i{i}" for i in range(items)]})
     return frame, catalog, pd.DataFrame({F.USER_ID: [f"u{u}" for u in range(users)]})
 
@@ -130,9 +131,13 @@ def test_new_items_appear_in_no_training_or_validation_example(tmp_path, split):
     validation_cold = set((tmp_path / "validation_cold_items.txt").read_text().split())
     assert len(cold) == manifest.num_cold_items >= 2 and len(validation_cold) == manifest.num_validation_cold_items >= 1
     assert not cold & validation_cold
-    rows = {name: read_records(os.path.join(split_dir(str(tmp_path), name), "data.tfrecord.gz")) for name in ("train", "validation", "eval")}
+    rows = {
+        name: read_records(os.path.join(split_dir(str(tmp_path), name), "data.tfrecord.gz")) for name in ("train", "validation", "eval")
+    }
     # no training target or history holds a new item; no validation example holds an eval-period new item
-    assert not any(row[F.ITEM_ID] in cold | validation_cold or (cold | validation_cold) & set(row.get(F.HISTORY, [])) for row in rows["train"])
+    assert not any(
+        row[F.ITEM_ID] in cold | validation_cold or (cold | validation_cold) & set(row.get(F.HISTORY, [])) for row in rows["train"]
+    )
     assert not any(row[F.ITEM_ID] in cold or cold & set(row.get(F.HISTORY, [])) for row in rows["validation"])
     assert any(row[F.ITEM_ID] in cold for row in rows["eval"])  # new items are eval targets
     assert any(row[F.ITEM_ID] in validation_cold for row in rows["validation"])  # and validation has its own
@@ -186,7 +191,13 @@ def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34, spans=2)
     assert manifest.spans == 2 and latest_span(str(tmp_path)) == 2
     events = {
-        span: {split: [(r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP]) for r in read_records(os.path.join(split_dir(str(tmp_path), split, span), "data.tfrecord.gz"))] for split in ("train", "validation", "eval")}
+        span: {
+            split: [
+                (r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP])
+                for r in read_records(os.path.join(split_dir(str(tmp_path), split, span), "data.tfrecord.gz"))
+            ]
+            for split in ("train", "validation", "eval")
+        }
         for span in (1, 2)
     }
     first, last = (events[k]["train"] + events[k]["validation"] + events[k]["eval"] for k in (1, 2))
@@ -197,7 +208,9 @@ def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     assert manifest.span_sizes == [[len(events[k][split]) for split in ("train", "validation", "eval")] for k in (1, 2)]
     # the latest span is the single-span build
     single = write_dataset("mini", str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
-    assert (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))
+    assert (
+        (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))
+    )
     # Rebuilt with one span, the old span 2 must not linger (ExampleGen would ingest it as the latest).
     write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
     assert latest_span(str(tmp_path)) == 1

@@ -1,4 +1,5 @@
 """deploy/: the manifests that run the real TF Serving image are consistent with what mmtower pushes."""
+
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as model_config
+from towers import contract
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 
@@ -19,8 +21,8 @@ def _load(path: str) -> dict:
 
 def test_kubernetes_config_map_is_the_pushed_config_at_models():
     parsed = model_server_config_pb2.ModelServerConfig()
-    text_format.Parse(_load("kubernetes/configmap.yaml")["data"][model_config.MODEL_CONFIG_FILE], parsed)
-    assert parsed == model_config.model_server_config({name: f"/models/{name}" for name in model_config.SERVED_MODELS})
+    text_format.Parse(_load("kubernetes/configmap.yaml")["data"][contract.MODEL_CONFIG_FILE], parsed)
+    assert parsed == model_config.model_server_config({name: f"/models/{name}" for name in contract.SERVED_MODELS})
 
 
 def test_kubernetes_deployment_serves_that_config_on_tf_serving_ports():
@@ -31,12 +33,12 @@ def test_kubernetes_deployment_serves_that_config_on_tf_serving_ports():
     args = dict(arg.lstrip("-").split("=", 1) for arg in container["args"])
     assert args["port"] == "8500" and args["rest_api_port"] == "8501"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert args["model_config_file"] == os.path.join(mounts["config"], model_config.MODEL_CONFIG_FILE)
+    assert args["model_config_file"] == os.path.join(mounts["config"], contract.MODEL_CONFIG_FILE)
     assert mounts["models"] == "/models"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == _load("kubernetes/configmap.yaml")["metadata"]["name"]
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == _load("kubernetes/pvc.yaml")["metadata"]["name"]
-    assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{model_config.RECOMMENDER}"
+    assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{contract.RECOMMENDER}"
     service = _load("kubernetes/service.yaml")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
@@ -47,7 +49,7 @@ def test_docker_compose_mounts_the_serving_folder_at_its_own_path():
     assert "tensorflow/serving" in service["image"]
     assert service["entrypoint"] == ["tensorflow_model_server"]
     args = dict(arg.lstrip("-").split("=", 1) for arg in service["command"])
-    assert args["model_config_file"].endswith(f"}}/{model_config.MODEL_CONFIG_FILE}")
+    assert args["model_config_file"].endswith(f"}}/{contract.MODEL_CONFIG_FILE}")
     source, target, mode = service["volumes"][0].split(":")
     assert source == target == "${MMTOWER_SERVING_DIR}" and mode == "ro"
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])

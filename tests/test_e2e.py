@@ -6,20 +6,23 @@ users, text only). Asserts that every component executed, that a blessed model w
 Serving's layout, and that the pushed SavedModel, loaded in a fresh process,
 returns K valid catalog item ids for a known user.
 """
+
+import dataclasses
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from datasets.records import CATALOG_FILE, USERS_FILE, read_records
-from pipeline import local_runner, report, summary
-from pipeline.runs import RunPaths, latest_version_dir
-from towers import exporter
+from app import report, summary
+from mmdata.records import read_records
+from pipeline import local_runner
+from pipeline.config import Options
+from towers import contract, metrics
 from towers import features as F
-from towers import metrics
+from towers.contract import CATALOG_FILE, USERS_FILE, RunPaths, latest_version_dir
 from towers.hparams import HParams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -28,15 +31,15 @@ FRESH_PROCESS = """
 import json, os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tensorflow as tf
-from towers import exporter
+from towers import contract
 model = tf.saved_model.load(sys.argv[1])
 example = tf.train.Example.FromString(bytes.fromhex(sys.argv[2]))
-out = model.signatures[exporter.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
-sig = model.signatures[exporter.SERVING_DEFAULT]
-item = model.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant([bytes.fromhex(sys.argv[3])]))
-from pipeline.recommend import query_inputs
+out = model.signatures[contract.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
+sig = model.signatures[contract.SERVING_DEFAULT]
+item = model.signatures[contract.EMBED_SIGNATURE](examples=tf.constant([bytes.fromhex(sys.argv[3])]))
+from app.recommend import query_inputs
 user = json.loads(sys.argv[4])
-recommend = model.signatures[exporter.RECOMMEND_SIGNATURE]
+recommend = model.signatures[contract.RECOMMEND_SIGNATURE]
 lists = {}
 for exclude in (True, False):
     got = recommend(**query_inputs(recommend, user, 893286638), exclude_seen=tf.constant([exclude]))
@@ -45,19 +48,19 @@ model.graph_mix.assign(tf.zeros_like(model.graph_mix))  # the ranker alone order
 model.new_item_boost.assign(0.0)
 neutral = recommend(**query_inputs(recommend, user, 893286638), exclude_seen=tf.constant([True]))
 neutral = {name: value.numpy()[0].tolist() for name, value in neutral.items()}
-rank = model.signatures[exporter.RANK_SIGNATURE]
+rank = model.signatures[contract.RANK_SIGNATURE]
 ranked = rank(**query_inputs(rank, user, 893286638), item_ids=tf.constant([neutral["item_ids"][:5] + [b"no-such-item"]]))
 print(json.dumps({
-    "neutral_scores": neutral[exporter.SCORES_OUTPUT],
+    "neutral_scores": neutral[contract.SCORES_OUTPUT],
     "recommend": {str(k): {n: [x.decode() if isinstance(x, bytes) else x for x in v] for n, v in got.items()} for k, got in lists.items()},
-    "rank_scores": ranked[exporter.SCORES_OUTPUT].numpy()[0].tolist(),
-    "item_ids": [v.decode() for v in out[exporter.ITEM_IDS_OUTPUT].numpy()[0]],
-    "scores": out[exporter.SCORES_OUTPUT].numpy()[0].tolist(),
+    "rank_scores": ranked[contract.SCORES_OUTPUT].numpy()[0].tolist(),
+    "item_ids": [v.decode() for v in out[contract.ITEM_IDS_OUTPUT].numpy()[0]],
+    "scores": out[contract.SCORES_OUTPUT].numpy()[0].tolist(),
     "signatures": sorted(model.signatures.keys()),
     "inputs": sorted(sig.structured_input_signature[1].keys()),
     "outputs": sorted(sig.structured_outputs.keys()),
-    "item_embedding_shape": list(item[exporter.EMBEDDINGS_OUTPUT].shape),
-    "modality_weights": item[exporter.MODALITY_WEIGHTS_OUTPUT].numpy()[0].tolist(),
+    "item_embedding_shape": list(item[contract.EMBEDDINGS_OUTPUT].shape),
+    "modality_weights": item[contract.MODALITY_WEIGHTS_OUTPUT].numpy()[0].tolist(),
 }))
 """
 
@@ -73,10 +76,10 @@ def _config(dataset: str, output: str, epochs: int = 5) -> local_runner.RunConfi
     return local_runner.RunConfig(
         dataset=dataset,
         output=output,
-        hparams=HParams(epochs=epochs, batch_size=128, top_k=20),
+        options=Options(
+            hparams=HParams(epochs=epochs, batch_size=128, top_k=20), min_recall_at_100=0.0, min_auc=0.0
+        ),  # wiring, not quality
         max_users=40,
-        min_recall_at_100=0.0,  # wiring, not quality (bench/ measures quality)
-        min_auc=0.0,
         direct_num_workers=1,
     )
 
@@ -133,7 +136,9 @@ def test_every_simple_baseline_is_scored_and_compared_per_event_and_per_user(run
     # per event, the comparison agrees with the plain means
     assert comparison["per_event"]["recommend"]["mean"] == pytest.approx(result.recommend_metrics[metrics.recall_name(10)], abs=1e-6)
     best = result.baselines["best"]
-    assert comparison["per_event"][best]["mean"] == pytest.approx(result.baselines["baselines"][best]["overall"][metrics.recall_name(10)], abs=1e-6)
+    assert comparison["per_event"][best]["mean"] == pytest.approx(
+        result.baselines["baselines"][best]["overall"][metrics.recall_name(10)], abs=1e-6
+    )
     assert set(comparison["ratios"]["recommend"]) == {best, baselines.MOST_POPULAR}
     beat = [check for check in result.retrieval_report["checks"] if "best simple baseline" in check["check"]]
     assert len(beat) == 1 and beat[0]["gate"] is False  # a warning unless --require-beat-baseline
@@ -188,7 +193,7 @@ def test_both_evaluators_slice_by_item_and_user(run):
 
 def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     paths, _ = run
-    from datasets.records import to_example
+    from mmdata.records import to_example
 
     catalog_rows = read_records(os.path.join(paths.data_dir, CATALOG_FILE))
     catalog = {row[F.ITEM_ID] for row in catalog_rows}
@@ -197,16 +202,27 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     query = {k: user[k] for k in F.QUERY_FEATURES if k in user and k != F.TIMESTAMP}
     example = to_example({**query, F.TIMESTAMP: 893286638})
     result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, latest_version_dir(paths.serving_model_dir()), example.SerializeToString().hex(), item.SerializeToString().hex(), json.dumps(query)],
-        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+        [
+            sys.executable,
+            "-c",
+            FRESH_PROCESS,
+            latest_version_dir(paths.serving_model_dir()),
+            example.SerializeToString().hex(),
+            item.SerializeToString().hex(),
+            json.dumps(query),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(out["item_ids"]) == 20 and len(set(out["item_ids"])) == 20
     assert set(out["item_ids"]) <= catalog
     assert out["scores"] == sorted(out["scores"], reverse=True)
-    assert out["signatures"] == sorted(exporter.SIGNATURES)
-    assert out["inputs"] == [exporter.EXAMPLES_INPUT]
-    assert out["outputs"] == sorted([exporter.ITEM_IDS_OUTPUT, exporter.SCORES_OUTPUT])
+    assert out["signatures"] == sorted(contract.SIGNATURES)
+    assert out["inputs"] == [contract.EXAMPLES_INPUT]
+    assert out["outputs"] == sorted([contract.ITEM_IDS_OUTPUT, contract.SCORES_OUTPUT])
     assert out["item_embedding_shape"] == [1, HParams().embedding_dim]
     id_weight, metadata_weight, *content_weights = out["modality_weights"]  # order: id, metadata, content modalities
     assert len(content_weights) == {"tuxpaint": 3, "movielens-100k": 1}[paths.dataset]
@@ -226,7 +242,7 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
 
 def test_recommend_cli(run):
     paths, _ = run
-    cli = [sys.executable, "-m", "pipeline.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
+    cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0][F.USER_ID]
     known = subprocess.run(cli + ["--user", user], capture_output=True, text=True, check=True)
     lines = [line for line in known.stdout.splitlines() if re.match(r"\s*\d+\. ", line)]
@@ -241,7 +257,8 @@ def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(
 
     from components import evaluation as ev
     from components.retrieval_evaluator import executor
-    from datasets.records import EVAL_SPLIT, split_dir
+    from mmdata.records import split_dir
+    from towers.contract import EVAL_SPLIT
 
     paths, _ = run
     if paths.dataset != "tuxpaint":
@@ -266,17 +283,18 @@ def test_evaluate_signatures_exclude_the_seen_items_they_are_given(run):
 
     from components import evaluation as ev
     from components.retrieval_evaluator import executor
-    from datasets.records import EVAL_SPLIT, split_dir
+    from mmdata.records import split_dir
+    from towers.contract import EVAL_SPLIT
 
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
     records = ev.read_serialized(split_dir(paths.data_dir, EVAL_SPLIT))[:20]
     model = executor.load_model(summary.read(paths).model_uri)
-    for name in (exporter.EVALUATE_SIGNATURE, exporter.EVALUATE_RECOMMEND_SIGNATURE):
-        before = model.signatures[name](examples=tf.constant(records))[exporter.ITEM_IDS_OUTPUT].numpy()
+    for name in (contract.EVALUATE_SIGNATURE, contract.EVALUATE_RECOMMEND_SIGNATURE):
+        before = model.signatures[name](examples=tf.constant(records))[contract.ITEM_IDS_OUTPUT].numpy()
         seen = [ev.with_seen_items(record, list(top)) for record, top in zip(records, before)]
-        after = model.signatures[name](examples=tf.constant(seen))[exporter.ITEM_IDS_OUTPUT].numpy()
+        after = model.signatures[name](examples=tf.constant(seen))[contract.ITEM_IDS_OUTPUT].numpy()
         assert all(not set(a) & set(b) for a, b in zip(after, before)), name
 
 
@@ -284,12 +302,17 @@ def test_report_renders_plots_and_tables_in_headless_chromium(run, tmp_path):
     paths, _ = run
     target = tmp_path / "report.html"
     subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "report", "--output", paths.output, "--dataset", paths.dataset, "--html", str(target)],
-        check=True, capture_output=True, text=True,
+        [sys.executable, "-m", "app.cli", "report", "--output", paths.output, "--dataset", paths.dataset, "--html", str(target)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     browser = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", target.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     rendered = dict(re.findall(r'data-(plots-rendered|table-rows)="(\d+)"', browser.stdout))
     # overall bars, one bar chart per slice feature, the across-runs line chart
@@ -326,7 +349,7 @@ def test_degraded_model_is_evaluated_not_blessed_not_pushed(run):
     versions_before = sorted(os.listdir(paths.serving_model_dir()))
     good = summary.read(paths)
     config = _config(paths.dataset, paths.output)
-    config.hparams = config.hparams.replace(learning_rate=1e-9)
+    config.options = dataclasses.replace(config.options, hparams=config.options.hparams.replace(learning_rate=1e-9))
     local_runner.run(config)
     degraded = summary.read(paths)
     assert degraded.model_uri != good.model_uri  # a new model was trained and evaluated
@@ -358,10 +381,10 @@ import json, os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tensorflow as tf
 import tensorflow_text  # the fine-tuned text encoder's WordPiece ops live in the model's graph
-from towers import exporter
+from towers import contract
 model = tf.saved_model.load(sys.argv[1])
-out = model.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant([bytes.fromhex(h) for h in sys.argv[2:]]))
-print(json.dumps({"weights": out[exporter.MODALITY_WEIGHTS_OUTPUT].numpy().tolist(), "shape": list(out[exporter.EMBEDDINGS_OUTPUT].shape)}))
+out = model.signatures[contract.EMBED_SIGNATURE](examples=tf.constant([bytes.fromhex(h) for h in sys.argv[2:]]))
+print(json.dumps({"weights": out[contract.MODALITY_WEIGHTS_OUTPUT].numpy().tolist(), "shape": list(out[contract.EMBEDDINGS_OUTPUT].shape)}))
 """
 
 
@@ -370,10 +393,10 @@ def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run):
     paths, _ = run
     if paths.dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
-    from datasets.records import to_example
+    from mmdata.records import to_example
 
     config = _config(paths.dataset, paths.output, epochs=1)  # ~6 s per fine-tuning step on 2 cores
-    config.hparams = config.hparams.replace(fine_tune_text=True)
+    config.options = dataclasses.replace(config.options, hparams=config.options.hparams.replace(fine_tune_text=True))
     local_runner.run(config)
     model_dir = os.path.join(summary.read(paths).model_uri, "Format-Serving")
     row = read_records(os.path.join(paths.data_dir, CATALOG_FILE))[0]
@@ -382,7 +405,10 @@ def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run):
     without_text = to_example(item).SerializeToString().hex()
     result = subprocess.run(
         [sys.executable, "-c", FINE_TUNED_PROCESS, model_dir, with_text, without_text],
-        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
     text = 2  # modality order: id, metadata, text, image, audio
@@ -402,13 +428,28 @@ def _free_port() -> int:
 def server(run):
     """`mmtower serve` on the run's output, in its own process (gRPC and REST on free loopback ports)."""
     from serving.client import GrpcClient
-    from serving.config import RECOMMENDER, SERVED_MODELS
+    from towers.contract import RECOMMENDER, SERVED_MODELS
 
     paths, _ = run
     grpc_port, rest_port = _free_port(), _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--output", paths.output, "--port", str(grpc_port), "--rest-port", str(rest_port), "--poll-seconds", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--output",
+            paths.output,
+            "--port",
+            str(grpc_port),
+            "--rest-port",
+            str(rest_port),
+            "--poll-seconds",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     client = GrpcClient(f"127.0.0.1:{grpc_port}")
     import time
@@ -438,11 +479,13 @@ def test_push_writes_three_models_and_a_tf_serving_model_config(run):
 
     paths, _ = run
     parsed = model_server_config_pb2.ModelServerConfig()
-    text_format.Parse(open(os.path.join(paths.serving_dir, model_config.MODEL_CONFIG_FILE)).read(), parsed)
-    assert {c.name: c.base_path for c in parsed.model_config_list.config} == {name: paths.serving_model_dir(name) for name in model_config.SERVED_MODELS}
-    versions = {name: model_config.ready_versions(paths.serving_model_dir(name)) for name in model_config.SERVED_MODELS}
+    text_format.Parse(open(os.path.join(paths.serving_dir, contract.MODEL_CONFIG_FILE)).read(), parsed)
+    assert {c.name: c.base_path for c in parsed.model_config_list.config} == {
+        name: paths.serving_model_dir(name) for name in contract.SERVED_MODELS
+    }
+    versions = {name: model_config.ready_versions(paths.serving_model_dir(name)) for name in contract.SERVED_MODELS}
     assert len({tuple(v) for v in versions.values()}) == 1, versions  # pushed together, same version
-    assert not [n for name in model_config.SERVED_MODELS for n in os.listdir(paths.serving_model_dir(name)) if not n.isdigit()]
+    assert not [n for name in contract.SERVED_MODELS for n in os.listdir(paths.serving_model_dir(name)) if not n.isdigit()]
 
 
 def assert_same_ranking(got, want, tolerance=2e-4):
@@ -464,7 +507,7 @@ def test_served_models_answer_over_grpc_and_rest_like_in_process(run, server):
 
     paths, _ = run
     grpc_port, rest_port, client = server
-    cli = [sys.executable, "-m", "pipeline.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
+    cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0][F.USER_ID]
 
     def items(extra):
@@ -479,9 +522,9 @@ def test_served_models_answer_over_grpc_and_rest_like_in_process(run, server):
     assert_same_ranking(items(["--server", f"http://127.0.0.1:{rest_port}"]), local)
     assert_same_ranking(items(["--server", f"127.0.0.1:{grpc_port}", "--retrieval-only"]), items(["--retrieval-only"]))
     signatures = client.metadata("ranker")
-    assert set(signatures) == {exporter.SERVING_DEFAULT, exporter.RANK_SIGNATURE}
-    assert set(client.metadata("item_encoder")) == {exporter.SERVING_DEFAULT, exporter.EMBED_SIGNATURE}
-    assert set(RestClient(f"http://127.0.0.1:{rest_port}").metadata("recommender")) == set(exporter.SIGNATURES)
+    assert set(signatures) == {contract.SERVING_DEFAULT, contract.RANK_SIGNATURE}
+    assert set(client.metadata("item_encoder")) == {contract.SERVING_DEFAULT, contract.EMBED_SIGNATURE}
+    assert set(RestClient(f"http://127.0.0.1:{rest_port}").metadata("recommender")) == set(contract.SIGNATURES)
     bad = subprocess.run(cli + ["--user", user, "--server", "127.0.0.1:1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "UNAVAILABLE" in bad.stderr.upper() and "Traceback" not in bad.stderr
 
@@ -492,21 +535,23 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
     import numpy as np
     import tensorflow as tf
 
-    from pipeline.recommend import query_arrays
+    from app.recommend import query_arrays
     from serving import config as model_config
 
     paths, _ = run
     grpc_port, _, client = server
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
-    signature = client.metadata(model_config.RECOMMENDER)[exporter.QUERY_SIGNATURE]
+    signature = client.metadata(contract.RECOMMENDER)[contract.QUERY_SIGNATURE]
     dtypes = {name: tf.as_dtype(info.dtype) for name, info in signature.inputs.items()}
     query = query_arrays(dtypes, user, 893286638)
-    before = client.predict(model_config.RECOMMENDER, query, exporter.QUERY_SIGNATURE)[exporter.ITEM_IDS_OUTPUT][0]
+    before = client.predict(contract.RECOMMENDER, query, contract.QUERY_SIGNATURE)[contract.ITEM_IDS_OUTPUT][0]
     top = before[0].decode()
     catalog = {row[F.ITEM_ID]: row for row in read_records(os.path.join(paths.data_dir, CATALOG_FILE))}
     new_items = tmp_path / "new_items.jsonl"
     rows = []
-    for number, (new_id, source) in enumerate((("new-copy-of-top", catalog[top]), (top, catalog[top]))):  # the second is already in the catalog
+    for number, (new_id, source) in enumerate(
+        (("new-copy-of-top", catalog[top]), (top, catalog[top]))
+    ):  # the second is already in the catalog
         row = {k: v for k, v in source.items() if k not in F.RAW_BYTES_FEATURES}
         for name in F.RAW_BYTES_FEATURES:
             if source.get(name):
@@ -515,12 +560,12 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
         row[F.ITEM_ID] = new_id
         rows.append(json.dumps(row))
     new_items.write_text("\n".join(rows) + "\n")
-    newest_before = {name: max(v for v, _ in client.status(name)) for name in (model_config.RECOMMENDER, model_config.RANKER)}
-    add_items = [sys.executable, "-m", "pipeline.cli", "index", "add-items", str(new_items), "--output", paths.output]
+    newest_before = {name: max(v for v, _ in client.status(name)) for name in (contract.RECOMMENDER, contract.RANKER)}
+    add_items = [sys.executable, "-m", "app.cli", "index", "add-items", str(new_items), "--output", paths.output]
     # First a SIGKILL at the dangerous moment: the new ranker version is in place, the recommender's is not yet.
     import time
 
-    ranker_dir = paths.serving_model_dir(model_config.RANKER)
+    ranker_dir = paths.serving_model_dir(contract.RANKER)
     ranker_before = set(model_config.ready_versions(ranker_dir))
     killed = subprocess.Popen(add_items, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -532,19 +577,20 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
     out = subprocess.run(add_items, capture_output=True, text=True, check=True).stdout  # the rerun
     assert "added 1 items (1 quarantined)" in out and "already in the catalog" in out, out
     assert "cut off" in out  # the killed run's versions were rolled back
-    served = {name: model_config.ready_versions(paths.serving_model_dir(name)) for name in (model_config.RECOMMENDER, model_config.RANKER)}
-    assert served[model_config.RECOMMENDER][-1] == served[model_config.RANKER][-1], served  # one version for both
-    assert not [n for name in model_config.SERVED_MODELS for n in os.listdir(paths.serving_model_dir(name)) if not n.isdigit()]
+    served = {name: model_config.ready_versions(paths.serving_model_dir(name)) for name in (contract.RECOMMENDER, contract.RANKER)}
+    assert served[contract.RECOMMENDER][-1] == served[contract.RANKER][-1], served  # one version for both
+    assert not [n for name in contract.SERVED_MODELS for n in os.listdir(paths.serving_model_dir(name)) if not n.isdigit()]
 
     deadline = time.monotonic() + 120
     for name, before in newest_before.items():  # the server polls the folder: each model swaps on its own
         while not any(v > before and state == "AVAILABLE" for v, state in client.status(name)):
             assert time.monotonic() < deadline, f"the server did not swap {name} to the new version"
             time.sleep(0.5)
-    after = [v.decode() for v in client.predict(model_config.RECOMMENDER, query, exporter.QUERY_SIGNATURE)[exporter.ITEM_IDS_OUTPUT][0]]
+    after = [v.decode() for v in client.predict(contract.RECOMMENDER, query, contract.QUERY_SIGNATURE)[contract.ITEM_IDS_OUTPUT][0]]
     assert "new-copy-of-top" in after, after[:20]
     ranked = client.predict(
-        model_config.RANKER, {**{k: v for k, v in query.items()}, exporter.ITEM_IDS_INPUT: np.array([[b"new-copy-of-top", b"no-such-item"]], dtype=object)},
-        exporter.RANK_SIGNATURE,
-    )[exporter.SCORES_OUTPUT][0]
+        contract.RANKER,
+        {**{k: v for k, v in query.items()}, contract.ITEM_IDS_INPUT: np.array([[b"new-copy-of-top", b"no-such-item"]], dtype=object)},
+        contract.RANK_SIGNATURE,
+    )[contract.SCORES_OUTPUT][0]
     assert ranked[0] > 0 and ranked[1] == 0

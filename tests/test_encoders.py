@@ -3,6 +3,7 @@
 The reference fixture was computed once with PyTorch + transformers
 (tests/fixtures/encoders/make_minilm_reference.py); these tests need neither.
 """
+
 import json
 import os
 

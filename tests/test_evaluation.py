@@ -1,4 +1,5 @@
 """The shared evaluation protocol: full seen-item exclusion, top-K, new items, user-bootstrap intervals."""
+
 import numpy as np
 import pytest
 

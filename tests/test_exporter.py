@@ -1,4 +1,5 @@
 """Pieces of the serving module that need no trained model: exclusions, growable tables, the ScaNN index."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,9 @@ def test_is_excluded_matches_each_row_against_its_own_pairs():
 def test_growable_variables_take_more_rows_after_save_and_load(tmp_path):
     module = tf.Module()
     module.table = exporter._growable(np.zeros([3, 2], np.float32), "table")
-    module.grow = tf.function(lambda rows: module.table.assign(tf.concat([module.table, rows], 0)), input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    module.grow = tf.function(
+        lambda rows: module.table.assign(tf.concat([module.table, rows], 0)), input_signature=[tf.TensorSpec([None, 2], tf.float32)]
+    )
     tf.saved_model.save(module, str(tmp_path / "v1"))
     loaded = tf.saved_model.load(str(tmp_path / "v1"))
     loaded.grow(tf.ones([2, 2]))

@@ -1,4 +1,5 @@
 """Incremental training: span 1 from scratch, then span 2 warm-started from the blessed span-1 model on the new events only."""
+
 import os
 import subprocess
 import sys
@@ -9,17 +10,35 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_warm_started_run_trains_on_new_events_and_keeps_old_rows(tmp_path):
+    from app import summary
     from components.trainer import RETRIEVAL_STATE, warm_start_dir
-    from datasets.records import RECORD_FILE, TRAIN_SPLIT, Manifest, read_records, split_dir
-    from pipeline import summary
-    from pipeline.runs import RunPaths
+    from mmdata.records import Manifest, read_records, split_dir
     from towers import features as F
     from towers import warm_start
+    from towers.contract import RECORD_FILE, TRAIN_SPLIT, RunPaths
 
     output = str(tmp_path / "out")
     command = [
-        sys.executable, "-m", "pipeline.cli", "run", "--dataset", "movielens-100k", "--output", output, "--spans", "2",
-        "--max-users", "30", "--epochs", "1", "--workers", "1", "--min-recall", "0", "--min-auc", "0",
+        sys.executable,
+        "-m",
+        "app.cli",
+        "run",
+        "--dataset",
+        "movielens-100k",
+        "--output",
+        output,
+        "--spans",
+        "2",
+        "--max-users",
+        "30",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--min-recall",
+        "0",
+        "--min-auc",
+        "0",
     ]
     paths = RunPaths(output, "movielens-100k")
     models = []

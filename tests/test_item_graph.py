@@ -1,4 +1,5 @@
 """The item graph (components.item_graph) and the served scores built on it (towers.exporter.graph_scores)."""
+
 import json
 
 import numpy as np
@@ -34,7 +35,10 @@ def test_knowledge_edges_link_items_through_shared_attributes_rare_ones_more():
     neighbours, weights = graph.neighbours[:, knowledge], graph.weights[:, knowledge]
     assert neighbours[0][0] == 1 and weights[0][0] > weights[0][1] > 0 and neighbours[0][1] == 2  # a shared rare attribute counts more
     assert set(neighbours[3]) == {-1} and set(neighbours[4]) == {-1}  # nothing shared
-    assert item_graph.build(np.array([0]), np.array([0]), 2, None, [[], []], k=1).edge_counts() == {item_graph.COOCCURRENCE: 0, "items_with_inherited_cooccurrence": 0}
+    assert item_graph.build(np.array([0]), np.array([0]), 2, None, [[], []], k=1).edge_counts() == {
+        item_graph.COOCCURRENCE: 0,
+        "items_with_inherited_cooccurrence": 0,
+    }
 
 
 def test_without_content_the_graph_has_cooccurrence_edges_only():
@@ -50,7 +54,9 @@ def test_choose_mix_picks_the_best_recall_among_settings_that_let_new_items_reac
     truth = np.array([7, 7, 9, 9])
     graph = np.zeros([4, 3, 1])
     graph[:, 1, 0] = 1.0
-    chosen, tried = item_graph.choose_mix(logits, {5: graph, 10: graph * 0}, candidates, is_new, truth, truth == 9, kinds=1, new_item_ratio=0.0, k=1)
+    chosen, tried = item_graph.choose_mix(
+        logits, {5: graph, 10: graph * 0}, candidates, is_new, truth, truth == 9, kinds=1, new_item_ratio=0.0, k=1
+    )
     # without a new-item target: the smallest graph weight that lifts 7 above 5 (1 + w > 2), no boost
     assert chosen["recall_at_1"] == 0.5 and chosen["mix"] == [2.0] and chosen["history_length"] == 5
     assert len(tried) == (2 * len(item_graph.MIX_GRID) - 1) * len(item_graph.BOOST_GRID)  # length 10 is not tried without the graph
@@ -66,7 +72,9 @@ def test_the_new_item_target_forces_a_boost_and_an_unreachable_one_is_reported()
         logits[1, 59] = new_item_logit
         candidates = np.arange(60)[None, :].repeat(2, axis=0)
         truth = np.array([0, 59])  # a warm target and a new one (55-59 are new)
-        return item_graph.choose_mix(logits, {3: np.zeros([2, 60, 0])}, candidates, candidates >= 55, truth, truth >= 55, kinds=0, new_item_ratio=0.5, k=1)[0]
+        return item_graph.choose_mix(
+            logits, {3: np.zeros([2, 60, 0])}, candidates, candidates >= 55, truth, truth >= 55, kinds=0, new_item_ratio=0.5, k=1
+        )[0]
 
     chosen = setting(-5.0)  # a boost of 8 lifts it into the top 50, smaller ones do not
     assert chosen["new_item_target_met"] and chosen["new_item_boost"] == 8.0 and chosen["new_recall_at_50"] == 1.0
@@ -82,7 +90,7 @@ def test_recall_at_counts_ties_against_the_held_out_item():
 
 
 def test_served_graph_scores_sum_edges_to_the_last_history_items_per_kind():
-    tf = pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow")
     from towers.exporter import graph_scores
 
     neighbours = np.array([[1, 2, -1, -1], [0, -1, 2, -1], [0, 1, 1, 0]], np.int64)
@@ -100,4 +108,6 @@ def test_served_graph_scores_sum_edges_to_the_last_history_items_per_kind():
     np.testing.assert_allclose(both[1], [[0.6, 1.0], [1.0, 0.0]], rtol=1e-6)
     # the blend recommend orders by is item_graph.blend
     is_new = np.array([[True, False], [False, False]])
-    np.testing.assert_allclose(item_graph.blend(np.zeros([2, 2]), both, np.array([1.0, 2.0]), is_new, 3.0), both @ np.array([1.0, 2.0]) + 3.0 * is_new)
+    np.testing.assert_allclose(
+        item_graph.blend(np.zeros([2, 2]), both, np.array([1.0, 2.0]), is_new, 3.0), both @ np.array([1.0, 2.0]) + 3.0 * is_new
+    )

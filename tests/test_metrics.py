@@ -1,4 +1,5 @@
 """Retrieval metrics against values computed by hand."""
+
 import math
 
 import numpy as np

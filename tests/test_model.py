@@ -1,4 +1,5 @@
 """Towers, logQ correction and the loss, on tiny vocabularies with hand-computed values."""
+
 import math
 import os
 
@@ -62,7 +63,14 @@ def test_towers_embed_to_unit_vectors(tower_cls):
 # A dataset with no user attributes and no year (e.g. tuxpaint): the towers use what there is.
 MINIMAL_VOCABS = {F.VOCAB_USER: 3, F.VOCAB_ITEM: 4, F.VOCAB_TITLE_TOKENS: 7, F.VOCAB_GENRES: 3}
 MINIMAL_FEATURES = (
-    F.USER_INDEX, F.TIME_CONTEXT, F.RECENCY_BUCKET, F.HISTORY_TOKENS, F.ITEM_INDEX, F.TITLE_TOKENS, F.GENRE_TOKENS, F.TEXT_EMBEDDING,
+    F.USER_INDEX,
+    F.TIME_CONTEXT,
+    F.RECENCY_BUCKET,
+    F.HISTORY_TOKENS,
+    F.ITEM_INDEX,
+    F.TITLE_TOKENS,
+    F.GENRE_TOKENS,
+    F.TEXT_EMBEDDING,
 )
 
 
@@ -187,7 +195,9 @@ def test_fine_tuned_text_encoder_reads_item_text_and_gets_gradients(tmp_path):
 
 def test_towers_share_one_content_projection():
     table = np.random.default_rng(0).normal(size=(VOCAB_SIZES[F.VOCAB_ITEM] + 1, TEXT_DIM)).astype(np.float32)
-    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(content_similarity_dim=4), CONTENT_DIMS, history_content=table)
+    model = TwoTowerModel(
+        VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(content_similarity_dim=4), CONTENT_DIMS, history_content=table
+    )
     batch = _batch()
     queries, candidates = model.query_tower(batch), model.candidate_tower(batch)
     assert queries.shape == candidates.shape == (3, HP.embedding_dim)
@@ -201,7 +211,12 @@ def test_a_query_tower_on_the_user_id_alone_ignores_history_time_and_attributes(
     """The TFRS tutorials' query tower (bench/quality's row): only the user id reaches the embedding."""
     tower = QueryTower(VOCAB_SIZES, HParams(**{**HP.__dict__, "query_features": ("id",)}))
     batch = _batch()
-    changed = {**batch, F.HISTORY_TOKENS: tf.ones_like(batch[F.HISTORY_TOKENS]), F.TIME_CONTEXT: batch[F.TIME_CONTEXT] + 1.0, F.GENDER_INDEX: 1 - batch[F.GENDER_INDEX]}
+    changed = {
+        **batch,
+        F.HISTORY_TOKENS: tf.ones_like(batch[F.HISTORY_TOKENS]),
+        F.TIME_CONTEXT: batch[F.TIME_CONTEXT] + 1.0,
+        F.GENDER_INDEX: 1 - batch[F.GENDER_INDEX],
+    }
     np.testing.assert_allclose(tower(batch).numpy(), tower(changed).numpy())
     other_users = {**batch, F.USER_INDEX: (batch[F.USER_INDEX] + 1) % 3}
     assert not np.allclose(tower(batch).numpy(), tower(other_users).numpy())

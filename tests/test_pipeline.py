@@ -1,11 +1,14 @@
 """Building the DAG (no execution): components, wiring, TFMA thresholds, cache key."""
+
 import json
 
 import pytest
 import tensorflow_model_analysis as tfma
 
 from pipeline import code_version, eval_config, local_runner
-from pipeline.runs import RunPaths
+from pipeline.config import Options
+from towers import contract
+from towers.contract import RunPaths
 from towers.hparams import HParams
 
 pytestmark = pytest.mark.pipeline
@@ -30,7 +33,7 @@ EXPECTED_COMPONENTS = [
 
 @pytest.fixture
 def built(tmp_path):
-    config = local_runner.RunConfig(output=str(tmp_path), hparams=HParams(epochs=1))
+    config = local_runner.RunConfig(output=str(tmp_path), options=Options(hparams=HParams(epochs=1)))
     return local_runner.build_pipeline(config, RunPaths(str(tmp_path), config.dataset))
 
 
@@ -75,14 +78,13 @@ def test_code_change_changes_cache_key(tmp_path):
 
 
 def test_eval_config_ranks_with_slices_and_gates_auc():
-    from towers import exporter
     from towers import features as F
     from towers.ranking import LIKE_OUTPUT, RATING_OUTPUT
 
     config = eval_config.build(min_auc=0.6, max_auc_regression=0.01, slice_features=(F.GENDER,))
     (spec,) = config.model_specs
-    assert spec.signature_name == exporter.RANK_EXAMPLES_SIGNATURE
-    assert list(spec.preprocessing_function_names) == [exporter.EVALUATION_FEATURES_SIGNATURE]
+    assert spec.signature_name == contract.RANK_EXAMPLES_SIGNATURE
+    assert list(spec.preprocessing_function_names) == [contract.EVALUATION_FEATURES_SIGNATURE]
     assert dict(spec.label_keys) == {LIKE_OUTPUT: F.LIKED, RATING_OUTPUT: F.RATING}
     sliced = [list(s.feature_keys) for s in config.slicing_specs]
     assert sliced == [[]] + [[name] for name in F.EVAL_SLICE_FEATURES] + [[F.GENDER]]
@@ -107,7 +109,7 @@ def test_pusher_pushes_all_served_models_and_scann_runs_tfma_in_process(built, t
     by_id = {c.id: c for c in built.components}
     assert by_id["Pusher"].executor_spec.executor_class is pusher.Executor
     assert by_id["Evaluator"].executor_spec.beam_pipeline_args == local_runner.beam_args(2)  # the pipeline's workers
-    config = local_runner.RunConfig(output=str(tmp_path), hparams=HParams(retrieval_index="scann"))
+    config = local_runner.RunConfig(output=str(tmp_path), options=Options(hparams=HParams(retrieval_index="scann")))
     scann = {c.id: c for c in local_runner.build_pipeline(config, RunPaths(str(tmp_path), config.dataset)).components}
     # TFMA's worker processes would lack the Scann ops: the Evaluator runs in this process
     assert scann["Evaluator"].executor_spec.beam_pipeline_args[-2:] == local_runner.beam_args(1)  # the last flags win
@@ -121,7 +123,7 @@ def test_example_gen_reads_spans_and_only_an_incremental_run_warm_starts(built, 
     assert not example_gen.exec_properties.get("range_config")  # the latest span
     # From scratch: no base model, so a re-run with no new data stays a cache hit of the Trainer.
     assert "base_model" not in by_id["Trainer"].inputs
-    config = local_runner.RunConfig(output=str(tmp_path), hparams=HParams(epochs=1), span=1, warm_start=True)
+    config = local_runner.RunConfig(output=str(tmp_path), options=Options(hparams=HParams(epochs=1), span=1, warm_start=True))
     incremental = {c.id: c for c in local_runner.build_pipeline(config, RunPaths(str(tmp_path), config.dataset)).components}
     static = json.loads(incremental["ImportExampleGen"].exec_properties["range_config"])["static_range"]
     assert (static["start_span_number"], static["end_span_number"]) == (1, 1)
@@ -131,7 +133,7 @@ def test_example_gen_reads_spans_and_only_an_incremental_run_warm_starts(built, 
 
 @pytest.mark.parametrize("spans", [["--spans", "2", "--span", "3"], ["--spans", "0"], ["--span", "0"]])
 def test_run_refuses_a_span_the_dataset_cannot_have(spans, tmp_path, capsys):
-    from pipeline.cli import main
+    from app.cli import main
 
     assert main(["run", "--output", str(tmp_path)] + spans) == 2
     assert "--span must be between 1 and --spans" in capsys.readouterr().err
@@ -140,7 +142,7 @@ def test_run_refuses_a_span_the_dataset_cannot_have(spans, tmp_path, capsys):
 
 @pytest.mark.parametrize("k", ["-5", "0", "1000", "ten"])
 def test_recommend_refuses_a_list_length_the_models_cannot_give(k, tmp_path, capsys):
-    from pipeline.cli import main
+    from app.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["recommend", "--output", str(tmp_path), "--user", "u1", "--k", k])

@@ -1,4 +1,5 @@
 """Golden test of preprocessing_fn: AnalyzeAndTransform on a fixture, transformed schema vs the checked-in pbtxt."""
+
 import os
 
 import numpy as np
@@ -11,8 +12,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
 from components import preprocessing
-from datasets import movielens
-from datasets.records import add_history, write_records
+from mmdata import movielens
+from mmdata.records import add_history, write_records
 from towers import features as F
 
 pytestmark = pytest.mark.unit

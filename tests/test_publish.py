@@ -1,5 +1,6 @@
 """Publishing versions into the serving folder (serving.publish, the Pusher's push_models): all or nothing,
 idempotent, and consistent after a real SIGKILL at each dangerous moment followed by a rerun."""
+
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import pytest
 
 from serving import config as model_config
 from serving import publish
+from towers import contract
 
 pytestmark = pytest.mark.unit
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,15 +30,15 @@ def trainer_model(root, name: str = "m1") -> str:
 
 def assert_consistent(serving_dir: str, expected_versions: int) -> str:
     """Every served model has the same versions, no scratch folder is left, the log is complete and parses."""
-    versions = {name: model_config.ready_versions(os.path.join(serving_dir, name)) for name in model_config.SERVED_MODELS}
+    versions = {name: model_config.ready_versions(os.path.join(serving_dir, name)) for name in contract.SERVED_MODELS}
     assert len({tuple(v) for v in versions.values()}) == 1, versions
-    assert len(versions[model_config.RECOMMENDER]) == expected_versions
-    leftovers = [f for name in model_config.SERVED_MODELS for f in os.listdir(os.path.join(serving_dir, name)) if not f.isdigit()]
+    assert len(versions[contract.RECOMMENDER]) == expected_versions
+    leftovers = [f for name in contract.SERVED_MODELS for f in os.listdir(os.path.join(serving_dir, name)) if not f.isdigit()]
     assert leftovers == []
-    entries = [json.loads(line) for line in open(os.path.join(serving_dir, publish.PUSH_LOG))]
+    entries = [json.loads(line) for line in open(os.path.join(serving_dir, contract.PUSH_LOG))]
     assert all(e["complete"] for e in entries) and len(entries) == expected_versions
-    model_config.read(os.path.join(serving_dir, model_config.MODEL_CONFIG_FILE))
-    return str(versions[model_config.RECOMMENDER][-1])
+    model_config.read(os.path.join(serving_dir, contract.MODEL_CONFIG_FILE))
+    return str(versions[contract.RECOMMENDER][-1])
 
 
 def test_a_push_publishes_three_models_under_one_version_and_is_not_repeated(tmp_path):
@@ -56,7 +58,9 @@ def test_a_push_publishes_three_models_under_one_version_and_is_not_repeated(tmp
 def test_newest_skips_removed_versions_and_old_cut_off_lines(tmp_path):
     serving = tmp_path
     (serving / "recommender" / "1").mkdir(parents=True)
-    (serving / publish.PUSH_LOG).write_text(json.dumps({"version": "1", "destination": "x", "model": "/m/a"}) + '\n{"version": "2", "desti')
+    (serving / contract.PUSH_LOG).write_text(
+        json.dumps({"version": "1", "destination": "x", "model": "/m/a"}) + '\n{"version": "2", "desti'
+    )
     assert publish.newest(str(serving))["model"] == "/m/a"  # an older log without "complete" or "models"; a cut-off line skipped
     (serving / "recommender" / "1").rmdir()
     assert publish.newest(str(serving)) is None
@@ -95,8 +99,15 @@ push_models(serving, model)
 """
 
 # in the serving folder, renames #1: the intent log entry, #2: models.config, #3: the entry marked complete
-MOMENTS = ["before-rename:serving#1", "mid-copy:item_encoder", "before-rename:ranker", "before-rename:recommender", "before-config",
-           "before-rename:serving#2", "before-rename:serving#3"]
+MOMENTS = [
+    "before-rename:serving#1",
+    "mid-copy:item_encoder",
+    "before-rename:ranker",
+    "before-rename:recommender",
+    "before-config",
+    "before-rename:serving#2",
+    "before-rename:serving#3",
+]
 
 
 @pytest.mark.parametrize("moment", MOMENTS)
@@ -125,9 +136,9 @@ def test_a_push_killed_at_any_moment_then_rerun_leaves_a_consistent_folder(tmp_p
 
 
 def test_recommend_refuses_models_another_dataset_pushed_into_the_same_folder(tmp_path):
+    from app.recommend import SetupError, check_dataset, query_arrays
     from components.pusher import push_models
-    from pipeline.recommend import SetupError, check_dataset, query_arrays
-    from pipeline.runs import RunPaths
+    from towers.contract import RunPaths
 
     paths = RunPaths(str(tmp_path), "tuxpaint")
     push_models(paths.serving_dir, trainer_model(tmp_path), pipeline="mmtower-movielens-100k")

@@ -1,4 +1,5 @@
 """Ranking model, its training examples, and the evaluation slices, on tiny hand-made inputs."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,7 +7,16 @@ import tensorflow as tf
 from components import ranking_data, slices
 from towers import features as F
 from towers.hparams import HParams
-from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, ENGAGEMENT_WEIGHT, INTERACTION_WEIGHT, LIKE_LOGIT, LIKE_OUTPUT, RATING_OUTPUT, RankingModel
+from towers.ranking import (
+    ENGAGEMENT_LOGIT,
+    ENGAGEMENT_OUTPUT,
+    ENGAGEMENT_WEIGHT,
+    INTERACTION_WEIGHT,
+    LIKE_LOGIT,
+    LIKE_OUTPUT,
+    RATING_OUTPUT,
+    RankingModel,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -92,8 +102,14 @@ def test_retrieved_negatives_come_from_the_top_and_skip_known_items():
     queries = np.array([[5, 4, 3, 2, 1], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], np.float32)
     seen = [[1], []]  # user 0 interacted with item 1
     negatives, retrieved = ranking_data.retrieved_negatives(
-        queries, catalog, users=np.array([0, 1, 1]), positives=np.array([0, 4, 0]), seen=seen + [[]],
-        num_candidates=3, num_negatives=2, rng=np.random.default_rng(0),
+        queries,
+        catalog,
+        users=np.array([0, 1, 1]),
+        positives=np.array([0, 4, 0]),
+        seen=seen + [[]],
+        num_candidates=3,
+        num_negatives=2,
+        rng=np.random.default_rng(0),
     )
     # query 0: top 3 = {0, 1, 2}; 0 is its item, 1 was seen -> only 2 remains.
     assert negatives[0].tolist() == [2, -1]
@@ -108,17 +124,28 @@ def test_items_without_training_interactions_are_never_negatives():
     catalog = np.eye(4, dtype=np.float32)
     queries = np.array([[4, 3, 2, 1]], np.float32)
     negatives, _ = ranking_data.retrieved_negatives(
-        queries, catalog, users=np.array([0]), positives=np.array([0]), seen=[[]],
-        num_candidates=4, num_negatives=3, rng=np.random.default_rng(0), eligible=np.array([True, False, True, False]),
+        queries,
+        catalog,
+        users=np.array([0]),
+        positives=np.array([0]),
+        seen=[[]],
+        num_candidates=4,
+        num_negatives=3,
+        rng=np.random.default_rng(0),
+        eligible=np.array([True, False, True, False]),
     )
     assert sorted(negatives[0].tolist()) == [-1, -1, 2]
 
 
 def test_ranking_rows_label_interactions_and_negatives():
     rows = ranking_data.ranking_rows(
-        users=np.array([0, 1, 2]), positions=np.array([3, -1, 4]), item_rows=np.arange(3),
-        ratings=np.array([5.0, 4.0, 2.0]), negatives=np.array([[1, -1], [2, 0], [-1, -1]]),
-        retrieved=np.array([True, True, False]), liked_rating=4.0,
+        users=np.array([0, 1, 2]),
+        positions=np.array([3, -1, 4]),
+        item_rows=np.arange(3),
+        ratings=np.array([5.0, 4.0, 2.0]),
+        negatives=np.array([[1, -1], [2, 0], [-1, -1]]),
+        retrieved=np.array([True, True, False]),
+        liked_rating=4.0,
     )
     # interactions 0 and 2 (1 is not in the catalog), then negatives (0,1), (1,2), (1,0).
     assert rows["position"].tolist() == [3, 4, 1, 2, 0]
@@ -136,13 +163,23 @@ def test_ranking_dataset_gathers_item_and_query_inputs():
     per_row = {F.QUERY_EMBEDDING: np.array([[1.0, 2.0]], np.float32), F.TIME_CONTEXT: np.zeros([1, 4], np.float32)}
     per_position = {F.ITEM_INDEX: np.array([7, 8], np.int64), F.CANDIDATE_EMBEDDING: np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)}
     batch = next(iter(ranking_data.ranking_dataset(rows, per_row, per_position, batch_size=2, seed=0)))
-    by_item = {int(i): (float(e), c.tolist()) for i, e, c in zip(batch[F.ITEM_INDEX], batch[F.ENGAGED], batch[F.CANDIDATE_EMBEDDING].numpy())}
+    by_item = {
+        int(i): (float(e), c.tolist()) for i, e, c in zip(batch[F.ITEM_INDEX], batch[F.ENGAGED], batch[F.CANDIDATE_EMBEDDING].numpy())
+    }
     assert by_item == {8: (1.0, [1.0, 0.0]), 7: (0.0, [0.0, 1.0])}
     assert batch[F.QUERY_EMBEDDING].numpy().tolist() == [[1.0, 2.0], [1.0, 2.0]]
 
 
 def test_dropped_item_ids_come_with_the_content_only_embedding():
-    rows = ranking_data.ranking_rows(np.zeros(400, np.int64), np.arange(400) % 2, np.zeros(400, np.int64), np.full(400, 5.0), np.full([400, 1], -1), np.ones(400, bool), 4.0)
+    rows = ranking_data.ranking_rows(
+        np.zeros(400, np.int64),
+        np.arange(400) % 2,
+        np.zeros(400, np.int64),
+        np.full(400, 5.0),
+        np.full([400, 1], -1),
+        np.ones(400, bool),
+        4.0,
+    )
     per_row = {F.QUERY_EMBEDDING: np.ones([1, 2], np.float32), F.TIME_CONTEXT: np.zeros([1, 4], np.float32)}
     per_position = {F.ITEM_INDEX: np.array([0, 1], np.int64), F.CANDIDATE_EMBEDDING: np.array([[1.0, 0.0], [2.0, 0.0]], np.float32)}
     content_only = np.array([[0.0, -1.0], [0.0, -2.0]], np.float32)

@@ -1,8 +1,9 @@
 """The run summary's words for a model that was not blessed: which check failed, by how much, what to change."""
+
 import pytest
 from tensorflow_model_analysis.proto import validation_result_pb2
 
-from pipeline import report, summary
+from app import report, summary
 
 pytestmark = pytest.mark.unit
 
@@ -29,8 +30,8 @@ def test_an_unblessed_run_says_what_failed_and_how_to_run_a_quick_demo():
 
 
 def test_recommend_after_runs_that_pushed_nothing_says_why(tmp_path):
-    from pipeline.recommend import SetupError, load_model
-    from pipeline.runs import RunPaths
+    from app.recommend import SetupError, load_model
+    from towers.contract import RunPaths
 
     paths = RunPaths(str(tmp_path), "tuxpaint")
     with pytest.raises(SetupError, match="run `mmtower run"):

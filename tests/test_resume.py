@@ -1,4 +1,5 @@
 """A run killed mid-way and started again reuses its finished components (ML Metadata) and completes."""
+
 import os
 import signal
 import subprocess
@@ -29,8 +30,24 @@ def execution_states(metadata_path: str) -> dict[str, list[str]]:
 def test_killed_run_resumes_from_its_finished_components(tmp_path):
     output = str(tmp_path / "out")
     command = [
-        sys.executable, "-m", "pipeline.cli", "run", "--dataset", "movielens-100k", "--output", output,
-        "--max-users", "20", "--epochs", "1", "--workers", "1", "--min-recall", "0", "--min-auc", "0",
+        sys.executable,
+        "-m",
+        "app.cli",
+        "run",
+        "--dataset",
+        "movielens-100k",
+        "--output",
+        output,
+        "--max-users",
+        "20",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--min-recall",
+        "0",
+        "--min-auc",
+        "0",
     ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []

@@ -1,11 +1,11 @@
 """RetrievalEvaluator: metric summaries and blessing checks against hand-computed values."""
+
 import numpy as np
 import pytest
 
 from components.retrieval_evaluator import executor
 from components.retrieval_evaluator.executor import RECOMMEND, RETRIEVAL, Thresholds
-from towers import exporter
-from towers import metrics
+from towers import contract, metrics
 
 pytestmark = pytest.mark.unit
 
@@ -16,7 +16,7 @@ def _per_example(hits_at_10, hits_at_100, top_ids):
         metrics.recall_name(50): np.array(hits_at_100, np.float32),
         metrics.recall_name(100): np.array(hits_at_100, np.float32),
         metrics.ndcg_name(10): np.array(hits_at_10, np.float32) * 0.5,
-        exporter.ITEM_IDS_OUTPUT: np.array(top_ids, dtype=object).astype(bytes),
+        contract.ITEM_IDS_OUTPUT: np.array(top_ids, dtype=object).astype(bytes),
     }
 
 
@@ -59,7 +59,12 @@ def test_checks_floors_regression_tfma_and_unreadable_records():
 def _comparison(model_hits, baseline_hits, users):
     per_event = {
         name: {metric: np.asarray(hits, float) for metric in metrics.METRIC_NAMES}
-        for name, hits in ((RETRIEVAL, model_hits), (RECOMMEND, model_hits), ("cooccurrence_knn", baseline_hits), ("most_popular", np.zeros(len(users))))
+        for name, hits in (
+            (RETRIEVAL, model_hits),
+            (RECOMMEND, model_hits),
+            ("cooccurrence_knn", baseline_hits),
+            ("most_popular", np.zeros(len(users))),
+        )
     }
     return executor.compare(per_event, np.asarray(users), best="cooccurrence_knn")
 
@@ -69,7 +74,9 @@ def test_beat_the_best_baseline_needs_both_intervals_above_one_and_gates_only_wh
     users = np.repeat(np.arange(300), 4).astype(bytes)
     strong, weak = (rng.random(1200) < 0.4).astype(float), (rng.random(1200) < 0.1).astype(float)
     clearly = executor.beats_baseline_check(_comparison(strong, weak, users), "cooccurrence_knn", "cooccurrence_knn (last_n=5)", gate=False)
-    assert clearly["passed"] and not clearly["gate"] and "per user" in clearly["detail"] and "cooccurrence_knn (last_n=5)" in clearly["check"]
+    assert (
+        clearly["passed"] and not clearly["gate"] and "per user" in clearly["detail"] and "cooccurrence_knn (last_n=5)" in clearly["check"]
+    )
     tied = executor.beats_baseline_check(_comparison(strong, strong, users), "cooccurrence_knn", "cooccurrence_knn", gate=True)
     assert not tied["passed"]  # a ratio of 1.0 exactly: the interval's lower end is not above 1
     ratios = _comparison(strong, weak, users)[metrics.recall_name(10)]["ratios"][RECOMMEND]

@@ -4,6 +4,7 @@ The served model here is a small SavedModel with the `recommend` signature's
 input and output names (the pipeline's own model is served in test_e2e), so
 these tests run in seconds. Everything talks over loopback to a real server.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,10 @@ from serving.client import GrpcClient, RestClient
 from serving.errors import ServingError
 from serving.predict import Limits
 from serving.server import Server, ServerOptions
+from towers import contract
 
 ITEMS = [b"a", b"b", b"c", b"d"]
-MODEL = model_config.RECOMMENDER
+MODEL = contract.RECOMMENDER
 
 
 class ToyRecommender(tf.Module):
@@ -38,11 +40,13 @@ class ToyRecommender(tf.Module):
         self.version = tf.Variable(float(version), trainable=False)
         self.items = tf.constant(ITEMS)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="user_id"),
-        tf.TensorSpec([None, None], tf.string, name="history"),
-        tf.TensorSpec([None], tf.bool, name="exclude_seen"),
-    ])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None, None], tf.string, name="history"),
+            tf.TensorSpec([None], tf.bool, name="exclude_seen"),
+        ]
+    )
     def recommend(self, user_id, history, exclude_seen):
         batch = tf.shape(user_id)[0]
         tf.debugging.assert_equal(batch, tf.shape(exclude_seen)[0], message="user_id and exclude_seen batch sizes differ")
@@ -101,7 +105,7 @@ def test_model_config_round_trips_through_tf_serving_protos(tmp_path):
 
     text_format.Parse(open(path).read(), parsed)
     configs = {c.name: c for c in parsed.model_config_list.config}
-    assert list(configs) == list(model_config.SERVED_MODELS)
+    assert list(configs) == list(contract.SERVED_MODELS)
     for name, config in configs.items():
         assert config.base_path == os.path.join(str(tmp_path), name)
         assert config.model_platform == "tensorflow"
@@ -172,8 +176,14 @@ def test_grpc_status_codes(grpc_client):
     assert _code(lambda: grpc_client.predict(MODEL, missing, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(lambda: grpc_client.predict(MODEL, {**good, "extra": np.ones(2)}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(lambda: grpc_client.predict(MODEL, {**good, "user_id": np.array([1, 2])}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
-    assert _code(lambda: grpc_client.predict(MODEL, {**good, "history": np.array([b"a", b"b"], dtype=object)}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
-    assert _code(lambda: grpc_client.predict(MODEL, {**good, "exclude_seen": np.ones([3], bool)}, "recommend")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        _code(lambda: grpc_client.predict(MODEL, {**good, "history": np.array([b"a", b"b"], dtype=object)}, "recommend"))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        _code(lambda: grpc_client.predict(MODEL, {**good, "exclude_seen": np.ones([3], bool)}, "recommend"))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert _code(lambda: grpc_client.predict(MODEL, recommend_inputs(65), "recommend")) == grpc.StatusCode.INVALID_ARGUMENT  # max_batch 64
     assert _code(lambda: grpc_client.predict(MODEL, good, "recommend", output_filter=["nope"])) == grpc.StatusCode.INVALID_ARGUMENT
     huge = {**good, "user_id": np.array([b"x" * (2 << 20)] * 2, dtype=object)}  # 4 MiB > max_message_mib 1
@@ -262,10 +272,14 @@ def test_fuzz_every_request_gets_an_answer(served):
     session = requests.Session()
     for i in range(500):
         bodies = [
-            lambda: json.dumps({"inputs": {str(n): _jsonable(_random_value(rng)) if rng.random() < 0.5 else "x" for n in rng.choice(names, size=2)}}),
+            lambda: json.dumps(
+                {"inputs": {str(n): _jsonable(_random_value(rng)) if rng.random() < 0.5 else "x" for n in rng.choice(names, size=2)}}
+            ),
             lambda: json.dumps({"instances": [int(rng.integers(9))] * int(rng.integers(0, 3))}),
             lambda: bytes(rng.integers(0, 256, size=rng.integers(0, 50)).astype(np.uint8)),
-            lambda: json.dumps({"signature_name": "recommend", "inputs": {"user_id": ["u"], "history": [["a"]], "exclude_seen": [bool(i % 2)]}}),
+            lambda: json.dumps(
+                {"signature_name": "recommend", "inputs": {"user_id": ["u"], "history": [["a"]], "exclude_seen": [bool(i % 2)]}}
+            ),
         ]
         body = bodies[int(rng.integers(len(bodies)))]()
         status = session.post(rest, data=body, timeout=10).status_code
@@ -331,10 +345,18 @@ def test_broken_version_is_reported_and_the_old_one_kept(served):
         shutil.rmtree(broken)
 
 
-@pytest.mark.parametrize("value", [
-    np.array([[b"a", b"\xff"], [b"", b"x"]], dtype=object), np.arange(6, dtype=np.int64).reshape(2, 3), np.ones([3], bool),
-    np.zeros([2, 0], np.float32), np.array([1.5, -2], np.float32), np.array(3, np.int32), np.array([2.0], np.float64),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([[b"a", b"\xff"], [b"", b"x"]], dtype=object),
+        np.arange(6, dtype=np.int64).reshape(2, 3),
+        np.ones([3], bool),
+        np.zeros([2, 0], np.float32),
+        np.array([1.5, -2], np.float32),
+        np.array(3, np.int32),
+        np.array([2.0], np.float64),
+    ],
+)
 def test_tensor_conversions_agree_with_tensorflow(value):
     from serving import tensors
 

@@ -1,4 +1,5 @@
 """The legacy PyTorch checkpoint reader on hand-built files: real tensors come back; crafted files cannot run code."""
+
 import io
 import os
 import pickle
@@ -53,7 +54,9 @@ def write_checkpoint(path, tensors: dict, storages: dict, counts: dict | None = 
                     return ("storage", float_storage, obj[1], "cpu", len(storages[obj[1]]))
                 return None
 
-        Pickler(buffer, protocol=2).dump({name: _Tensor(rebuild, key, size, stride, offset) for name, (key, size, stride, offset) in tensors.items()})
+        Pickler(buffer, protocol=2).dump(
+            {name: _Tensor(rebuild, key, size, stride, offset) for name, (key, size, stride, offset) in tensors.items()}
+        )
         pickle.dump(list(storages), buffer, protocol=2)
         for key, values in storages.items():
             buffer.write(struct.pack("<q", (counts or {}).get(key, len(values))))

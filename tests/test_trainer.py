@@ -1,4 +1,5 @@
 """Trainer helpers that read artifacts: item embeddings and their alignment with the item vocabulary."""
+
 import os
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from components import trainer
+from components.content_embedder import embeddings
 from components.content_embedder.executor import to_example
 from towers import features as F
 
@@ -17,7 +19,7 @@ def test_item_embeddings_round_trip_and_align(tmp_path):
     with tf.io.TFRecordWriter(str(tmp_path / "Split-items" / "part.gz"), options="GZIP") as writer:
         writer.write(to_example("a", {"text": np.array([1.0, 2.0, 3.0])}))
         writer.write(to_example("b", {"audio": np.array([5.0, 6.0])}))  # text could not be encoded
-    content = trainer.read_item_embeddings(str(tmp_path))
+    content = embeddings.read_item_embeddings(str(tmp_path))
     assert sorted(content) == ["audio", "text"]  # no item has an image: the modality is absent
     assert sorted(content["text"]) == ["a"] and trainer.content_dims(content) == {"text": 3, "audio": 2}
     features = trainer.content_features(["b", "a", ""], content)

@@ -1,12 +1,13 @@
 """The tuxpaint catalog (real photos, captions, sounds from the Debian package) and the interaction simulator."""
+
 import os
 import shutil
 
 import numpy as np
 import pytest
 
-from datasets import simulator, tuxpaint
-from datasets.records import read_records, write_dataset
+from mmdata import simulator, tuxpaint
+from mmdata.records import read_records, write_dataset
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -56,7 +57,12 @@ def test_dominant_colour_of_solid_pictures():
         Image.new("RGB", (8, 8), rgb).save(buffer, format="PNG")
         return buffer.getvalue()
 
-    assert [tuxpaint.dominant_colour(png(c)) for c in [(220, 20, 20), (20, 200, 20), (20, 20, 220), (128, 128, 128)]] == ["red", "green", "blue", "grey"]
+    assert [tuxpaint.dominant_colour(png(c)) for c in [(220, 20, 20), (20, 200, 20), (20, 20, 220), (128, 128, 128)]] == [
+        "red",
+        "green",
+        "blue",
+        "grey",
+    ]
 
 
 TRAITS = simulator.ItemTraits(

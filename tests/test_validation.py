@@ -1,12 +1,13 @@
 """The curated schema catches out-of-schema rows, and the gate stops the run naming the feature."""
+
 import os
 
 import pytest
 import tensorflow_data_validation as tfdv
 
 from components import validation_gate
-from datasets import movielens
-from datasets.records import add_history, write_records
+from mmdata import movielens
+from mmdata.records import add_history, write_records
 from towers import features as F
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,5 @@
 """Warm start across vocabularies: each id keeps its own row, new ids get fresh rows, other weights carry over."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,7 +15,12 @@ pytestmark = pytest.mark.unit
 HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidden_units=(16,), ranking_hidden_units=(8,))
 OLD = {F.VOCAB_USER: ["u1", "u2", "u3"], F.VOCAB_ITEM: ["a", "b", "c", "d"], F.VOCAB_TITLE_TOKENS: ["red", "car"], F.VOCAB_GENRES: ["x"]}
 # The next span: "e" is new, "d" is gone, the others moved (frequency order); a new user "u4", "u1" gone.
-NEW = {F.VOCAB_USER: ["u3", "u4", "u2"], F.VOCAB_ITEM: ["c", "a", "e", "b"], F.VOCAB_TITLE_TOKENS: ["car", "red", "blue"], F.VOCAB_GENRES: ["x"]}
+NEW = {
+    F.VOCAB_USER: ["u3", "u4", "u2"],
+    F.VOCAB_ITEM: ["c", "a", "e", "b"],
+    F.VOCAB_TITLE_TOKENS: ["car", "red", "blue"],
+    F.VOCAB_GENRES: ["x"],
+}
 
 
 def _sizes(vocabs):
@@ -41,7 +47,7 @@ def _model(vocabs, hp=HP, seed=0):
 
 
 def _rows(model, layer_name):
-    (layer,) = [l for l in model.submodules if isinstance(l, tf.keras.layers.Embedding) and l.name == layer_name]
+    (layer,) = [m for m in model.submodules if isinstance(m, tf.keras.layers.Embedding) and m.name == layer_name]
     return layer.embeddings.numpy()
 
 
@@ -98,10 +104,15 @@ def test_ranking_model_warm_starts_too(tmp_path):
     def ranker(vocabs, seed):
         tf.keras.utils.set_random_seed(seed)
         model = RankingModel(_sizes(vocabs), HP)
-        model({
-            F.USER_INDEX: tf.constant([0], tf.int64), F.ITEM_INDEX: tf.constant([0], tf.int64),
-            F.QUERY_EMBEDDING: tf.zeros([1, 8]), F.CANDIDATE_EMBEDDING: tf.zeros([1, 8]), F.TIME_CONTEXT: tf.zeros([1, F.TIME_CONTEXT_DIM]),
-        })
+        model(
+            {
+                F.USER_INDEX: tf.constant([0], tf.int64),
+                F.ITEM_INDEX: tf.constant([0], tf.int64),
+                F.QUERY_EMBEDDING: tf.zeros([1, 8]),
+                F.CANDIDATE_EMBEDDING: tf.zeros([1, 8]),
+                F.TIME_CONTEXT: tf.zeros([1, F.TIME_CONTEXT_DIM]),
+            }
+        )
         return model
 
     old, new = ranker(OLD, 1), ranker(NEW, 2)

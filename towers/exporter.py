@@ -4,7 +4,7 @@ The exported module carries the Transform graph, both retrieval towers, the
 ranking model and the embeddings of the whole catalog. Retrieval scores all
 items by brute force (`index="brute_force"`, runs on the stock TF Serving
 image), or searches a ScaNN index (`index="scann"`, needs the ScaNN-enabled
-image); items added after training (`add_items`, see serving.index) are
+image); items added after training (`add_items`, see app.add_items) are
 scored by brute force until the index is rebuilt. Signatures:
 
 - `recommend(<query features>, exclude_seen)`: retrieve the top
@@ -44,9 +44,9 @@ Three models are pushed (serving.config): the `recommender` (everything
 above), the `ranker` (`rank` alone) and the `item_encoder` (`embed_candidates`
 alone: the candidate tower, to embed new items).
 """
+
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,32 +54,29 @@ import tensorflow as tf
 
 from towers import features as F
 from towers import metrics
+from towers.contract import (
+    EMBED_SIGNATURE,
+    EMBEDDINGS_OUTPUT,
+    EXAMPLES_INPUT,
+    EXCLUDE_SEEN_INPUT,
+    ITEM_ENCODER,
+    ITEM_IDS_INPUT,
+    ITEM_IDS_OUTPUT,
+    MODALITY_WEIGHTS_OUTPUT,
+    PREDICTED_RATINGS_OUTPUT,
+    RANK_SIGNATURE,
+    RANKER,
+    RETRIEVAL_SCORES_OUTPUT,
+    SCORES_OUTPUT,
+    SERVING_DEFAULT,
+    SIGNATURES,
+    trainer_model_dirs,
+)
+from towers.hparams import BRUTE_FORCE, INDEXES, SCANN
 from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT
 
-SERVING_DEFAULT = "serving_default"
-RECOMMEND_SIGNATURE = "recommend"
-QUERY_SIGNATURE = "query"
-RANK_SIGNATURE = "rank"
-EMBED_SIGNATURE = "embed_candidates"
-EMBED_QUERY_SIGNATURE = "embed_query"
-EVALUATE_SIGNATURE = "evaluate"
-EVALUATE_RECOMMEND_SIGNATURE = "evaluate_recommend"
-RANK_EXAMPLES_SIGNATURE = "rank_examples"
-EVALUATION_FEATURES_SIGNATURE = "evaluation_features"
-EXAMPLES_INPUT = "examples"
-EXCLUDE_SEEN_INPUT = "exclude_seen"
-ITEM_IDS_INPUT = "item_ids"
-ITEM_IDS_OUTPUT = "item_ids"
-SCORES_OUTPUT = "scores"
-PREDICTED_RATINGS_OUTPUT = "predicted_ratings"
-RETRIEVAL_SCORES_OUTPUT = "retrieval_scores"
 GRAPH_HISTORY = 5  # recommend's default history length for item-graph scores (the Trainer chooses it on validation)
-EMBEDDINGS_OUTPUT = "embeddings"
-MODALITY_WEIGHTS_OUTPUT = "modality_weights"
 UNKNOWN = "unknown"  # slice value of an eval item that is not in the catalog
-BRUTE_FORCE = "brute_force"
-SCANN = "scann"
-INDEXES = (BRUTE_FORCE, SCANN)
 
 
 def _bytes(values) -> np.ndarray:
@@ -106,7 +103,9 @@ def _is_excluded(positions: tf.Tensor, exclude: tf.Tensor, num_items: tf.Tensor)
     return tf.equal(tf.gather(sorted_positions, found, batch_dims=1), positions)
 
 
-def graph_scores(recent: tf.Tensor, positions: tf.Tensor, neighbours: tf.Tensor, weights: tf.Tensor, kinds: tf.Tensor, num_kinds: int, length) -> tf.Tensor:
+def graph_scores(
+    recent: tf.Tensor, positions: tf.Tensor, neighbours: tf.Tensor, weights: tf.Tensor, kinds: tf.Tensor, num_kinds: int, length
+) -> tf.Tensor:
     """[batch, C, num_kinds]: per candidate and edge kind, the summed weights of the candidate's item-graph edges
     to the user's last `length` history items, divided by the largest over the row's candidates (so in [0, 1]).
 
@@ -144,8 +143,14 @@ class ItemEncoder(tf.Module):
         }
         if getattr(candidate_tower, "text_encoder", None) is not None:  # fine-tuned text: the tower reads the text itself
             self._content_spec[F.ITEM_TEXT] = tf.io.FixedLenFeature([], tf.string, default_value="")
-        # Which content encoders' embeddings embed_candidates reads (serving.index encodes new items with them).
-        self.content_modalities = tf.Variable(_bytes(content_dims) if content_dims else np.zeros([0], object), dtype=tf.string, shape=[None], trainable=False, name="content_modalities")
+        # Which content encoders' embeddings embed_candidates reads (app.add_items encodes new items with them).
+        self.content_modalities = tf.Variable(
+            _bytes(content_dims) if content_dims else np.zeros([0], object),
+            dtype=tf.string,
+            shape=[None],
+            trainable=False,
+            name="content_modalities",
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def embed_candidates(self, examples):
@@ -212,7 +217,25 @@ class ServingModule(tf.Module):
         items without training interactions by retrieval score (brute-force index only).
     """
 
-    def __init__(self, tft_layer, query_tower, candidate_tower, ranker, raw_feature_spec: dict, catalog: "CatalogTables", seen_positions: list[list[int]], user_activity, k: int, ranking_candidates: int, liked_rating: float, content_dims: dict[str, int], profile_modalities=(), index: str = BRUTE_FORCE, oov_item_index: int = 0, new_item_candidates: int = 0):
+    def __init__(
+        self,
+        tft_layer,
+        query_tower,
+        candidate_tower,
+        ranker,
+        raw_feature_spec: dict,
+        catalog: CatalogTables,
+        seen_positions: list[list[int]],
+        user_activity,
+        k: int,
+        ranking_candidates: int,
+        liked_rating: float,
+        content_dims: dict[str, int],
+        profile_modalities=(),
+        index: str = BRUTE_FORCE,
+        oov_item_index: int = 0,
+        new_item_candidates: int = 0,
+    ):
         super().__init__()
         if index not in INDEXES:
             raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
@@ -248,14 +271,25 @@ class ServingModule(tf.Module):
         kinds = np.zeros([0], np.int64) if catalog.graph_kinds is None else np.asarray(catalog.graph_kinds, np.int64)
         self.num_graph_kinds = int(kinds.max(initial=-1)) + 1
         width = len(kinds)
-        self.graph_neighbours = _growable(np.full([len(catalog.ids), 0], -1, np.int64) if not width else np.asarray(catalog.graph_neighbours, np.int64), "graph_neighbours")
-        self.graph_weights = _growable(np.zeros([len(catalog.ids), 0], np.float32) if not width else np.asarray(catalog.graph_weights, np.float32), "graph_weights")
+        self.graph_neighbours = _growable(
+            np.full([len(catalog.ids), 0], -1, np.int64) if not width else np.asarray(catalog.graph_neighbours, np.int64),
+            "graph_neighbours",
+        )
+        self.graph_weights = _growable(
+            np.zeros([len(catalog.ids), 0], np.float32) if not width else np.asarray(catalog.graph_weights, np.float32), "graph_weights"
+        )
         self.graph_kinds = tf.constant(kinds)
         self.graph_mix = tf.Variable(np.zeros([self.num_graph_kinds], np.float32), trainable=False, name="graph_mix")
         self.graph_history = tf.Variable(GRAPH_HISTORY, dtype=tf.int64, trainable=False, name="graph_history")
         self.new_item_boost = tf.Variable(0.0, trainable=False, name="new_item_boost")  # added to a new item's logit
         self.new_item_candidates = min(new_item_candidates, len(catalog.ids)) if index == BRUTE_FORCE else 0
-        self.profile_modalities = tf.Variable(_bytes(profile_modalities) if profile_modalities else np.zeros([0], object), dtype=tf.string, shape=[None], trainable=False, name="profile_modalities")
+        self.profile_modalities = tf.Variable(
+            _bytes(profile_modalities) if profile_modalities else np.zeros([0], object),
+            dtype=tf.string,
+            shape=[None],
+            trainable=False,
+            name="profile_modalities",
+        )
         self.index_type = tf.Variable(index, trainable=False, name="index_type")
         # Catalog rows [0, indexed_items) are in the ScaNN index; later rows (added items) are scored by brute force.
         self.indexed_items = tf.Variable(len(catalog.ids) if index == SCANN else 0, dtype=tf.int64, trainable=False, name="indexed_items")
@@ -272,7 +306,9 @@ class ServingModule(tf.Module):
         lengths = [len(row) for row in seen_positions]
         values = np.concatenate([np.asarray(row, np.int64) for row in seen_positions]) if sum(lengths) else np.zeros([0], np.int64)
         self.seen_values = tf.Variable(values, trainable=False, name="seen_values")
-        self.seen_row_splits = tf.Variable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), trainable=False, name="seen_row_splits")
+        self.seen_row_splits = tf.Variable(
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), trainable=False, name="seen_row_splits"
+        )
         self.query = self._query_signature([], self._top_k)
         self.recommend = self._query_signature([tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], self._recommend)
         self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], self._rank_items)
@@ -290,7 +326,7 @@ class ServingModule(tf.Module):
         return spec
 
     def _add_items(self, items: dict) -> tf.Tensor:
-        """Appends items to the catalog (not a serving signature: serving.index calls it on a loaded model,
+        """Appends items to the catalog (not a serving signature: app.add_items calls it on a loaded model,
         then saves a new version). The caller makes sure the ids are new. -> the catalog size."""
         start = tf.size(self.catalog_ids, out_type=tf.int64)
         count = tf.size(items[ITEM_IDS_INPUT], out_type=tf.int64)
@@ -341,7 +377,9 @@ class ServingModule(tf.Module):
             pairs.append(tf.stack([tf.boolean_mask(items.indices[:, 0], known), tf.boolean_mask(positions, known)], axis=1))
         return tf.concat(pairs, axis=0)
 
-    def _retrieve(self, raw: dict, k: int, exclude_seen=None, seen=None, new_items: int = 0) -> tuple[dict, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _retrieve(
+        self, raw: dict, k: int, exclude_seen=None, seen=None, new_items: int = 0
+    ) -> tuple[dict, tf.Tensor, tf.Tensor, tf.Tensor]:
         """-> (transformed features, queries [batch, dim], top scores [batch, k (+ new_items)], their catalog positions).
 
         Excluded items (training items, history, `seen` [batch, None] sparse) score float32.min
@@ -418,19 +456,26 @@ class ServingModule(tf.Module):
         if self.catalog_content_profile is not None:
             inputs[F.CONTENT_PROFILE] = tf.gather(self.catalog_content_profile.value(), flat)
         outputs = self.ranker(inputs)
-        return {name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0) for name in (ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)}
+        return {
+            name: tf.where(known, tf.reshape(outputs[name], [batch, width]), 0.0)
+            for name in (ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)
+        }
 
     def _graph_scores(self, history: tf.SparseTensor, positions: tf.Tensor, length) -> tf.Tensor:
         """graph_scores for candidates at catalog `positions` [batch, C] and the user's `history` ids."""
         recent = self._positions(tf.sparse.to_dense(history, default_value=""))  # [batch, L], -1: padding or unknown
-        return graph_scores(recent, positions, self.graph_neighbours.value(), self.graph_weights.value(), self.graph_kinds, self.num_graph_kinds, length)
+        return graph_scores(
+            recent, positions, self.graph_neighbours.value(), self.graph_weights.value(), self.graph_kinds, self.num_graph_kinds, length
+        )
 
     def _recommend_parts(self, raw: dict, exclude_seen: tf.Tensor, seen=None, history_lengths=None) -> dict:
         """Retrieve (+ the new-item candidates), rank, and score the candidates on the item graph -> the parts
         `recommend` blends: positions [batch, C], retrieval scores, is_new (no training interactions), ranker
         outputs (name -> [batch, C]), graph [batch, C, kinds] (one per entry of `history_lengths`, default: the
         served graph_history)."""
-        transformed, queries, retrieval_scores, positions = self._retrieve(raw, self.ranking_candidates, exclude_seen, seen, self.new_item_candidates)
+        transformed, queries, retrieval_scores, positions = self._retrieve(
+            raw, self.ranking_candidates, exclude_seen, seen, self.new_item_candidates
+        )
         lengths = [self.graph_history] if history_lengths is None else history_lengths
         return {
             "positions": positions,
@@ -503,28 +548,13 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, self._labelled_spec)
         positions = tf.squeeze(self._positions(raw[F.ITEM_ID]), 1)
         known = positions >= 0
-        out = {name: tf.where(known, tf.gather(table.value(), tf.maximum(positions, 0)), UNKNOWN) for name, table in self.catalog_slices.items()}
+        out = {
+            name: tf.where(known, tf.gather(table.value(), tf.maximum(positions, 0)), UNKNOWN)
+            for name, table in self.catalog_slices.items()
+        }
         out[F.USER_ACTIVITY] = tf.gather(self.user_activity.value(), self.tft_layer(raw)[F.USER_INDEX])
         out[F.LIKED] = tf.cast(tf.squeeze(raw[F.RATING], 1) >= self.liked_rating, tf.float32)
         return out
-
-
-SIGNATURES = (
-    SERVING_DEFAULT,
-    RECOMMEND_SIGNATURE,
-    QUERY_SIGNATURE,
-    RANK_SIGNATURE,
-    EMBED_SIGNATURE,
-    EMBED_QUERY_SIGNATURE,
-    EVALUATE_SIGNATURE,
-    EVALUATE_RECOMMEND_SIGNATURE,
-    RANK_EXAMPLES_SIGNATURE,
-    EVALUATION_FEATURES_SIGNATURE,
-)
-
-
-RANKER_DIR = "ranker"  # beside the recommender's Format-Serving folder in the Trainer's model artifact
-ITEM_ENCODER_DIR = "item_encoder"
 
 
 def save(module, path: str, signatures: dict) -> None:
@@ -534,16 +564,10 @@ def save(module, path: str, signatures: dict) -> None:
     tf.saved_model.save(module, path, signatures=signatures, options=scann_index.SAVE_OPTIONS)
 
 
-def standalone_dirs(serving_model_dir: str) -> dict[str, str]:
-    """Where export() writes the ranker and the item encoder, beside the recommender."""
-    parent = os.path.dirname(os.path.normpath(serving_model_dir))
-    return {RANKER_DIR: os.path.join(parent, RANKER_DIR), ITEM_ENCODER_DIR: os.path.join(parent, ITEM_ENCODER_DIR)}
-
-
 def export(module: ServingModule, path: str) -> None:
     """Saves the recommender (every signature in SIGNATURES) at `path`, and the ranker and the item encoder beside it."""
     save(module, path, {name: getattr(module, name) for name in SIGNATURES})
-    dirs = standalone_dirs(path)
-    save(module, dirs[RANKER_DIR], {SERVING_DEFAULT: module.rank, RANK_SIGNATURE: module.rank})
+    dirs = trainer_model_dirs(path)
+    save(module, dirs[RANKER], {SERVING_DEFAULT: module.rank, RANK_SIGNATURE: module.rank})
     encoder = module.item_encoder
-    save(encoder, dirs[ITEM_ENCODER_DIR], {SERVING_DEFAULT: encoder.embed_candidates, EMBED_SIGNATURE: encoder.embed_candidates})
+    save(encoder, dirs[ITEM_ENCODER], {SERVING_DEFAULT: encoder.embed_candidates, EMBED_SIGNATURE: encoder.embed_candidates})

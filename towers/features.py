@@ -5,7 +5,7 @@ declares; transformed names are what `preprocessing_fn` emits and the towers,
 exporter and evaluation read.
 """
 
-# Raw features (tf.Example keys written by datasets/, declared in schemas/).
+# Raw features (tf.Example keys written by mmdata/, declared in schemas/).
 USER_ID = "user_id"
 ITEM_ID = "item_id"
 RATING = "rating"

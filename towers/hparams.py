@@ -1,9 +1,14 @@
 """Hyperparameters: the one typed place the trainer, tests and CLI read them from."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
+
+BRUTE_FORCE = "brute_force"  # retrieval_index: score every item
+SCANN = "scann"  # retrieval_index: a ScaNN index in the SavedModel
+INDEXES = (BRUTE_FORCE, SCANN)
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class HParams:
     epochs: int = 3
     early_stopping_patience: int = 0
     top_k: int = 100
-    retrieval_index: str = "brute_force"
+    retrieval_index: str = BRUTE_FORCE
     ranking_candidates: int = 100
     ranking_negatives: int = 3
     item_graph: bool = True
@@ -124,7 +129,7 @@ class HParams:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "HParams":
+    def from_json(cls, text: str | None) -> HParams:
         if not text:
             return cls()
         values = json.loads(text)
@@ -133,5 +138,5 @@ class HParams:
                 values[key] = tuple(values[key])
         return cls(**values)
 
-    def replace(self, **changes) -> "HParams":
+    def replace(self, **changes) -> HParams:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -3,6 +3,7 @@
 One definition serves the exported model's `evaluate` signature (read by TFMA)
 and the most-popular baseline, so both are scored identically.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

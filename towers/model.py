@@ -1,4 +1,5 @@
 """The two-tower retrieval model: towers + a TFRS Retrieval task with logQ correction."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,15 @@ class TwoTowerModel(tfrs.Model):
     `text_encoder`: optional trainable text encoder for the candidate tower (fine-tuning).
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], sampling_probability: np.ndarray, hp: HParams, content_dims: dict[str, int], history_content=None, text_encoder=None):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        sampling_probability: np.ndarray,
+        hp: HParams,
+        content_dims: dict[str, int],
+        history_content=None,
+        text_encoder=None,
+    ):
         super().__init__()
         self.hp = hp
         # the shared content coordinates compare the history's content with the item's: only with a history in the query

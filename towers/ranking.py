@@ -17,6 +17,7 @@ Tasks (tensorflow-recommenders `Ranking` tasks, weights in HParams):
 TFMA evaluates `like` and `predicted_rating` on the held-out interactions;
 `engagement` is measured by the RetrievalEvaluator on the `recommend` lists.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -64,7 +65,9 @@ class RankingModel(tfrs.Model):
             tfrs.layers.dcn.Cross(projection_dim=projection, kernel_initializer="glorot_uniform", name=f"cross_{i}")
             for i in range(hp.ranking_cross_layers)
         ]
-        self.deep = tf.keras.Sequential([tf.keras.layers.Dense(units, activation="relu") for units in hp.ranking_hidden_units], name="ranking_deep")
+        self.deep = tf.keras.Sequential(
+            [tf.keras.layers.Dense(units, activation="relu") for units in hp.ranking_hidden_units], name="ranking_deep"
+        )
         self.engagement_head = tf.keras.layers.Dense(1, name="engagement_head")
         self.like_head = tf.keras.layers.Dense(1, name="like_head")
         self.rating_head = tf.keras.layers.Dense(1, name="rating_head")
@@ -113,9 +116,16 @@ class RankingModel(tfrs.Model):
         column = lambda tensor: tf.expand_dims(tf.cast(tensor, tf.float32), 1)  # Keras losses reduce the last axis
         interactions = features[INTERACTION_WEIGHT]  # like and rating exist for interactions only
         engagement = self.engagement_task(
-            labels=column(features[F.ENGAGED]), predictions=column(outputs[ENGAGEMENT_LOGIT]), sample_weight=features[ENGAGEMENT_WEIGHT], training=training
+            labels=column(features[F.ENGAGED]),
+            predictions=column(outputs[ENGAGEMENT_LOGIT]),
+            sample_weight=features[ENGAGEMENT_WEIGHT],
+            training=training,
         )
-        like = self.like_task(labels=column(features[F.LIKED]), predictions=column(outputs[LIKE_LOGIT]), sample_weight=interactions, training=training)
-        rating = self.rating_task(labels=column(features[F.RATING]), predictions=column(outputs[RATING_OUTPUT]), sample_weight=interactions, training=training)
+        like = self.like_task(
+            labels=column(features[F.LIKED]), predictions=column(outputs[LIKE_LOGIT]), sample_weight=interactions, training=training
+        )
+        rating = self.rating_task(
+            labels=column(features[F.RATING]), predictions=column(outputs[RATING_OUTPUT]), sample_weight=interactions, training=training
+        )
         hp = self.hp
         return hp.engagement_loss_weight * engagement + hp.like_loss_weight * like + hp.rating_loss_weight * rating

@@ -7,6 +7,7 @@ of each loaded graph and reused after that (ScaNN's resource kernel caches it).
 Saving needs `SAVE_OPTIONS` (the Scann op namespace); loading needs
 `import scann` (which registers the ops).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,15 @@ import numpy as np
 import tensorflow as tf
 
 TENSOR_NAMES = (
-    "scann_config", "serialized_partitioner", "datapoint_to_token", "ah_codebook", "hashed_dataset",
-    "int8_dataset", "int8_multipliers", "dp_norms", "dataset",
+    "scann_config",
+    "serialized_partitioner",
+    "datapoint_to_token",
+    "ah_codebook",
+    "hashed_dataset",
+    "int8_dataset",
+    "int8_multipliers",
+    "dp_norms",
+    "dataset",
 )
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
 
@@ -53,7 +61,9 @@ def build_searcher(embeddings: np.ndarray, k: int, leaves_fraction: float = 0.3,
     builder = _ops().builder(embeddings, k, "dot_product")
     leaves = num_leaves(n)
     if leaves:
-        builder = builder.tree(num_leaves=leaves, num_leaves_to_search=max(1, int(leaves * leaves_fraction)), training_sample_size=min(n, 250_000))
+        builder = builder.tree(
+            num_leaves=leaves, num_leaves_to_search=max(1, int(leaves * leaves_fraction)), training_sample_size=min(n, 250_000)
+        )
     return builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder or max(10 * k, 1000)).build()
 
 

@@ -4,6 +4,7 @@ Both take the dict `preprocessing_fn` emits and return [batch, embedding_dim]
 L2-normalised embeddings. Embedding tables are sized from vocabulary sizes read
 back from the Transform output (`vocab_sizes`), never hard-coded.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -104,7 +105,9 @@ class HistorySequence(tf.keras.layers.Layer):
     def __init__(self, vocab_size: int, dim: int, blocks: int, heads: int, content: tf.Variable | None = None, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.dim = vocab_size, dim
-        self.item = warm_start.index_by(tf.keras.layers.Embedding(vocab_size + F.NUM_OOV_BUCKETS + 1, dim, name="item"), F.VOCAB_ITEM, offset=1)
+        self.item = warm_start.index_by(
+            tf.keras.layers.Embedding(vocab_size + F.NUM_OOV_BUCKETS + 1, dim, name="item"), F.VOCAB_ITEM, offset=1
+        )
         self.position = tf.keras.layers.Embedding(F.HISTORY_LENGTH, dim, name="recency_position")
         self.content = content
         self.content_projection = tf.keras.layers.Dense(dim, name="content_projection") if content is not None else None
@@ -112,7 +115,9 @@ class HistorySequence(tf.keras.layers.Layer):
             (
                 tf.keras.layers.MultiHeadAttention(heads, max(dim // heads, 1), dropout=0.1, name=f"attention_{b}"),
                 tf.keras.layers.LayerNormalization(name=f"attention_norm_{b}"),
-                tf.keras.Sequential([tf.keras.layers.Dense(2 * dim, activation="relu"), tf.keras.layers.Dense(dim)], name=f"feed_forward_{b}"),
+                tf.keras.Sequential(
+                    [tf.keras.layers.Dense(2 * dim, activation="relu"), tf.keras.layers.Dense(dim)], name=f"feed_forward_{b}"
+                ),
                 tf.keras.layers.LayerNormalization(name=f"feed_forward_norm_{b}"),
             )
             for b in range(blocks)
@@ -228,7 +233,9 @@ class QueryTower(tf.keras.Model):
         self.sequence = None
         if hp.history_encoder == "attention" and "history" in hp.query_features:
             table = self.history_content.table if self.history_content is not None else None
-            self.sequence = HistorySequence(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, hp.history_blocks, hp.history_heads, table, name="history_sequence")
+            self.sequence = HistorySequence(
+                vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, hp.history_blocks, hp.history_heads, table, name="history_sequence"
+            )
         similarity_dim = hp.content_similarity_dim if self.shared_content is not None else 0
         self.mlp = _mlp(hp, "query_mlp", hp.embedding_dim - similarity_dim)
 
@@ -302,7 +309,10 @@ class CandidateTower(tf.keras.Model):
         # Metadata: title words and genres where the dataset has them (+ year, if in the inputs).
         self.metadata = {
             feature: MaskedMeanEmbedding(
-                vocab_sizes[F.TOKEN_FEATURE_VOCABS[feature]], hp.feature_embedding_dim, F.TOKEN_FEATURE_VOCABS[feature], name=f"{F.TOKEN_FEATURE_VOCABS[feature]}_embedding"
+                vocab_sizes[F.TOKEN_FEATURE_VOCABS[feature]],
+                hp.feature_embedding_dim,
+                F.TOKEN_FEATURE_VOCABS[feature],
+                name=f"{F.TOKEN_FEATURE_VOCABS[feature]}_embedding",
             )
             for feature in (F.TITLE_TOKENS, F.GENRE_TOKENS)
             if F.TOKEN_FEATURE_VOCABS[feature] in vocab_sizes
@@ -353,8 +363,13 @@ class CandidateTower(tf.keras.Model):
         vectors, present = self._modalities(inputs, training)
         if self.cross_modal is not None:
             tokens = vectors + self.modality_type(tf.range(len(self.modalities)))[tf.newaxis]
-            visible = tf.logical_and(present[:, :, tf.newaxis] > 0, present[:, tf.newaxis, :] > 0)  # missing modalities neither read nor are read
-            vectors = self.cross_modal_norm(tokens + self.cross_modal(tokens, tokens, attention_mask=visible, training=training)) * present[..., tf.newaxis]
+            visible = tf.logical_and(
+                present[:, :, tf.newaxis] > 0, present[:, tf.newaxis, :] > 0
+            )  # missing modalities neither read nor are read
+            vectors = (
+                self.cross_modal_norm(tokens + self.cross_modal(tokens, tokens, attention_mask=visible, training=training))
+                * present[..., tf.newaxis]
+            )
         logits = tf.squeeze(self.gate(vectors), -1) + (1.0 - present) * -1e9
         # "* present": an item with no usable modality (e.g. unseen, in an ID-only
         # tower) gets all-zero weights, not a uniform mix of unused inputs.

@@ -11,6 +11,7 @@ every other weight as it is.
 Only trainable weights are saved: the non-trainable ones are tables derived
 from the data (content by item index) that the Trainer rebuilds.
 """
+
 from __future__ import annotations
 
 import io

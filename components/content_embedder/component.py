@@ -1,4 +1,5 @@
 """ContentEmbedder component: runs the content encoders over the catalog with Beam RunInference."""
+
 import json
 
 from tfx.dsl.components.base import base_beam_component, executor_spec

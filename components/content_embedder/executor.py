@@ -5,9 +5,11 @@ unsupported image or sound) leaves the item with its other modalities; each fail
 listed with item id, modality and reason in `quarantine.jsonl` beside the
 output and counted in the artifact's `num_quarantined`; the run goes on.
 """
+
 import json
 import os
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -18,11 +20,9 @@ from tfx.types import artifact_utils
 
 from components.content_embedder import spec
 from towers import features as F
+from towers.contract import ITEM_EMBEDDINGS_FILE, ITEMS_SPLIT, QUARANTINE_FILE
 from towers.encoders import media
 
-SPLIT = "items"
-RECORDS_FILE = "item_embeddings"
-QUARANTINE_FILE = "quarantine.jsonl"
 NUM_QUARANTINED_PROPERTY = "num_quarantined"
 TEXT = "text"
 IMAGE = "image"
@@ -150,7 +150,9 @@ class ParseItem(beam.DoFn):
     def process(self, serialized: bytes):
         feature = tf.train.Example.FromString(serialized).features.feature
         item_id = media.decode_text(_first_bytes(feature, F.ITEM_ID))[0]
-        quarantine = lambda modality, reason: beam.pvalue.TaggedOutput(QUARANTINE_TAG, {"item_id": item_id, "modality": modality, "reason": reason})
+        quarantine = lambda modality, reason: beam.pvalue.TaggedOutput(
+            QUARANTINE_TAG, {"item_id": item_id, "modality": modality, "reason": reason}
+        )
         if TEXT in self.modalities:
             text, problem = media.decode_text(_first_bytes(feature, F.ITEM_TEXT))
             if problem:  # kept, with the bytes replaced, and reported
@@ -202,11 +204,25 @@ def embed_items(records, handles: dict[str, str]):
     for modality in handles:
         by_modality[modality] = (
             parsed[modality]
-            | f"Encode{modality.title()}" >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[modality], **_BATCHING.get(modality, {}))))
+            | f"Encode{modality.title()}"
+            >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[modality], **_BATCHING.get(modality, {}))))
             | f"Unwrap{modality.title()}" >> beam.MapTuple(lambda item_id, result: (item_id, result.inference))
         )
     embedded = by_modality | "JoinModalities" >> beam.CoGroupByKey() | "ToExample" >> beam.MapTuple(_merge)
     return embedded, parsed[QUARANTINE_TAG]
+
+
+def write_outputs(records, handles: dict[str, str], uri: str) -> None:
+    """Embeds a PCollection of serialized catalog tf.Examples and writes the component's output layout under `uri`:
+    Split-items/ (one record per item: id + one embedding per modality it has) and the quarantine file."""
+    embedded, quarantined = embed_items(records, {m: handles[m] for m in MODALITIES if m in handles})
+    out = os.path.join(uri, f"Split-{ITEMS_SPLIT}", ITEM_EMBEDDINGS_FILE)
+    _ = embedded | "Write" >> beam.io.WriteToTFRecord(out, file_name_suffix=".gz")
+    _ = (
+        quarantined
+        | "QuarantineJson" >> beam.Map(json.dumps)
+        | "WriteQuarantine" >> beam.io.WriteToText(os.path.join(uri, QUARANTINE_FILE), shard_name_template="")
+    )
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -219,16 +235,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             for uri in [artifact_utils.get_split_uri([catalog], split)]
         ]
         output = artifact_utils.get_single_instance(output_dict[spec.ITEM_EMBEDDINGS_KEY])
-        output.split_names = artifact_utils.encode_split_names([SPLIT])
-        out_dir = os.path.join(output.uri, f"Split-{SPLIT}")
+        output.split_names = artifact_utils.encode_split_names([ITEMS_SPLIT])
         with self._make_beam_pipeline() as pipeline:
             records = pipeline | "ReadCatalog" >> beam.Create(files) | beam.io.ReadAllFromTFRecord()
-            embedded, quarantined = embed_items(records, {m: handles[m] for m in MODALITIES if m in handles})
-            _ = embedded | "Write" >> beam.io.WriteToTFRecord(os.path.join(out_dir, RECORDS_FILE), file_name_suffix=".gz")
-            _ = (
-                quarantined
-                | "QuarantineJson" >> beam.Map(json.dumps)
-                | "WriteQuarantine" >> beam.io.WriteToText(os.path.join(output.uri, QUARANTINE_FILE), shard_name_template="")
-            )
+            write_outputs(records, handles, output.uri)
         with tf.io.gfile.GFile(os.path.join(output.uri, QUARANTINE_FILE)) as f:
             output.set_int_custom_property(NUM_QUARANTINED_PROPERTY, sum(1 for line in f if line.strip()))

@@ -1,4 +1,5 @@
 """ContentEmbedder: catalog Examples in, one content-embedding record per item out."""
+
 from tfx.types import component_spec, standard_artifacts
 
 CATALOG_KEY = "catalog"

@@ -1,4 +1,5 @@
 """RetrievalEvaluator component: retrieval metrics of the trained model, and the blessing the Pusher reads."""
+
 from typing import Optional
 
 from tfx import types

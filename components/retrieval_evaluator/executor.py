@@ -12,11 +12,12 @@ all items and among new items only (retrieval). Eval records the model cannot
 read are listed (record number and the model's error), left out of the
 metrics, and block the blessing: the run goes on, the model is not pushed.
 """
+
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import absl.logging
 import numpy as np
@@ -29,43 +30,17 @@ from tfx.utils import path_utils
 from components import baselines as baselines_component
 from components import evaluation as ev
 from components.retrieval_evaluator import spec
-from towers import exporter, scann_index
+from components.retrieval_evaluator.thresholds import Thresholds
+from towers import contract, metrics, scann_index
 from towers import features as F
-from towers import metrics
+from towers.contract import METRICS_FILE
 
-METRICS_FILE = "metrics.json"
 BATCH_SIZE = 1000
 MAX_LISTED_PROBLEMS = 20
 COVERAGE = ev.COVERAGE
 RETRIEVAL = "retrieval"
 RECOMMEND = "recommend"
-SIGNATURES = {RETRIEVAL: exporter.EVALUATE_SIGNATURE, RECOMMEND: exporter.EVALUATE_RECOMMEND_SIGNATURE}
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When the RetrievalEvaluator blesses a model.
-
-    Attributes:
-      min_recall_at_100: floor on retrieval Recall@100.
-      min_recall_at_10: floor on retrieval Recall@10.
-      max_regression: allowed drop of retrieval Recall@100 (absolute) versus
-        the baseline (last blessed) model on the same eval data.
-      require_beat_baseline: the check "the served recommend beats the best
-        simple baseline on Recall@10" blocks the blessing (default: a warning).
-    """
-
-    min_recall_at_100: float = 0.05
-    min_recall_at_10: float = 0.0
-    max_regression: float = 0.02
-    require_beat_baseline: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Thresholds":
-        return cls(**json.loads(text))
+SIGNATURES = {RETRIEVAL: contract.EVALUATE_SIGNATURE, RECOMMEND: contract.EVALUATE_RECOMMEND_SIGNATURE}
 
 
 def load_model(model_uri: str):
@@ -80,7 +55,9 @@ def _call(signature, records: list[bytes]) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in signature(examples=tf.constant(records)).items()}
 
 
-def run_signatures(model, names: dict[str, str], records: list[bytes], prepare: Optional[Callable[[int, bytes], bytes]] = None) -> tuple[dict[str, dict[str, np.ndarray]], list[str], np.ndarray]:
+def run_signatures(
+    model, names: dict[str, str], records: list[bytes], prepare: Optional[Callable[[int, bytes], bytes]] = None
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str], np.ndarray]:
     """Calls each named signature on `records` in batches (each record passed through `prepare(number, record)` first).
 
     A batch the model rejects is retried record by record; records that still
@@ -111,7 +88,11 @@ def run_signatures(model, names: dict[str, str], records: list[bytes], prepare: 
             for key, values in result.items():
                 for output, array in values.items():
                     outputs[key].setdefault(output, []).append(array)
-    return {key: {output: np.concatenate(arrays) for output, arrays in values.items()} for key, values in outputs.items()}, problems, np.asarray(kept, np.int64)
+    return (
+        {key: {output: np.concatenate(arrays) for output, arrays in values.items()} for key, values in outputs.items()},
+        problems,
+        np.asarray(kept, np.int64),
+    )
 
 
 def coverage(top_ids: np.ndarray, catalog_size: int) -> float:
@@ -123,7 +104,7 @@ def summarize(per_example: dict[str, np.ndarray], catalog_size: int, mask: Optio
     """Mean of each metric, coverage@10 and the count, over the examples in `mask` (default all)."""
     mask = np.ones(len(per_example[metrics.METRIC_NAMES[0]]), bool) if mask is None else mask
     out = ev.summarize(per_example, mask)
-    out[COVERAGE] = coverage(per_example[exporter.ITEM_IDS_OUTPUT][mask], catalog_size)
+    out[COVERAGE] = coverage(per_example[contract.ITEM_IDS_OUTPUT][mask], catalog_size)
     return out
 
 
@@ -135,12 +116,14 @@ def by_slice(per_example: dict[str, np.ndarray], slices: dict[str, np.ndarray], 
     }
 
 
-def evaluate_model(model, records: list[bytes], with_slices: bool, prepare=None) -> tuple[dict[str, Any], list[str], dict[str, dict[str, np.ndarray]], np.ndarray]:
+def evaluate_model(
+    model, records: list[bytes], with_slices: bool, prepare=None
+) -> tuple[dict[str, Any], list[str], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """{retrieval, recommend: {overall, by_slice}} for one model, the unreadable records, the per-record outputs and
     the numbers of the readable records."""
     names = dict(SIGNATURES)
     if with_slices:
-        names["slices"] = exporter.EVALUATION_FEATURES_SIGNATURE
+        names["slices"] = contract.EVALUATION_FEATURES_SIGNATURE
     outputs, problems, kept = run_signatures(model, names, records, prepare)
     catalog_size = int(tf.size(model.catalog_ids))
     slices = {name: outputs["slices"][name] for name in F.EVAL_SLICE_FEATURES} if with_slices and outputs["slices"] else {}
@@ -153,7 +136,15 @@ def evaluate_model(model, records: list[bytes], with_slices: bool, prepare=None)
     return result, problems, outputs, kept
 
 
-def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[np.ndarray], index: dict[bytes, int], cold: np.ndarray, readable: np.ndarray) -> dict[str, dict]:
+def among_own_kind(
+    model,
+    records: list[bytes],
+    held_out: ev.Events,
+    seen: list[np.ndarray],
+    index: dict[bytes, int],
+    cold: np.ndarray,
+    readable: np.ndarray,
+) -> dict[str, dict]:
     """Retrieval Recall@K of new (cold) targets ranked among new items only, and of warm targets among warm items only.
 
     The cold-start literature's protocol (DropoutNet, Heater, GAR, ALDI); the
@@ -170,7 +161,9 @@ def among_own_kind(model, records: list[bytes], held_out: ev.Events, seen: list[
         per_event: dict[str, list] = {name: [] for name in metrics.METRIC_NAMES}
         for start in range(0, len(rows), BATCH_SIZE):
             batch = rows[start : start + BATCH_SIZE]
-            queries = model.signatures[exporter.EMBED_QUERY_SIGNATURE](examples=tf.constant([records[i] for i in batch]))[exporter.EMBEDDINGS_OUTPUT].numpy()
+            queries = model.signatures[contract.EMBED_QUERY_SIGNATURE](examples=tf.constant([records[i] for i in batch]))[
+                contract.EMBEDDINGS_OUTPUT
+            ].numpy()
             top = ev.top_k(queries @ embeddings.T, [seen[i] for i in batch], max(metrics.RECALL_KS), candidates)
             for name, values in ev.hits(top, truth[batch]).items():
                 per_event[name].append(values)
@@ -195,13 +188,15 @@ def evaluate_split(model, events: dict[str, ev.Events], records: list[bytes], sp
     target = events[split]
     catalog_ids = model.catalog_ids.numpy()
     index = ev.catalog_index(catalog_ids)
-    seen = ev.SeenItems(index, events[ev.TRAIN_SPLIT], *(e for name, e in events.items() if name != ev.TRAIN_SPLIT)).for_events(target)
+    seen = ev.SeenItems(index, events[contract.TRAIN_SPLIT], *(e for name, e in events.items() if name != contract.TRAIN_SPLIT)).for_events(
+        target
+    )
 
     def prepare(number: int, record: bytes) -> bytes:
         return ev.with_seen_items(record, catalog_ids[seen[number]].tolist())
 
     result, problems, outputs, kept = evaluate_model(model, records, with_slices, prepare)
-    cold = ev.cold_mask(len(catalog_ids), index, events[ev.TRAIN_SPLIT])
+    cold = ev.cold_mask(len(catalog_ids), index, events[contract.TRAIN_SPLIT])
     truth = ev.positions(target.items, index)
     targets = ev.targets_by_freshness(truth, cold)
     for key in SIGNATURES:
@@ -227,7 +222,11 @@ def compare(per_event: dict[str, dict[str, np.ndarray]], users: np.ndarray, best
         boot = ev.user_bootstrap({name: values[metric] for name, values in per_event.items()}, users)
         row = ev.public(boot)
         row["ratios"] = {
-            path: {other: ev.ratio(boot, path, other) for other in dict.fromkeys((best, baselines_component.MOST_POPULAR)) if other in per_event}
+            path: {
+                other: ev.ratio(boot, path, other)
+                for other in dict.fromkeys((best, baselines_component.MOST_POPULAR))
+                if other in per_event
+            }
             for path in SIGNATURES
         }
         out[metric] = row
@@ -245,10 +244,17 @@ def beats_baseline_check(comparison: dict, best: str, best_label: str, gate: boo
         f"[95% CI {ratios[view]['ci'][0]:.2f}-{ratios[view]['ci'][1]:.2f}]"
         for view in ("per_event", "per_user")
     )
-    return {"check": f"served recommend beats the best simple baseline ({best_label}) on {name}", "passed": passed, "gate": gate, "detail": detail}
+    return {
+        "check": f"served recommend beats the best simple baseline ({best_label}) on {name}",
+        "passed": passed,
+        "gate": gate,
+        "detail": detail,
+    }
 
 
-def checks(candidate: dict, baseline: Optional[dict], thresholds: Thresholds, tfma_blessed: Optional[bool], problems: list[str]) -> list[dict]:
+def checks(
+    candidate: dict, baseline: Optional[dict], thresholds: Thresholds, tfma_blessed: Optional[bool], problems: list[str]
+) -> list[dict]:
     """Every check the blessing needs: {'check', 'passed', 'gate', 'detail'} (gate False: reported, not blocking)."""
     overall = candidate[RETRIEVAL]["overall"]
     out = []
@@ -258,13 +264,21 @@ def checks(candidate: dict, baseline: Optional[dict], thresholds: Thresholds, tf
     if baseline is not None:
         name = metrics.recall_name(100)
         now, before = overall.get(name, float("nan")), baseline[RETRIEVAL]["overall"].get(name, float("nan"))
-        out.append({
-            "check": f"{name} drop vs last blessed model <= {thresholds.max_regression}",
-            "passed": bool(now >= before - thresholds.max_regression),
-            "detail": f"{now:.4f} vs {before:.4f}",
-        })
+        out.append(
+            {
+                "check": f"{name} drop vs last blessed model <= {thresholds.max_regression}",
+                "passed": bool(now >= before - thresholds.max_regression),
+                "detail": f"{now:.4f} vs {before:.4f}",
+            }
+        )
     if tfma_blessed is not None:
-        out.append({"check": "TFMA Evaluator blessed the ranking model", "passed": tfma_blessed, "detail": "blessed" if tfma_blessed else "not blessed"})
+        out.append(
+            {
+                "check": "TFMA Evaluator blessed the ranking model",
+                "passed": tfma_blessed,
+                "detail": "blessed" if tfma_blessed else "not blessed",
+            }
+        )
     out.append({"check": "every eval record readable", "passed": not problems, "detail": f"{len(problems)} unreadable"})
     return [{**check, "gate": True} for check in out]
 
@@ -280,12 +294,15 @@ class Executor(base_executor.BaseExecutor):
         if exec_properties.get(spec.MIN_RECALL_KEY) is not None:
             thresholds = dataclasses.replace(thresholds, min_recall_at_100=float(exec_properties[spec.MIN_RECALL_KEY]))
         model_artifact = artifact_utils.get_single_instance(input_dict[spec.MODEL_KEY])
-        split_uri = {split: artifact_utils.get_split_uri(input_dict[spec.EXAMPLES_KEY], split) for split in (ev.TRAIN_SPLIT, ev.VALIDATION_SPLIT, ev.EVAL_SPLIT)}
-        records = ev.read_serialized(split_uri[ev.EVAL_SPLIT])
+        split_uri = {
+            split: artifact_utils.get_split_uri(input_dict[spec.EXAMPLES_KEY], split)
+            for split in (contract.TRAIN_SPLIT, contract.VALIDATION_SPLIT, contract.EVAL_SPLIT)
+        }
+        records = ev.read_serialized(split_uri[contract.EVAL_SPLIT])
         events = {split: ev.read_events(uri) for split, uri in split_uri.items()}
-        held_out = events[ev.EVAL_SPLIT]
+        held_out = events[contract.EVAL_SPLIT]
         absl.logging.info("RetrievalEvaluator: %d eval records", len(records))
-        candidate, problems, outputs, kept, prepare = evaluate_split(load_model(model_artifact.uri), events, records, ev.EVAL_SPLIT)
+        candidate, problems, outputs, kept, prepare = evaluate_split(load_model(model_artifact.uri), events, records, contract.EVAL_SPLIT)
         report: dict[str, Any] = {**candidate}
         baselines_artifacts = input_dict.get(spec.BASELINES_KEY) or []
         extra_checks = []
@@ -295,9 +312,12 @@ class Executor(base_executor.BaseExecutor):
             if not np.array_equal(baseline_arrays[F.ITEM_ID], held_out.items.astype(bytes)):
                 raise ValueError("the Baselines' eval events differ from the eval split read here (another ExampleGen output?)")
             per_event = {key: {name: outputs[key][name] for name in metrics.METRIC_NAMES} for key in SIGNATURES if outputs[key]}
-            per_event.update({
-                name: {metric: baseline_arrays[f"{name}/{metric}"][kept] for metric in metrics.METRIC_NAMES} for name in baselines_report["baselines"]
-            })
+            per_event.update(
+                {
+                    name: {metric: baseline_arrays[f"{name}/{metric}"][kept] for metric in metrics.METRIC_NAMES}
+                    for name in baselines_report["baselines"]
+                }
+            )
             report["baselines"] = baselines_report
             report["comparison"] = compare(per_event, held_out.users[kept], best)
             best_label = baselines_component.label(best, baselines_report["baselines"][best]["params"])
@@ -310,24 +330,33 @@ class Executor(base_executor.BaseExecutor):
         tfma_blessed = tfma[0].get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY) == 1 if tfma else None
         results = checks(candidate, last_blessed, thresholds, tfma_blessed, problems) + extra_checks
         is_blessed = blessed(results)
-        report.update({
-            "last_blessed_model": last_blessed,
-            "checks": results,
-            "blessed": is_blessed,
-            "num_eval_records": len(records),
-            "num_eval_users": int(len(np.unique(held_out.users))),
-            "num_validation_records": len(events[ev.VALIDATION_SPLIT]),
-            "unreadable_records": len(problems),
-            "unreadable_examples": problems[:MAX_LISTED_PROBLEMS],
-        })
+        report.update(
+            {
+                "last_blessed_model": last_blessed,
+                "checks": results,
+                "blessed": is_blessed,
+                "num_eval_records": len(records),
+                "num_eval_users": int(len(np.unique(held_out.users))),
+                "num_validation_records": len(events[contract.VALIDATION_SPLIT]),
+                "unreadable_records": len(problems),
+                "unreadable_examples": problems[:MAX_LISTED_PROBLEMS],
+            }
+        )
         for problem in problems[:MAX_LISTED_PROBLEMS]:
             absl.logging.warning("RetrievalEvaluator: %s", problem)
         evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
             json.dump(report, f, indent=2)
-        self._write_blessing(artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY]), model_artifact, last_blessed_artifacts, is_blessed)
+        self._write_blessing(
+            artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY]), model_artifact, last_blessed_artifacts, is_blessed
+        )
         for check in results:
-            absl.logging.info("RetrievalEvaluator: %s %s (%s)", "PASS" if check["passed"] else ("FAIL" if check["gate"] else "WARN"), check["check"], check["detail"])
+            absl.logging.info(
+                "RetrievalEvaluator: %s %s (%s)",
+                "PASS" if check["passed"] else ("FAIL" if check["gate"] else "WARN"),
+                check["check"],
+                check["detail"],
+            )
 
     @staticmethod
     def _write_blessing(blessing, model, baseline_artifacts: list, blessed: bool) -> None:

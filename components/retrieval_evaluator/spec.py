@@ -1,4 +1,5 @@
 """RetrievalEvaluator: eval Examples + model (+ last blessed model, + TFMA's blessing) in; metrics and a ModelBlessing out."""
+
 from tfx.types import component_spec, standard_artifacts
 
 EXAMPLES_KEY = "examples"

@@ -9,6 +9,7 @@ frames, log10(10000 x + 1)), in float32 (the extractor's float16 overflows).
 A clip is cut into 187-frame (3 s) patches, repeated if shorter, and the
 features are averaged over patches.
 """
+
 import importlib.util
 import os
 

@@ -11,6 +11,7 @@ strings [batch]; transparent pixels are composited on white, the image is
 padded to a square with white and resized to 224x224. `embed_pixels(pixels)`
 takes float32 RGB [batch, 224, 224, 3] in 0..255.
 """
+
 import importlib.util
 import os
 
@@ -26,7 +27,15 @@ IMAGE_SIZE = 224
 MEAN, STD = 127.0, 128.0
 BN_EPS = 1e-3
 # (kernel, stride, expand ratio, input filters, output filters, repeats) from efficientnet_lite_builder.
-BLOCKS = [(3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3), (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1)]
+BLOCKS = [
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+]
 
 
 def checkpoint_path() -> str:
@@ -38,6 +47,7 @@ def checkpoint_path() -> str:
 
 def decode_image(data: tf.Tensor) -> tf.Tensor:
     """One encoded image (string) -> float32 [224, 224, 3] in 0..255, on a white square canvas."""
+
     def png():
         rgba = tf.cast(tf.io.decode_png(data, channels=4), tf.float32)
         alpha = rgba[..., 3:] / 255.0

@@ -6,6 +6,7 @@ which resampling turns into hundreds of GiB). Each check returns the reason an
 item's media is refused (the item is then quarantined and named, and keeps
 its other modalities), or None.
 """
+
 from __future__ import annotations
 
 import io

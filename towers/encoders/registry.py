@@ -4,12 +4,13 @@ An encoder is named by a *handle*: a local SavedModel path here (written by
 `mmtower encoders export` at setup, from weights in registry packages), or a
 TF-Hub / Kaggle handle in production. `load()` takes either, the TF-Hub way.
 """
+
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from towers.encoders import audio_musicnn, image_efficientnet, text_minilm
 

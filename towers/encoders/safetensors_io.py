@@ -1,4 +1,5 @@
 """Read a .safetensors file into numpy arrays (the format is a JSON header + raw little-endian buffers)."""
+
 import json
 import struct
 

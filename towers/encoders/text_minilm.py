@@ -6,6 +6,7 @@ tokenisation in the graph (tensorflow-text BertTokenizer over its vocab.txt),
 mean pooling over real tokens and L2 normalisation, as sentence-transformers
 does. Strings in, [batch, 384] float32 out.
 """
+
 import importlib.util
 import math
 import os

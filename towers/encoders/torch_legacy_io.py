@@ -10,6 +10,7 @@ byte: only plain data, the tensor-rebuild function and the storage types are
 allowed, so a crafted checkpoint cannot run code; sizes and strides are
 checked against the storage before any view is taken.
 """
+
 import collections
 import os
 import pickle

@@ -1,12 +1,13 @@
 """The datasets `mmtower run --dataset NAME` knows, and how to build one."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from datasets import movielens, tuxpaint
-from datasets.records import TEMPORAL, Manifest, span_dir, write_dataset
+from mmdata import movielens, tuxpaint
+from mmdata.records import TEMPORAL, Manifest, span_dir, write_dataset
 from towers import features as F
 
 
@@ -44,7 +45,7 @@ DATASETS = {
         name="tuxpaint",
         description=(
             "tuxpaint stamps (Debian tuxpaint-stamps-default): 802 real items with photo, caption and, for 131, "
-            "a sound; interactions SIMULATED by datasets/simulator.py (2,500 users, seeded)"
+            "a sound; interactions SIMULATED by mmdata/simulator.py (2,500 users, seeded)"
         ),
         loader=lambda max_users=None: tuxpaint.load(max_users=max_users),
         schema_name="tuxpaint",
@@ -61,7 +62,16 @@ def get(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction: float | None = None, cold_item_fraction: float | None = None, split: str = TEMPORAL, spans: int = 1, validation_fraction: float | None = None) -> Manifest:
+def build(
+    name: str,
+    data_dir: str,
+    max_users: int | None = None,
+    eval_fraction: float | None = None,
+    cold_item_fraction: float | None = None,
+    split: str = TEMPORAL,
+    spans: int = 1,
+    validation_fraction: float | None = None,
+) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
     `split`: records.TEMPORAL (default) or records.RANDOM (the TFRS tutorials' protocol).
@@ -73,9 +83,34 @@ def build(name: str, data_dir: str, max_users: int | None = None, eval_fraction:
     validation_fraction = spec.validation_fraction if validation_fraction is None else validation_fraction
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
-        same = (manifest.dataset, manifest.eval_fraction, manifest.max_users, manifest.cold_item_fraction, manifest.split, manifest.spans, manifest.validation_fraction)
-        if same == (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction) and os.path.isdir(span_dir(data_dir, spans)) and manifest.span_sizes:
+        same = (
+            manifest.dataset,
+            manifest.eval_fraction,
+            manifest.max_users,
+            manifest.cold_item_fraction,
+            manifest.split,
+            manifest.spans,
+            manifest.validation_fraction,
+        )
+        if (
+            same == (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction)
+            and os.path.isdir(span_dir(data_dir, spans))
+            and manifest.span_sizes
+        ):
             return manifest
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)
-    return write_dataset(name, data_dir, interactions, catalog, users, quarantined, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction)
+    return write_dataset(
+        name,
+        data_dir,
+        interactions,
+        catalog,
+        users,
+        quarantined,
+        eval_fraction,
+        max_users,
+        cold_item_fraction,
+        split,
+        spans,
+        validation_fraction,
+    )

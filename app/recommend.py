@@ -1,12 +1,14 @@
 """`mmtower recommend`: top-K for one user from the newest pushed model, in process."""
+
 from __future__ import annotations
 
 import os
 import time
 
-from datasets.records import CATALOG_FILE, TRAIN_SPLIT, USERS_FILE, read_records, split_dir
-from pipeline.runs import RunPaths, latest_version_dir
+from mmdata.records import read_records, split_dir
+from towers import contract
 from towers import features as F
+from towers.contract import CATALOG_FILE, TRAIN_SPLIT, USERS_FILE, RunPaths, latest_version_dir
 
 
 class SetupError(RuntimeError):
@@ -39,7 +41,9 @@ def load_model(paths: RunPaths):
                 f"(`mmtower report --output {paths.output}` shows the failed checks); a quick demo run can lower the floors "
                 "with --min-auc / --min-recall"
             )
-        raise SetupError(f"no pushed model under {paths.serving_model_dir()}: run `mmtower run --output {paths.output}` (or `make run`) first")
+        raise SetupError(
+            f"no pushed model under {paths.serving_model_dir()}: run `mmtower run --output {paths.output}` (or `make run`) first"
+        )
     return tf.saved_model.load(version_dir), version_dir
 
 
@@ -62,11 +66,16 @@ def query_arrays(dtypes: dict, user: dict, timestamp: int) -> dict:
     values = {**user, F.TIMESTAMP: timestamp}
     missing = sorted(name for name in dtypes if name in F.QUERY_FEATURES and name not in values)
     if missing:
-        raise SetupError(f"the model asks for {', '.join(missing)}, which this dataset's users do not have: it was trained on another dataset")
+        raise SetupError(
+            f"the model asks for {', '.join(missing)}, which this dataset's users do not have: it was trained on another dataset"
+        )
     inputs = {}
     for name, dtype in dtypes.items():
         if name in F.QUERY_FEATURES and name != F.HISTORY:
-            inputs[name] = np.array([values[name].encode() if dtype.name == "string" else values[name]], dtype=object if dtype.name == "string" else dtype.as_numpy_dtype)
+            inputs[name] = np.array(
+                [values[name].encode() if dtype.name == "string" else values[name]],
+                dtype=object if dtype.name == "string" else dtype.as_numpy_dtype,
+            )
     inputs[F.HISTORY] = np.array([[item.encode() for item in values[F.HISTORY]]], dtype=object).reshape(1, len(values[F.HISTORY]))
     return inputs
 
@@ -80,23 +89,23 @@ def query_inputs(signature, user: dict, timestamp: int) -> dict:
     return {name: tf.constant(value, dtype=specs[name].dtype) for name, value in arrays.items()}
 
 
-def recommend_remote(client, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> list[tuple[str, float]]:
+def recommend_remote(
+    client, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True
+) -> list[tuple[str, float]]:
     """recommend() through a TF Serving API client (serving.client): the `recommender` model's signatures."""
     import numpy as np
-    import tensorflow as tf
 
-    from serving.config import RECOMMENDER
-    from towers import exporter
+    from towers.contract import RECOMMENDER
 
-    signature = exporter.RECOMMEND_SIGNATURE if rank else exporter.QUERY_SIGNATURE
+    signature = contract.RECOMMEND_SIGNATURE if rank else contract.QUERY_SIGNATURE
     signature_def = client.metadata(RECOMMENDER)[signature]
     dtypes = {name: _dtype(info) for name, info in signature_def_inputs(signature_def).items()}
     inputs = query_arrays(dtypes, user, int(timestamp or time.time()))
     if rank:
-        inputs[exporter.EXCLUDE_SEEN_INPUT] = np.array([exclude_seen])
+        inputs[contract.EXCLUDE_SEEN_INPUT] = np.array([exclude_seen])
     outputs = client.predict(RECOMMENDER, inputs, signature=signature)
-    ids = [v.decode() for v in outputs[exporter.ITEM_IDS_OUTPUT][0][:k]]
-    return list(zip(ids, outputs[exporter.SCORES_OUTPUT][0][:k].tolist()))
+    ids = [v.decode() for v in outputs[contract.ITEM_IDS_OUTPUT][0][:k]]
+    return list(zip(ids, outputs[contract.SCORES_OUTPUT][0][:k].tolist()))
 
 
 def _dtype(info):
@@ -112,21 +121,21 @@ def signature_def_inputs(signature_def) -> dict:
     return signature_def["inputs"] if isinstance(signature_def, dict) else dict(signature_def.inputs)
 
 
-def recommend(model, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> list[tuple[str, float]]:
+def recommend(
+    model, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True
+) -> list[tuple[str, float]]:
     """(item_id, score) best first: the `recommend` signature (retrieve, then rank; score = sigmoid of the
     ranker's engagement logit + the item-graph score), or with rank=False the `query` signature (retrieval alone, dot-product score)."""
     import tensorflow as tf
 
-    from towers import exporter
-
     if rank:
-        signature = model.signatures[exporter.RECOMMEND_SIGNATURE]
+        signature = model.signatures[contract.RECOMMEND_SIGNATURE]
         outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())), exclude_seen=tf.constant([exclude_seen]))
     else:
-        signature = model.signatures[exporter.QUERY_SIGNATURE]
+        signature = model.signatures[contract.QUERY_SIGNATURE]
         outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())))
-    ids = [v.decode() for v in outputs[exporter.ITEM_IDS_OUTPUT].numpy()[0][:k]]
-    return list(zip(ids, outputs[exporter.SCORES_OUTPUT].numpy()[0][:k].tolist()))
+    ids = [v.decode() for v in outputs[contract.ITEM_IDS_OUTPUT].numpy()[0][:k]]
+    return list(zip(ids, outputs[contract.SCORES_OUTPUT].numpy()[0][:k].tolist()))
 
 
 def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
@@ -139,7 +148,16 @@ def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
-def main(output: str, dataset: str, user_id: str, k: int, exclude_seen: bool = True, rank: bool = True, server: str | None = None, protocol: str = "grpc") -> int:
+def main(
+    output: str,
+    dataset: str,
+    user_id: str,
+    k: int,
+    exclude_seen: bool = True,
+    rank: bool = True,
+    server: str | None = None,
+    protocol: str = "grpc",
+) -> int:
     """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here."""
     paths = RunPaths(os.path.abspath(output), dataset)
     if server:

@@ -11,9 +11,10 @@ with
 - metadata: title = the caption, genres = the folder path.
 SVG-only stamps are left out (no raster image to encode).
 
-The package has no users: interactions come from datasets.simulator (seeded,
+The package has no users: interactions come from mmdata.simulator (seeded,
 documented). Content is real, interactions are simulated.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -22,8 +23,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from datasets import simulator
-from datasets.records import QuarantinedRow
+from mmdata import simulator
+from mmdata.records import QuarantinedRow
 from towers import features as F
 from towers.encoders import media
 
@@ -118,14 +119,16 @@ def load_catalog(root: str | None = None) -> tuple[pd.DataFrame, simulator.ItemT
                 png, colour = None, UNKNOWN_COLOUR
             sound = next((stem + s for s in SOUND_SUFFIXES if os.path.exists(stem + s)), None)
             audio = _read_capped(sound) if sound else None
-            rows.append({
-                F.ITEM_ID: item_id,
-                F.TITLE: caption,
-                F.GENRES: path_words,
-                F.ITEM_TEXT: f"{caption} {', '.join(path_words)}",
-                F.IMAGE: png,
-                F.AUDIO: audio,
-            })
+            rows.append(
+                {
+                    F.ITEM_ID: item_id,
+                    F.TITLE: caption,
+                    F.GENRES: path_words,
+                    F.ITEM_TEXT: f"{caption} {', '.join(path_words)}",
+                    F.IMAGE: png,
+                    F.AUDIO: audio,
+                }
+            )
             colours.append(colour)
     catalog = pd.DataFrame(rows)
     traits = simulator.ItemTraits(
@@ -138,7 +141,9 @@ def load_catalog(root: str | None = None) -> tuple[pd.DataFrame, simulator.ItemT
     return catalog, traits, quarantined
 
 
-def load(root: str | None = None, max_users: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
+def load(
+    root: str | None = None, max_users: int | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
     """-> (interactions with item metadata joined, catalog, users, quarantined rows).
 
     Args:

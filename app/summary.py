@@ -1,18 +1,13 @@
 """What a run produced, read back from ML Metadata and the artifacts it points to."""
+
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
 
-from pipeline.runs import RunPaths
-
-BASELINES_COMPONENT = "Baselines"
-EVALUATOR_COMPONENT = "Evaluator"
-RETRIEVAL_EVALUATOR_COMPONENT = "RetrievalEvaluator"
-PUSHER_COMPONENT = "Pusher"
-TRAINER_COMPONENT = "Trainer"
-CONTENT_COMPONENT = "ContentEmbedder"
+from towers import contract
+from towers.contract import BASELINES, CONTENT_EMBEDDER, EVALUATOR, PUSHER, RETRIEVAL_EVALUATOR, TRAINER, RunPaths
 
 
 @dataclass
@@ -81,8 +76,15 @@ def ranking_failures(validation) -> list[str]:
     """TFMA's failed thresholds (a tfma ValidationResult) as lines naming the metric, its value and the bound it missed."""
     lines = []
     for per_slice in validation.metric_validations_per_slice:
-        where = "" if not per_slice.slice_key.single_slice_keys else " on slice " + ", ".join(
-            f"{key.column}={key.bytes_value.decode() or key.int64_value or key.float_value}" for key in per_slice.slice_key.single_slice_keys)
+        where = (
+            ""
+            if not per_slice.slice_key.single_slice_keys
+            else " on slice "
+            + ", ".join(
+                f"{key.column}={key.bytes_value.decode() or key.int64_value or key.float_value}"
+                for key in per_slice.slice_key.single_slice_keys
+            )
+        )
         for failure in per_slice.failures:
             value = failure.metric_value.double_value.value if failure.metric_value.HasField("double_value") else float("nan")
             name = ("change in " if failure.metric_key.is_diff else "") + metric_name(failure.metric_key)
@@ -99,10 +101,10 @@ def ranking_failures(validation) -> list[str]:
 
 
 def read(paths: RunPaths) -> RunSummary:
-    from components import baselines as baselines_component
-    from components.content_embedder import executor as content_executor
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
+
+    from components.content_embedder import executor as content_executor
 
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = paths.metadata_path
@@ -110,44 +112,44 @@ def read(paths: RunPaths) -> RunSummary:
     store = metadata_store.MetadataStore(config)
     summary = RunSummary()
     name = paths.pipeline_name
-    if baselines := _latest(store, "ModelEvaluation", BASELINES_COMPONENT, name):
-        with open(os.path.join(baselines.uri, baselines_component.METRICS_FILE)) as f:
+    if baselines := _latest(store, "ModelEvaluation", BASELINES, name):
+        with open(os.path.join(baselines.uri, contract.METRICS_FILE)) as f:
             summary.baselines = json.load(f)
-    if evaluation := _latest(store, "ModelEvaluation", EVALUATOR_COMPONENT, name):
+    if evaluation := _latest(store, "ModelEvaluation", EVALUATOR, name):
         summary.evaluation_uri = evaluation.uri
         summary.ranking_metrics = ranking_metrics_from_tfma(evaluation.uri)
-    if blessing := _latest(store, "ModelBlessing", EVALUATOR_COMPONENT, name):
+    if blessing := _latest(store, "ModelBlessing", EVALUATOR, name):
         summary.ranking_blessed = bool(blessing.custom_properties["blessed"].int_value)
         if not summary.ranking_blessed and evaluation is not None:
             import tensorflow_model_analysis as tfma
 
             try:
                 summary.ranking_failures = ranking_failures(tfma.load_validation_result(evaluation.uri))
-            except (OSError, IOError, ValueError) as error:  # an unreadable result still leaves the verdict
+            except (OSError, ValueError) as error:  # an unreadable result still leaves the verdict
                 summary.ranking_failures = [f"TFMA's validation result could not be read: {error}"]
-    if retrieval := _latest(store, "ModelEvaluation", RETRIEVAL_EVALUATOR_COMPONENT, name):
+    if retrieval := _latest(store, "ModelEvaluation", RETRIEVAL_EVALUATOR, name):
         from components.retrieval_evaluator import executor as retrieval_executor
 
-        with open(os.path.join(retrieval.uri, retrieval_executor.METRICS_FILE)) as f:
+        with open(os.path.join(retrieval.uri, contract.METRICS_FILE)) as f:
             summary.retrieval_report = json.load(f)
         summary.model_metrics = summary.retrieval_report[retrieval_executor.RETRIEVAL]["overall"]
         summary.recommend_metrics = summary.retrieval_report[retrieval_executor.RECOMMEND]["overall"]
-    if blessing := _latest(store, "ModelBlessing", RETRIEVAL_EVALUATOR_COMPONENT, name):
+    if blessing := _latest(store, "ModelBlessing", RETRIEVAL_EVALUATOR, name):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
-    if content := _latest(store, "Examples", CONTENT_COMPONENT, name):
+    if content := _latest(store, "Examples", CONTENT_EMBEDDER, name):
         summary.content_quarantined = content.custom_properties[content_executor.NUM_QUARANTINED_PROPERTY].int_value
-        summary.content_quarantine_file = os.path.join(content.uri, content_executor.QUARANTINE_FILE)
-        from components.trainer import read_item_embeddings
+        summary.content_quarantine_file = os.path.join(content.uri, contract.QUARANTINE_FILE)
+        from components.content_embedder.embeddings import read_item_embeddings
 
         summary.content_items = {modality: len(items) for modality, items in read_item_embeddings(content.uri).items()}
-    if model := _latest(store, "Model", TRAINER_COMPONENT, name):
+    if model := _latest(store, "Model", TRAINER, name):
         summary.model_uri = model.uri
-        from components.trainer import ITEM_GRAPH_FILE
+        from towers.contract import ITEM_GRAPH_FILE
 
         if os.path.exists(graph_file := os.path.join(model.uri, ITEM_GRAPH_FILE)):
             with open(graph_file) as f:
                 summary.item_graph = json.load(f)
-    if pushed := _latest(store, "PushedModel", PUSHER_COMPONENT, name):
+    if pushed := _latest(store, "PushedModel", PUSHER, name):
         if pushed.custom_properties["pushed"].int_value:
             summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
     return summary

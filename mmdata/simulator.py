@@ -22,6 +22,7 @@ MIN_EVENTS + Geometric(1/MEAN_EXTRA_EVENTS) interactions, exponentially spaced
 softmax(affinity) (Gumbel top-k). The rating (1–5) is the affinity's quantile
 among the user's choices plus noise. Same seed, same interactions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ def _users(traits: ItemTraits, num_users: int, seed: int):
         for u in range(num_users):
             taste = rng.dirichlet(np.full(len(categories), CATEGORY_CONCENTRATION))
             leaf_weights = taste[leaf_category] + 1e-12
-            favourites = rng.choice(len(leaves), size=min(FAVOURITE_LEAVES, len(leaves)), replace=False, p=leaf_weights / leaf_weights.sum())
+            favourites = rng.choice(
+                len(leaves), size=min(FAVOURITE_LEAVES, len(leaves)), replace=False, p=leaf_weights / leaf_weights.sum()
+            )
             affinity = np.log(taste[category_of] + 1e-6) + quality
             affinity += LEAF_BOOST * np.isin(leaf_of, favourites)
             affinity += COLOUR_BOOST * (colour_of == rng.integers(len(colours)))

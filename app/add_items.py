@@ -12,18 +12,19 @@ and metadata. With a ScaNN index, added items are scored by brute force until
 Items whose id is already in the catalog, or that carry no readable content,
 are quarantined with the reason, never dropped silently.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from serving import config as model_config
 from serving import publish
+from towers import contract
 from towers import features as F
 
 ADD_ITEMS = "add_items"
@@ -78,7 +79,9 @@ def _json_item(row, folder: str) -> dict:
         if value is None:
             continue
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"field {name!r}: expected {'a list of strings' if kind is list else kind.__name__}, got {type(value).__name__} {json.dumps(value)[:40]}")
+            raise ValueError(
+                f"field {name!r}: expected {'a list of strings' if kind is list else kind.__name__}, got {type(value).__name__} {json.dumps(value)[:40]}"
+            )
         if kind is list and not all(isinstance(v, str) for v in value):
             raise ValueError(f"field {name!r}: expected a list of strings")
         if name in F.RAW_BYTES_FEATURES:
@@ -105,7 +108,7 @@ def read_items(path: str) -> tuple[list[bytes], list[dict]]:
     """
     import tensorflow as tf
 
-    from datasets.records import to_example
+    from mmdata.records import to_example
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist or is not a file")
@@ -131,26 +134,9 @@ def read_items(path: str) -> tuple[list[bytes], list[dict]]:
             return list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator()), []
         except tf.errors.OpError as error:
             raise ValueError(f"{path} is not a readable TFRecord file: {error.message.splitlines()[0][:200]}") from None
-    raise ValueError(f"{path}: unsupported file type; items come as JSON lines (.jsonl) or TFRecord (.tfrecord, .tfrecord.gz) in the catalog's format")
-
-
-def encode_content(records: list[bytes], handles: dict[str, str]) -> tuple[dict[str, dict[str, np.ndarray]], list[dict]]:
-    """The ContentEmbedder's Beam pipeline on `records` -> (modality -> item id -> embedding, quarantined)."""
-    import apache_beam as beam
-    import tensorflow as tf
-
-    from components.content_embedder import executor as embedder
-    from components.trainer import read_item_embeddings
-
-    with tempfile.TemporaryDirectory() as scratch:
-        with beam.Pipeline() as pipeline:
-            embedded, quarantined = embedder.embed_items(pipeline | beam.Create(records), handles)
-            _ = embedded | beam.io.WriteToTFRecord(os.path.join(scratch, "Split-items", "embeddings"), file_name_suffix=".gz")
-            _ = quarantined | beam.Map(json.dumps) | beam.io.WriteToText(os.path.join(scratch, "quarantine.jsonl"), shard_name_template="")
-        content = read_item_embeddings(scratch) if tf.io.gfile.glob(os.path.join(scratch, "Split-items", "*")) else {}
-        with open(os.path.join(scratch, "quarantine.jsonl")) as f:
-            problems = [json.loads(line) for line in f if line.strip()]
-    return content, problems
+    raise ValueError(
+        f"{path}: unsupported file type; items come as JSON lines (.jsonl) or TFRecord (.tfrecord, .tfrecord.gz) in the catalog's format"
+    )
 
 
 def _saver(model):
@@ -160,28 +146,31 @@ def _saver(model):
     return lambda scratch: exporter.save(model, scratch, dict(model.signatures))
 
 
-def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str, str] | None = None, rebuild_index: bool = False, log=print) -> AddItemsReport:
+def add_items(
+    serving_dir: str, records: list[bytes], encoder_handles: dict[str, str] | None = None, rebuild_index: bool = False, log=print
+) -> AddItemsReport:
     """Appends the items in `records` (serialized catalog tf.Examples) to the served recommender and ranker."""
     import tensorflow as tf
 
+    from components.content_embedder import embeddings
     from components.slices import COLD, item_modalities
     from serving.server import load_custom_ops
-    from towers import exporter
     from towers.encoders import registry as encoders
+    from towers.hparams import SCANN
     from towers.towers import content_profile
 
     load_custom_ops()
     report = AddItemsReport()
     for line in publish.recover(serving_dir):  # an add-items or push that was cut off leaves nothing half done
         log(line)
-    latest = {name: model_config.ready_versions(os.path.join(serving_dir, name)) for name in model_config.SERVED_MODELS}
+    latest = {name: model_config.ready_versions(os.path.join(serving_dir, name)) for name in contract.SERVED_MODELS}
     missing = [name for name, versions in latest.items() if not versions]
     if missing:
         raise FileNotFoundError(f"no pushed {', '.join(missing)} under {serving_dir}: run `mmtower run` first")
     path = {name: os.path.join(serving_dir, name, str(versions[-1])) for name, versions in latest.items()}
-    log(f"loading {path[model_config.ITEM_ENCODER]} and {path[model_config.RECOMMENDER]}")
-    item_encoder = tf.saved_model.load(path[model_config.ITEM_ENCODER])
-    recommender = tf.saved_model.load(path[model_config.RECOMMENDER])
+    log(f"loading {path[contract.ITEM_ENCODER]} and {path[contract.RECOMMENDER]}")
+    item_encoder = tf.saved_model.load(path[contract.ITEM_ENCODER])
+    recommender = tf.saved_model.load(path[contract.RECOMMENDER])
     known = {v.decode() for v in recommender.catalog_ids.numpy()}
 
     fresh, seen_ids = [], set()
@@ -193,7 +182,15 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
         except (ValueError, UnicodeDecodeError) as error:  # protobuf's DecodeError is a ValueError
             report.quarantined.append({"record": number, "item_id": "", "reason": f"not a catalog tf.Example: {type(error).__name__}"})
             continue
-        reason = "no item_id" if not item_id else "already in the catalog" if item_id in known else "repeated in the file" if item_id in seen_ids else None
+        reason = (
+            "no item_id"
+            if not item_id
+            else "already in the catalog"
+            if item_id in known
+            else "repeated in the file"
+            if item_id in seen_ids
+            else None
+        )
         if reason:
             report.quarantined.append({"record": number, "item_id": item_id, "reason": reason})
             continue
@@ -206,12 +203,16 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
     modalities = [m.decode() for m in item_encoder.content_modalities.numpy()]
     handles = {m: (encoder_handles or {}).get(m) or encoders.local_handle(m) for m in modalities}
     log(f"encoding the content of {len(fresh)} items ({', '.join(modalities) or 'no content'}) ...")
-    content, problems = encode_content([record for _, record in fresh], handles) if modalities else ({}, [])
+    content, problems = embeddings.embed_records([record for _, record in fresh], handles) if modalities else ({}, [])
     for problem in problems:
-        report.quarantined.append({"item_id": problem["item_id"], "reason": f"{problem['modality']}: {problem['reason']} (added without it)"})
+        report.quarantined.append(
+            {"item_id": problem["item_id"], "reason": f"{problem['modality']}: {problem['reason']} (added without it)"}
+        )
     ids = [item_id for item_id, _ in fresh]
     # an item without some content gets zeros there, as in training (the tower treats the modality as missing)
-    per_modality = {m: np.stack([content.get(m, {}).get(i, np.zeros(encoders.ENCODERS[m].dim, np.float32)) for i in ids]) for m in modalities}
+    per_modality = {
+        m: np.stack([content.get(m, {}).get(i, np.zeros(encoders.ENCODERS[m].dim, np.float32)) for i in ids]) for m in modalities
+    }
 
     examples = []
     for item_id, record in fresh:
@@ -220,12 +221,12 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
             vector = rows[ids.index(item_id)]
             example.features.feature[F.CONTENT_EMBEDDINGS[m]].float_list.value[:] = vector.tolist()
         examples.append(example.SerializeToString())
-    embeddings = item_encoder.signatures[exporter.EMBED_SIGNATURE](examples=tf.constant(examples))[exporter.EMBEDDINGS_OUTPUT].numpy()
+    embeddings = item_encoder.signatures[contract.EMBED_SIGNATURE](examples=tf.constant(examples))[contract.EMBEDDINGS_OUTPUT].numpy()
 
     models = {}
-    for name in (model_config.RECOMMENDER, model_config.RANKER):
-        model = recommender if name == model_config.RECOMMENDER else tf.saved_model.load(path[name])
-        items = {exporter.ITEM_IDS_INPUT: tf.constant(ids), exporter.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
+    for name in (contract.RECOMMENDER, contract.RANKER):
+        model = recommender if name == contract.RECOMMENDER else tf.saved_model.load(path[name])
+        items = {contract.ITEM_IDS_INPUT: tf.constant(ids), contract.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
         if getattr(model, "catalog_content_profile", None) is not None:
             profile_modalities = [m.decode() for m in model.profile_modalities.numpy()]
             items[F.CONTENT_PROFILE] = content_profile([per_modality[m] for m in profile_modalities])
@@ -233,7 +234,7 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
         items[F.ITEM_FRESHNESS] = tf.constant([COLD] * len(ids))
         items[F.ITEM_MODALITIES] = tf.constant(item_modalities(ids, content))
         report.catalog_size = int(model.add_items(items))
-        if rebuild_index and model.index_type.numpy() == exporter.SCANN.encode():
+        if rebuild_index and model.index_type.numpy() == SCANN.encode():
             from towers import scann_index
 
             scann_index.replace(model.scann_index, scann_index.build_searcher(model.catalog_embeddings.numpy(), 100))
@@ -242,7 +243,9 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
         models[name] = model
     # both models, one version, all or nothing (serving.publish): a kill leaves the previous versions served
     version = publish.next_version(serving_dir)
-    report.versions = publish.publish(serving_dir, version, {name: _saver(model) for name, model in models.items()}, kind=publish.ADD_ITEMS, items=len(ids))
+    report.versions = publish.publish(
+        serving_dir, version, {name: _saver(model) for name, model in models.items()}, kind=publish.ADD_ITEMS, items=len(ids)
+    )
     for name, target in report.versions.items():
         log(f"{name}: version {version} with {report.catalog_size} items at {target}")
     report.added = ids
@@ -250,7 +253,7 @@ def add_items(serving_dir: str, records: list[bytes], encoder_handles: dict[str,
 
 
 def main(output: str, path: str, rebuild_index: bool = False, encoder_handles: dict[str, str] | None = None) -> int:
-    from pipeline.runs import RunPaths
+    from towers.contract import RunPaths
 
     serving_dir = RunPaths(os.path.abspath(output), "").serving_dir
     records, unreadable = read_items(path)
@@ -258,5 +261,8 @@ def main(output: str, path: str, rebuild_index: bool = False, encoder_handles: d
     report.quarantined = unreadable + report.quarantined
     for problem in report.quarantined:
         print(f"  quarantined: {json.dumps(problem)}")
-    print(f"added {len(report.added)} items ({len(report.quarantined)} quarantined); catalog: {report.catalog_size} items" + ("; ScaNN index rebuilt" if report.index_rebuilt else ""))
+    print(
+        f"added {len(report.added)} items ({len(report.quarantined)} quarantined); catalog: {report.catalog_size} items"
+        + ("; ScaNN index rebuilt" if report.index_rebuilt else "")
+    )
     return 0 if report.added or not report.quarantined else 1

@@ -4,6 +4,7 @@ Everything the dataset builders share: they produce pandas frames of raw rows
 (column names from towers.features), this module splits them by time and writes
 what ImportExampleGen reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,20 +16,18 @@ import numpy as np
 import pandas as pd
 
 from towers import features as F
-
-TRAIN_SPLIT = "train"
-VALIDATION_SPLIT = "validation"  # the latest part of the training period: choices are made on it, never on eval
-EVAL_SPLIT = "eval"
-SPLITS = (TRAIN_SPLIT, VALIDATION_SPLIT, EVAL_SPLIT)
-EXAMPLES_DIR = "examples"
-CATALOG_FILE = "catalog/catalog.tfrecord.gz"
-USERS_FILE = "users/users.tfrecord.gz"
-QUARANTINE_FILE = "quarantine.jsonl"
-MANIFEST_FILE = "manifest.json"
-COLD_ITEMS_FILE = "cold_items.txt"  # the eval period's new items
-VALIDATION_COLD_ITEMS_FILE = "validation_cold_items.txt"  # the validation period's
-RECORD_FILE = "data.tfrecord.gz"
-SPAN_DIR = "span-{SPAN}"  # ExampleGen's span spec: examples/span-<N>/{train,eval}/
+from towers.contract import (
+    CATALOG_FILE,
+    COLD_ITEMS_FILE,
+    EXAMPLES_DIR,
+    MANIFEST_FILE,
+    QUARANTINE_FILE,
+    RECORD_FILE,
+    SPAN_DIR,
+    SPLITS,
+    USERS_FILE,
+    VALIDATION_COLD_ITEMS_FILE,
+)
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Manifest:
             json.dump(asdict(self), f, indent=2)
 
     @classmethod
-    def read(cls, data_dir: str) -> "Manifest":
+    def read(cls, data_dir: str) -> Manifest:
         with open(os.path.join(data_dir, MANIFEST_FILE)) as f:
             return cls(**json.load(f))
 
@@ -248,7 +247,11 @@ def latest_span(data_dir: str) -> int:
     """The highest span number under `<data_dir>/examples/` (what ExampleGen ingests by default)."""
     root = os.path.join(data_dir, EXAMPLES_DIR)
     prefix = SPAN_DIR.split("{")[0]
-    spans = [int(name[len(prefix):]) for name in os.listdir(root) if name.startswith(prefix) and name[len(prefix):].isdigit()] if os.path.isdir(root) else []
+    spans = (
+        [int(name[len(prefix) :]) for name in os.listdir(root) if name.startswith(prefix) and name[len(prefix) :].isdigit()]
+        if os.path.isdir(root)
+        else []
+    )
     if not spans:
         raise FileNotFoundError(f"no {SPAN_DIR} folder under {root}: build the dataset first (mmtower run)")
     return max(spans)

