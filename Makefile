@@ -14,7 +14,7 @@ APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -y -q
 # The report test opens `mmtower report`'s HTML in headless Chromium (tests only).
 BROWSER_PACKAGE := chromium
 
-.PHONY: run setup test-deps test test-fast clean
+.PHONY: run setup test-deps lint test test-fast clean
 
 run: setup
 	$(VENV)/bin/mmtower run
@@ -32,10 +32,16 @@ $(STAMP): requirements.lock setup.py
 test-deps:
 	command -v chromium >/dev/null || $(APT_GET) install --no-install-recommends $(BROWSER_PACKAGE) || ($(APT_GET) update && $(APT_GET) install --no-install-recommends $(BROWSER_PACKAGE))
 
-test: setup test-deps
+# ruff's linter and formatter (ruff.toml); the import layering is a unit test (tests/test_layers.py).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint test-deps
 	$(VENV)/bin/python -m pytest
 
-test-fast: setup
+# The fast tier, for every change (a few minutes): everything but the tests marked slow.
+test-fast: lint
 	$(VENV)/bin/python -m pytest -m "not slow"
 
 clean:

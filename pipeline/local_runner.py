@@ -122,7 +122,8 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         from towers import scann_index
 
         scann_index.load_ops()  # the in-process Evaluator loads a ScaNN-indexed model
-    tfx.orchestration.LocalDagRunner().run(build_pipeline(config, paths))
+    with progress.stderr_to(paths.log_file):
+        tfx.orchestration.LocalDagRunner().run(build_pipeline(config, paths))
     wall_times.update(handler.wall_times)
     wall_times["total"] = time.monotonic() - started
     return paths, wall_times

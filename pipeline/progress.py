@@ -1,12 +1,17 @@
 """Progress lines for a LocalDagRunner run: one line when a component starts and finishes.
 
 TFX logs everything at INFO; the full log goes to a file and the terminal gets
-only the component transitions, with wall times.
+only the component transitions, with wall times, and the warnings mmtower's own
+code logs. While the pipeline runs, standard error (TensorFlow's C++ logs,
+library chatter, the tracebacks TF prints when Beam worker processes exit) goes
+to the log file too: a successful run prints no traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -14,6 +19,13 @@ import time
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 _CACHED = re.compile(r"A cached execution \d+ is used\.")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("app", "components", "mmdata", "pipeline", "serving", "towers")  # whose warnings reach the terminal
+
+
+def _ours(record: logging.LogRecord) -> bool:
+    relative = os.path.relpath(os.path.abspath(record.pathname), ROOT)
+    return relative.split(os.sep)[0] in PACKAGES
 
 
 class ProgressHandler(logging.Handler):
@@ -43,6 +55,8 @@ class ProgressHandler(logging.Handler):
             if self._cached:
                 self.cached.add(name)
             self.say(f"✔ {name} {'(cached) ' if self._cached else ''}{seconds:.1f}s")
+        elif record.levelno >= logging.WARNING and _ours(record):
+            self.say(f"⚠ {message}")
 
     def say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -69,3 +83,18 @@ def install(log_file: str) -> ProgressHandler:
     root.addHandler(progress)
     root.setLevel(logging.INFO)
     return progress
+
+
+@contextlib.contextmanager
+def stderr_to(log_file: str):
+    """Sends this process's standard error, file descriptor 2 (which Beam's worker processes inherit), to `log_file`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_file, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as model_config
 from towers import contract
+
+pytestmark = pytest.mark.unit
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 

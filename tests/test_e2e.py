@@ -7,10 +7,12 @@ Serving's layout, and that the pushed SavedModel, loaded in a fresh process,
 returns K valid catalog item ids for a known user.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -67,8 +69,24 @@ print(json.dumps({
 
 @pytest.fixture(scope="module", params=["tuxpaint", "movielens-100k"])
 def run(request, tmp_path_factory):
+    """One run per dataset, shared and never changed: a test that runs again, pushes or adds items works on own_copy()."""
     paths, wall_times = local_runner.run(_config(request.param, str(tmp_path_factory.mktemp("run"))))
     return paths, wall_times
+
+
+def own_copy(run, tmp_path) -> RunPaths:
+    """A test's own copy of the shared run (data, metadata, pipeline outputs, served models).
+
+    Its dataset lives at a new path, so the first pipeline run in a copy re-runs the components that read it.
+    """
+    from serving import config as model_config
+
+    paths, _ = run
+    target = tmp_path / "run"
+    shutil.copytree(paths.output, target, symlinks=True)
+    copy = RunPaths(str(target), paths.dataset)
+    model_config.write_for(copy.serving_dir)  # models.config names absolute paths: the copy's own models
+    return copy
 
 
 def _config(dataset: str, output: str, epochs: int = 5) -> local_runner.RunConfig:
@@ -341,11 +359,11 @@ def test_notebooks_run_top_to_bottom(run, monkeypatch):
         assert not errors, (path, errors)
 
 
-def test_degraded_model_is_evaluated_not_blessed_not_pushed(run):
+def test_degraded_model_is_evaluated_not_blessed_not_pushed(run, tmp_path):
     """A model trained with a learning rate of ~0 is scored by both evaluators, refused, and not pushed."""
-    paths, _ = run
-    if paths.dataset != "tuxpaint":
+    if run[0].dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
+    paths = own_copy(run, tmp_path)
     versions_before = sorted(os.listdir(paths.serving_model_dir()))
     good = summary.read(paths)
     config = _config(paths.dataset, paths.output)
@@ -360,14 +378,16 @@ def test_degraded_model_is_evaluated_not_blessed_not_pushed(run):
     assert sorted(os.listdir(paths.serving_model_dir())) == versions_before
 
 
-def test_cached_rerun_reports_its_own_model(run):
-    """Last in the file (it pushes more versions): a cache hit reuses an older model, and the summary must name that one."""
-    paths, _ = run
-    if paths.dataset != "tuxpaint":
+def test_cached_rerun_reports_its_own_model(run, tmp_path):
+    """A cache hit reuses an older model, and the summary must name that one."""
+    if run[0].dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
-    versions = sorted(os.listdir(paths.serving_model_dir()))
-    local_runner.run(_config(paths.dataset, paths.output))  # the fixture's inputs again: a cache hit
+    paths = own_copy(run, tmp_path)
+    local_runner.run(_config(paths.dataset, paths.output))  # the copy's data path is new: this run trains
     first = summary.read(paths).model_uri
+    versions = sorted(os.listdir(paths.serving_model_dir()))
+    local_runner.run(_config(paths.dataset, paths.output))  # the same inputs again: a cache hit
+    assert summary.read(paths).model_uri == first
     # Re-evaluated against itself (the last blessed model is now this one) and blessed, but not pushed again.
     assert sorted(os.listdir(paths.serving_model_dir())) == versions
     local_runner.run(_config(paths.dataset, paths.output, epochs=2))  # trains a newer model
@@ -388,11 +408,11 @@ print(json.dumps({"weights": out[contract.MODALITY_WEIGHTS_OUTPUT].numpy().tolis
 """
 
 
-def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run):
-    """Last in the file (it pushes another version): --fine-tune-text end to end; the exported model reads item_text."""
-    paths, _ = run
-    if paths.dataset != "tuxpaint":
+def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run, tmp_path):
+    """--fine-tune-text end to end; the exported model reads item_text."""
+    if run[0].dataset != "tuxpaint":
         pytest.skip("one dataset is enough")
+    paths = own_copy(run, tmp_path)
     from mmdata.records import to_example
 
     config = _config(paths.dataset, paths.output, epochs=1)  # ~6 s per fine-tuning step on 2 cores
@@ -426,11 +446,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(run):
-    """`mmtower serve` on the run's output, in its own process (gRPC and REST on free loopback ports)."""
-    from serving.client import GrpcClient
-    from towers.contract import RECOMMENDER, SERVED_MODELS
+    """`mmtower serve` on the shared run's output (read-only use)."""
+    with serve(run[0]) as served:
+        yield served
 
-    paths, _ = run
+
+@contextlib.contextmanager
+def serve(paths: RunPaths):
+    """`mmtower serve` on a run's output, in its own process (gRPC and REST on free loopback ports) -> (ports, client)."""
+    from serving.client import GrpcClient
+    from towers.contract import SERVED_MODELS
+
     grpc_port, rest_port = _free_port(), _free_port()
     process = subprocess.Popen(
         [
@@ -464,11 +490,12 @@ def server(run):
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, "the server did not load the pushed models"
         time.sleep(0.5)
-    yield grpc_port, rest_port, client
-    client.close()
-    process.terminate()
-    process.wait()
-    assert RECOMMENDER
+    try:
+        yield grpc_port, rest_port, client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait()
 
 
 def test_push_writes_three_models_and_a_tf_serving_model_config(run):
@@ -529,7 +556,7 @@ def test_served_models_answer_over_grpc_and_rest_like_in_process(run, server):
     assert bad.returncode == 2 and "UNAVAILABLE" in bad.stderr.upper() and "Traceback" not in bad.stderr
 
 
-def test_new_item_is_recommended_from_content_without_retraining(run, server, tmp_path):
+def test_new_item_is_recommended_from_content_without_retraining(run, tmp_path, request):
     """`mmtower index add-items`: a copy of a user's top item under a new id is embedded from its content,
     served by the new version the running server swaps to, and retrieved for that user."""
     import numpy as np
@@ -538,8 +565,10 @@ def test_new_item_is_recommended_from_content_without_retraining(run, server, tm
     from app.recommend import query_arrays
     from serving import config as model_config
 
-    paths, _ = run
-    grpc_port, _, client = server
+    paths = own_copy(run, tmp_path)
+    stack = contextlib.ExitStack()
+    request.addfinalizer(stack.close)
+    grpc_port, _, client = stack.enter_context(serve(paths))
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
     signature = client.metadata(contract.RECOMMENDER)[contract.QUERY_SIGNATURE]
     dtypes = {name: tf.as_dtype(info.dtype) for name, info in signature.inputs.items()}

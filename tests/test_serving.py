@@ -28,6 +28,8 @@ from serving.predict import Limits
 from serving.server import Server, ServerOptions
 from towers import contract
 
+pytestmark = pytest.mark.serving
+
 ITEMS = [b"a", b"b", b"c", b"d"]
 MODEL = contract.RECOMMENDER
 
@@ -236,6 +238,7 @@ def _jsonable(value: np.ndarray):
     return value.tolist()
 
 
+@pytest.mark.slow
 def test_fuzz_every_request_gets_an_answer(served):
     """Thousands of random gRPC and REST requests: each answered with outputs or a client-error code."""
     server, _ = served
@@ -293,6 +296,7 @@ def test_fuzz_every_request_gets_an_answer(served):
     assert GrpcClient(f"127.0.0.1:{server.grpc_port}").status(MODEL)[-1][1] == "AVAILABLE"
 
 
+@pytest.mark.slow
 def test_hot_swap_under_load_fails_no_request(served):
     """Clients keep calling while new versions land: every call succeeds and the newest answers in the end."""
     server, root = served
@@ -451,6 +455,7 @@ def test_model_errors_reach_the_client_with_their_cause(grpc_client):
     assert "batch sizes differ" in error.value.message and "Graph execution error" not in error.value.message
 
 
+@pytest.mark.slow
 def test_rest_survives_stalled_idle_and_too_many_connections_and_deep_json(served):
     import socket
 
