@@ -66,7 +66,7 @@ COLUMNS = list(metrics.METRIC_NAMES) + [ev.COVERAGE]
 R10, R50 = metrics.recall_name(10), metrics.recall_name(50)
 
 
-def run_variant(dataset: str, output: str, hparams: HParams, split: str, eval_fraction: float | None):
+def run_variant(dataset: str, output: str, hparams: HParams, split: str, eval_fraction: float | None, cold_items: float | None = None):
     """One pipeline run (cached upstream components are reused) -> (RunSummary, wall seconds)."""
     config = local_runner.RunConfig(
         dataset=dataset,
@@ -74,6 +74,7 @@ def run_variant(dataset: str, output: str, hparams: HParams, split: str, eval_fr
         options=Options(hparams=hparams, min_recall_at_100=0.0, min_auc=0.0),
         split=split,
         eval_fraction=eval_fraction,
+        cold_item_fraction=cold_items,
     )
     started = time.monotonic()
     paths, _ = local_runner.run(config)
@@ -104,14 +105,20 @@ def _ci(row: dict) -> str:
 
 
 def dataset_tables(
-    dataset: str, output: str, seeds: int, split: str = TEMPORAL, eval_fraction: float | None = None, variants=tuple(VARIANTS)
+    dataset: str,
+    output: str,
+    seeds: int,
+    split: str = TEMPORAL,
+    eval_fraction: float | None = None,
+    variants=tuple(VARIANTS),
+    cold_items: float | None = None,
 ) -> list[str]:
     runs = {}  # title -> [(RunSummary, seconds)]
     for seed in range(seeds):
-        runs.setdefault(DEFAULT, []).append(run_variant(dataset, output, HParams(seed=42 + seed), split, eval_fraction))
+        runs.setdefault(DEFAULT, []).append(run_variant(dataset, output, HParams(seed=42 + seed), split, eval_fraction, cold_items))
     for key in variants:
         title, changes = VARIANTS[key]
-        runs[title] = [run_variant(dataset, output, HParams(**changes), split, eval_fraction)]
+        runs[title] = [run_variant(dataset, output, HParams(**changes), split, eval_fraction, cold_items)]
     graph_choices = {title: [s.item_graph for s, _ in variant] for title, variant in runs.items()}
     first = runs[DEFAULT][0][0]
     baselines = first.baselines
@@ -233,18 +240,32 @@ def main() -> int:
     parser.add_argument(
         "--eval-fraction", type=float, default=None, help="share of interactions in the eval split (default: the dataset's, 0.1)"
     )
+    parser.add_argument(
+        "--cold-items",
+        type=float,
+        default=None,
+        help="share of the eval split's items held out as new items (default: the dataset's; results go to quality-<dataset>-cold<share>.md)",
+    )
     args = parser.parse_args()
+    cold = "" if args.cold_items is None else f"-cold{args.cold_items:g}"
     for dataset in (name.strip() for name in args.datasets.split(",")):
         variants = [key.strip() for key in args.variants.split(",") if key.strip()]
         unknown = set(variants) - set(VARIANTS)
         if unknown:
             parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
         lines = dataset_tables(
-            dataset, os.path.join(args.output, f"{dataset}-{args.split}"), args.seeds, args.split, args.eval_fraction, variants
+            dataset,
+            os.path.join(args.output, f"{dataset}-{args.split}{cold}"),
+            args.seeds,
+            args.split,
+            args.eval_fraction,
+            variants,
+            cold_items=args.cold_items,
         )
         command = f".venv/bin/python -m bench.quality --datasets {dataset} --seeds {args.seeds} --variants '{args.variants}' --split {args.split} --output {args.output}"
-        command = f"Command: `{command}" + ("" if args.eval_fraction is None else f" --eval-fraction {args.eval_fraction}") + "`"
-        name = f"quality-{dataset}" + ("" if args.split == TEMPORAL else f"-{args.split}")
+        command += "" if args.eval_fraction is None else f" --eval-fraction {args.eval_fraction}"
+        command = f"Command: `{command}" + ("" if args.cold_items is None else f" --cold-items {args.cold_items:g}") + "`"
+        name = f"quality-{dataset}" + ("" if args.split == TEMPORAL else f"-{args.split}") + cold
         results.write(name, ["# Quality against the strongest simple baselines", ""] + lines + ["", command])
     return 0
 
