@@ -16,7 +16,7 @@ import warnings
 from towers import contract
 
 EPILOG = """examples:
-  mmtower run                                  # MovieLens-100K, output in ./output
+  mmtower run                                  # tuxpaint (the default dataset), output in ./output
   mmtower run --epochs 3 --output /tmp/mmt     # quicker, elsewhere
   mmtower recommend --user u00001              # top 10 (retrieve, then rank) from the pushed model, in process
   mmtower serve                                # TF Serving's gRPC (:8500) and REST (:8501) API on the pushed models
