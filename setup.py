@@ -13,7 +13,7 @@ setup(
     description="Multimodal two-tower recommender on TFX",
     python_requires=">=3.11",
     packages=find_packages(include=["app*", "pipeline*", "components*", "towers*", "mmdata*", "serving*", "schemas*"]),
-    package_data={"schemas": ["*/*.pbtxt"]},
+    package_data={"schemas": ["*/*.pbtxt"], "app": ["templates/*.html"]},
     include_package_data=True,
     entry_points={"console_scripts": ["mmtower = app.cli:main"]},
 )

@@ -1,19 +1,24 @@
 """`mmtower report`: a static HTML report of a run folder, read from ML Metadata.
 
-One self-contained file (inline SVG plots, no scripts fetched from anywhere):
+One self-contained file (inline SVG plots, no scripts fetched from anywhere),
+rendered by Jinja2 (autoescaped) from app/templates/dashboard.html:
 the latest model's checks and blessing, retrieval and retrieve-then-rank next
 to every simple baseline (per-user intervals, new vs warm items), Recall@10 per slice (item popularity, cold vs warm, content
 modalities, user activity), the ranking model's TFMA metrics per slice, and
-every evaluated model of this output folder over time.
+every evaluated model of this output folder over time. The charts' geometry
+is computed here (Chart); the templates only write it out as SVG.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import json
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import jinja2
 
 from app import summary as run_summary
 from components import evaluation as ev
@@ -24,15 +29,13 @@ from towers.contract import RunPaths
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 RANKING_COLUMNS = ("like/auc", "like/calibration", "like/ndcg@10", "predicted_rating/root_mean_squared_error", "like/example_count")
-# After loading, the page counts what it drew (non-empty SVG plots, table rows) into <body data-*>,
-# so a headless browser's DOM dump shows whether the plots and tables rendered.
-SELF_CHECK = """<script>
-window.addEventListener('load', () => {
-  const plots = [...document.querySelectorAll('svg.plot')].filter(s => s.getBBox().width > 0 && s.querySelectorAll('rect.bar, polyline').length > 0);
-  document.body.dataset.plotsRendered = plots.length;
-  document.body.dataset.tableRows = document.querySelectorAll('table tr').length;
-});
-</script>"""
+MISSING = "\u2013"  # a table cell without a value (absent or NaN): an en dash, never "nan"
+MISSING_TIP = "n/a"  # the same in a chart's tooltip
+# Chart layout, in pixels: margins of the plot area (y-axis labels left, title above, x labels below),
+# and the legend column right of the plot area, sized by its longest name.
+LEFT, TOP, BOTTOM, GAP = 50, 30, 40, 20
+LEGEND_ROW, LEGEND_BOX, CHAR_WIDTH = 14, 10, 6.5  # CHAR_WIDTH: a generous average at 11px sans-serif
+MIN_PLOT_WIDTH = 200
 
 
 @dataclass
@@ -107,73 +110,212 @@ def ranking_by_slice(evaluation_uri: str | None) -> dict[tuple[str, str], dict[s
     return out
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return html.escape(str(value))
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def cell(value) -> str:
+    """A table cell: floats to 4 decimals, MISSING for an absent or NaN value."""
+    if _missing(value):
+        return MISSING
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def bar_chart(title: str, categories: list[str], series: dict[str, list[float]], width: int = 560, height: int = 240) -> str:
-    """Grouped bars, one group per category, one colour per series (values >= 0), as inline SVG."""
-    top = max([v for values in series.values() for v in values if v == v] + [1e-9])
-    left, bottom, plot_h = 50, 40, height - 70
-    group_w = (width - left - 10) / max(len(categories), 1)
+def interval(bounds, digits: int = 4) -> str:
+    """'low - high', or MISSING when either bound is absent or NaN."""
+    low, high = bounds if bounds else (None, None)
+    return MISSING if _missing(low) or _missing(high) else f"{low:.{digits}f} - {high:.{digits}f}"
+
+
+def _tip(value) -> str:
+    return MISSING_TIP if _missing(value) else f"{value:.4f}"
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]  # formatted cells (cell()); the template escapes them
+
+
+def table(header: list[str], rows: list[list]) -> Table:
+    return Table(list(header), [[cell(v) for v in row] for row in rows])
+
+
+@dataclass
+class Box:
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    tip: str
+
+
+@dataclass
+class Line:
+    colour: str
+    points: list[tuple[float, float]]
+
+    @property
+    def svg_points(self) -> str:
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in self.points)
+
+
+@dataclass
+class Point:
+    """A marker; `value` is written next to it when it stands alone (no line through it)."""
+
+    x: float
+    y: float
+    colour: str
+    tip: str
+    radius: float = 3.0
+    value: str = ""
+    label_x: float = 0.0
+    label_y: float = 0.0
+    anchor: str = "start"
+
+
+@dataclass
+class LegendEntry:
+    x: float  # the colour box's top-left corner
+    y: float
+    colour: str
+    name: str
+
+
+@dataclass
+class Tick:
+    x: float
+    text: str
+
+
+@dataclass
+class Chart:
+    """An SVG chart's geometry: the plot area, and the legend in a column right of it, never over the data."""
+
+    title: str
+    width: float
+    height: float
+    plot: Box
+    top_value: float  # the value at plot.top (0 is at plot.bottom)
+    bars: list[Bar] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    legend: list[LegendEntry] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
+
+    def y(self, value: float) -> float:
+        return self.plot.bottom - (self.plot.bottom - self.plot.top) * value / self.top_value
+
+
+def _layout(title: str, series: dict[str, list[float]], width: int, height: int) -> Chart:
+    """The plot area and the legend column for `series`, growing the chart when the legend needs the room."""
+    names = list(series)
+    legend_width = LEGEND_BOX + 5 + CHAR_WIDTH * max((len(name) for name in names), default=0)
+    width = max(width, LEFT + MIN_PLOT_WIDTH + GAP + legend_width)
+    height = max(height, TOP + LEGEND_ROW * len(names) + BOTTOM)
+    plot = Box(LEFT, TOP, width - legend_width - GAP, height - BOTTOM)
+    top = max([v for values in series.values() for v in values if not _missing(v)] + [1e-9])
+    legend = [LegendEntry(plot.right + GAP, TOP + LEGEND_ROW * i, COLOURS[i % len(COLOURS)], name) for i, name in enumerate(names)]
+    return Chart(title, width, height, plot, top, legend=legend)
+
+
+def bar_chart(title: str, categories: list[str], series: dict[str, list[float]], width: int = 560, height: int = 240) -> Chart:
+    """Grouped bars, one group per category, one colour per series (values >= 0; a missing value draws no bar)."""
+    chart = _layout(title, series, width, height)
+    plot = chart.plot
+    group_w = (plot.right - plot.left) / max(len(categories), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
-    parts = [f'<text x="{left}" y="16" class="title">{html.escape(title)}</text>']
     for i, (name, values) in enumerate(series.items()):
         for j, value in enumerate(values):
-            h = 0.0 if value != value else plot_h * value / top
-            x = left + j * group_w + group_w * 0.1 + i * bar_w
-            parts.append(
-                f'<rect class="bar" x="{x:.1f}" y="{height - bottom - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{COLOURS[i % len(COLOURS)]}"><title>{html.escape(name)} {html.escape(categories[j])}: {value:.4f}</title></rect>'
-            )
-        parts.append(
-            f'<rect x="{width - 150}" y="{24 + 14 * i}" width="10" height="10" fill="{COLOURS[i % len(COLOURS)]}"/><text x="{width - 135}" y="{33 + 14 * i}">{html.escape(name)}</text>'
-        )
-    for j, category in enumerate(categories):
-        parts.append(
-            f'<text x="{left + j * group_w + group_w / 2:.1f}" y="{height - bottom + 14}" text-anchor="middle">{html.escape(category)}</text>'
-        )
-    parts.append(
-        f'<text x="{left - 6}" y="{height - bottom - plot_h + 4}" text-anchor="end">{top:.3f}</text><text x="{left - 6}" y="{height - bottom}" text-anchor="end">0</text>'
-    )
-    parts.append(f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#888"/>')
-    return f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+            y = plot.bottom if _missing(value) else chart.y(value)
+            x = plot.left + j * group_w + group_w * 0.1 + i * bar_w
+            chart.bars.append(Bar(x, y, bar_w, plot.bottom - y, COLOURS[i % len(COLOURS)], f"{name} {categories[j]}: {_tip(value)}"))
+    chart.ticks = [Tick(plot.left + j * group_w + group_w / 2, category) for j, category in enumerate(categories)]
+    return chart
 
 
-def line_chart(title: str, labels: list[str], series: dict[str, list[float]], width: int = 560, height: int = 240) -> str:
-    """One polyline per series over the x labels (e.g. runs in time order), as inline SVG."""
-    top = max([v for values in series.values() for v in values if v == v] + [1e-9])
-    left, bottom, plot_h = 50, 40, height - 70
-    step = (width - left - 160) / max(len(labels) - 1, 1)
-    parts = [f'<text x="{left}" y="16" class="title">{html.escape(title)}</text>']
+def _stretches(values: list[float]) -> list[list[int]]:
+    """Indices of the runs of consecutive present (not missing, not NaN) values."""
+    out: list[list[int]] = []
+    for j, value in enumerate(values):
+        if _missing(value):
+            continue
+        if out and out[-1][-1] == j - 1:
+            out[-1].append(j)
+        else:
+            out.append([j])
+    return out
+
+
+def line_chart(title: str, labels: list[str], series: dict[str, list[float]], width: int = 560, height: int = 240) -> Chart:
+    """One line per series over the x labels (e.g. runs in time order); a value with no neighbour to join
+    (a single run, or one between missing values) is a larger marker with its value written next to it."""
+    chart = _layout(title, series, width, height)
+    plot = chart.plot
+    if len(labels) == 1:
+        xs = [(plot.left + plot.right) / 2]
+    else:
+        xs = [plot.left + j * (plot.right - plot.left) / (len(labels) - 1) for j in range(len(labels))]
     for i, (name, values) in enumerate(series.items()):
-        points = [(left + j * step, height - bottom - plot_h * v / top) for j, v in enumerate(values) if v == v]
         colour = COLOURS[i % len(COLOURS)]
-        parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}"/>'
-        )
-        parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points)
-        parts.append(
-            f'<rect x="{width - 150}" y="{24 + 14 * i}" width="10" height="10" fill="{colour}"/><text x="{width - 135}" y="{33 + 14 * i}">{html.escape(name)}</text>'
-        )
-    for j, tick in enumerate(labels):
-        parts.append(f'<text x="{left + j * step:.1f}" y="{height - bottom + 14}" text-anchor="middle">{html.escape(tick)}</text>')
-    parts.append(
-        f'<text x="{left - 6}" y="{height - bottom - plot_h + 4}" text-anchor="end">{top:.3f}</text><text x="{left - 6}" y="{height - bottom}" text-anchor="end">0</text>'
+        for stretch in _stretches(values):
+            points = [(xs[j], chart.y(values[j])) for j in stretch]
+            if len(points) > 1:
+                chart.lines.append(Line(colour, points))
+            for j, (x, y) in zip(stretch, points):
+                point = Point(x, y, colour, f"{name} {labels[j]}: {_tip(values[j])}")
+                if len(points) == 1:
+                    right_half = x > (plot.left + plot.right) / 2 + 1
+                    point.radius, point.value = 4.5, f"{values[j]:.4f}"
+                    point.label_x, point.label_y, point.anchor = (x - 8, y + 4, "end") if right_half else (x + 8, y + 4, "start")
+                chart.points.append(point)
+    _spread_labels([p for p in chart.points if p.value])
+    chart.ticks = [Tick(x, text) for x, text in zip(xs, labels)]
+    return chart
+
+
+def _spread_labels(points: list[Point], spacing: float = 12.0) -> None:
+    """Push apart the value labels of markers at the same x, so that close values stay readable."""
+    points = sorted(points, key=lambda p: (round(p.x), p.label_y))
+    for before, after in zip(points, points[1:]):
+        if round(before.x) == round(after.x) and after.label_y < before.label_y + spacing:
+            after.label_y = before.label_y + spacing
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("app", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    parts.append(f'<line x1="{left}" y1="{height - bottom}" x2="{width - 160}" y2="{height - bottom}" stroke="#888"/>')
-    return f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+    environment.filters["px"] = lambda value: f"{value:.1f}"
+    environment.filters["thousands"] = lambda value: f"{value:,}"
+    return environment
 
 
-def _slice_section(report: dict, ranking: dict) -> list[str]:
-    out = ["<h2>Per slice (latest model)</h2>"]
+@dataclass
+class Slice:
+    feature: str
+    chart: Chart
+    table: Table
+    ranking: Table | None  # the ranking model's TFMA metrics per value, when TFMA sliced by this feature
+
+
+def _slices(report: dict, ranking: dict) -> list[Slice]:
+    out = []
     recall = metrics.recall_name(10)
     for feature in F.EVAL_SLICE_FEATURES:
         retrieval = report["retrieval"]["by_slice"].get(feature, {})
@@ -181,38 +323,37 @@ def _slice_section(report: dict, ranking: dict) -> list[str]:
         values = sorted(retrieval)
         if not values:
             continue
-        out.append(
-            bar_chart(
-                f"Recall@10 by {feature}",
-                values,
-                {
-                    "retrieval": [retrieval[v].get(recall, float("nan")) for v in values],
-                    "retrieve + rank": [recommend.get(v, {}).get(recall, float("nan")) for v in values],
-                },
-            )
+        chart = bar_chart(
+            f"Recall@10 by {feature}",
+            values,
+            {
+                "retrieval": [retrieval[v].get(recall) for v in values],
+                "retrieve + rank": [recommend.get(v, {}).get(recall) for v in values],
+            },
         )
         rows = [
             [
                 v,
-                retrieval[v]["count"],
-                retrieval[v].get(recall, float("nan")),
-                retrieval[v].get(metrics.recall_name(100), float("nan")),
-                recommend.get(v, {}).get(recall, float("nan")),
+                retrieval[v].get("count"),
+                retrieval[v].get(recall),
+                retrieval[v].get(metrics.recall_name(100)),
+                recommend.get(v, {}).get(recall),
             ]
             for v in values
         ]
-        out.append(table([feature, "eval events", "retrieval R@10", "retrieval R@100", "retrieve+rank R@10"], rows))
-        ranked = [
-            [v] + [ranking.get((feature, v), {}).get(name, float("nan")) for name in RANKING_COLUMNS]
-            for v in values
-            if (feature, v) in ranking
-        ]
-        if ranked:
-            out.append("<p>Ranking model (TFMA):</p>" + table([feature, *RANKING_COLUMNS], ranked))
+        ranked = [[v] + [ranking[(feature, v)].get(name) for name in RANKING_COLUMNS] for v in values if (feature, v) in ranking]
+        out.append(
+            Slice(
+                feature,
+                chart,
+                table([feature, "eval events", "retrieval R@10", "retrieval R@100", "retrieve+rank R@10"], rows),
+                table([feature, *RANKING_COLUMNS], ranked) if ranked else None,
+            )
+        )
     return out
 
 
-def _baselines_section(latest) -> list[str]:
+def _baselines(latest: run_summary.RunSummary) -> dict:
     """The model next to every simple baseline (eval split), per-user intervals, new vs warm items."""
     names = list(metrics.METRIC_NAMES) + [ev.COVERAGE]
     baselines = latest.baselines.get("baselines", {})
@@ -221,145 +362,160 @@ def _baselines_section(latest) -> list[str]:
         "served recommend": latest.recommend_metrics,
         **{n: row["overall"] for n, row in baselines.items()},
     }
-    out = ["<h2>Overall, eval split (per event)</h2>"]
-    if latest.baselines:
-        best = latest.baselines["best"]
-        out.append(
-            f"<p>Best simple baseline, chosen on the validation split ({latest.baselines['num_validation']:,} events): "
-            f"<b>{html.escape(label(best, baselines[best]['params']))}</b>. Every list leaves out everything the user had seen before the event.</p>"
-        )
-    out.append(table(["metric", *columns], [[n, *(values.get(n, float("nan")) for values in columns.values())] for n in names]))
-    out.append(
-        bar_chart(
+    out = {
+        "best": None,
+        "overall": table(["metric", *columns], [[n, *(values.get(n) for values in columns.values())] for n in names]),
+        "overall_chart": bar_chart(
             "Overall: the model vs the simple baselines",
             list(metrics.METRIC_NAMES),
-            {title: [values.get(n, float("nan")) for n in metrics.METRIC_NAMES] for title, values in columns.items()},
-        )
-    )
+            {title: [values.get(n) for n in metrics.METRIC_NAMES] for title, values in columns.items()},
+        ),
+        "comparison": None,
+        "freshness": None,
+    }
+    if latest.baselines:
+        best = latest.baselines["best"]
+        out["best"] = {"label": label(best, baselines[best]["params"]), "validation_events": latest.baselines["num_validation"]}
     comparison = latest.retrieval_report.get("comparison", {}).get(metrics.recall_name(10))
     if comparison:
         keys = {"served recommend": "recommend", "two-tower retrieval": "retrieval", **{n: n for n in baselines}}
-        out.append(f"<h3>Recall@10 with 95% user-bootstrap intervals ({comparison['users']:,} users)</h3>")
-        out.append(
-            table(
+        per_event, per_user = comparison["per_event"], comparison["per_user"]
+        out["comparison"] = {
+            "users": comparison["users"],
+            "means": table(
                 ["", "per event", "95% interval", "per user", "95% interval"],
                 [
                     [
                         title,
-                        comparison["per_event"][key]["mean"],
-                        "{:.4f} - {:.4f}".format(*comparison["per_event"][key]["ci"]),
-                        comparison["per_user"][key]["mean"],
-                        "{:.4f} - {:.4f}".format(*comparison["per_user"][key]["ci"]),
+                        per_event[key].get("mean"),
+                        interval(per_event[key].get("ci")),
+                        per_user.get(key, {}).get("mean"),
+                        interval(per_user.get(key, {}).get("ci")),
                     ]
                     for title, key in keys.items()
-                    if key in comparison["per_event"]
+                    if key in per_event
                 ],
-            )
-        )
-        out.append(
-            table(
+            ),
+            "ratios": table(
                 ["ratio", "per event", "95% interval", "per user", "95% interval"],
                 [
                     [
                         f"{path} / {other}",
-                        r["per_event"]["ratio"],
-                        "{:.2f} - {:.2f}".format(*r["per_event"]["ci"]),
-                        r["per_user"]["ratio"],
-                        "{:.2f} - {:.2f}".format(*r["per_user"]["ci"]),
+                        _round(r["per_event"].get("ratio"), 2),
+                        interval(r["per_event"].get("ci"), 2),
+                        _round(r["per_user"].get("ratio"), 2),
+                        interval(r["per_user"].get("ci"), 2),
                     ]
                     for path, others in comparison["ratios"].items()
                     for other, r in others.items()
                 ],
-            )
-        )
+            ),
+        }
     report = latest.retrieval_report
     if "by_freshness" in report.get("retrieval", {}):
+        recall = metrics.recall_name(50)
         rows = []
         for freshness in (ev.COLD, ev.WARM):
+            everyone = report["retrieval"]["by_freshness"].get(freshness, {})
+            own = report["retrieval"].get("among_own_kind", {}).get(freshness, {})
             rows.append(
                 [
                     f"{freshness}: among all items",
-                    report["retrieval"]["by_freshness"][freshness].get("count", 0),
-                    report["retrieval"]["by_freshness"][freshness].get(metrics.recall_name(50), float("nan")),
-                    report["recommend"].get("by_freshness", {}).get(freshness, {}).get(metrics.recall_name(50), float("nan")),
-                    *(row["by_freshness"][freshness].get(metrics.recall_name(50), float("nan")) for row in baselines.values()),
+                    everyone.get("count", 0),
+                    everyone.get(recall),
+                    report["recommend"].get("by_freshness", {}).get(freshness, {}).get(recall),
+                    *(row.get("by_freshness", {}).get(freshness, {}).get(recall) for row in baselines.values()),
                 ]
             )
             rows.append(
                 [
                     f"{freshness}: among {freshness} items only",
-                    report["retrieval"]["among_own_kind"][freshness].get("count", 0),
-                    report["retrieval"]["among_own_kind"][freshness].get(metrics.recall_name(50), float("nan")),
-                    float("nan"),
-                    *(row["among_own_kind"][freshness].get(metrics.recall_name(50), float("nan")) for row in baselines.values()),
+                    own.get("count", 0),
+                    own.get(recall),
+                    None,  # the served recommend always ranks among all items
+                    *(row.get("among_own_kind", {}).get(freshness, {}).get(recall) for row in baselines.values()),
                 ]
             )
-        out.append("<h3>New (cold) and warm items, Recall@50</h3>")
-        out.append(table(["targets", "eval events", "two-tower retrieval", "served recommend", *baselines], rows))
+        out["freshness"] = table(["targets", "eval events", "two-tower retrieval", "served recommend", *baselines], rows)
     return out
 
 
-def render(paths: RunPaths) -> str:
-    """The report's HTML for one output folder and dataset."""
-    latest = run_summary.read(paths)
-    runs = history(paths)
-    ranking = ranking_by_slice(latest.evaluation_uri)
-    body = [
-        f"<h1>mmtower report: {html.escape(paths.dataset)}</h1>",
-        f"<p>Output folder {html.escape(paths.output)}; generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.</p>",
-    ]
-    if not latest.retrieval_report:
-        body.append("<p>No evaluated model yet: run <code>mmtower run</code> first.</p>")
-    else:
-        report = latest.retrieval_report
-        status = "BLESSED and pushed" if latest.blessed and latest.pushed_to else ("BLESSED" if latest.blessed else "NOT blessed")
-        body.append(f"<h2>Latest model: {status}</h2><p>{html.escape(latest.model_uri or '')}</p>")
-        body.append(
-            table(
+def _round(value, digits: int) -> str:
+    return MISSING if _missing(value) else f"{value:.{digits}f}"
+
+
+def _status(latest: run_summary.RunSummary) -> str:
+    if latest.blessed:
+        return "BLESSED and pushed" if latest.pushed_to else "BLESSED"
+    return "NOT blessed"
+
+
+def render_page(
+    paths: RunPaths,
+    latest: run_summary.RunSummary,
+    runs: list[EvaluatedModel],
+    ranking: dict[tuple[str, str], dict[str, float]],
+    generated: float | None = None,
+) -> str:
+    """The report's HTML from what was read (run_summary.read, history, ranking_by_slice); no I/O."""
+    context: dict = {
+        "dataset": paths.dataset,
+        "output": paths.output,
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(generated)),
+        "latest": None,
+        "runs": None,
+    }
+    report = latest.retrieval_report
+    if report:
+        context["latest"] = {
+            "status": _status(latest),
+            "model_uri": latest.model_uri or "",
+            "checks": table(
                 ["check", "verdict", "value"],
                 [
                     [c["check"], "pass" if c["passed"] else ("FAIL" if c.get("gate", True) else "warning"), c["detail"]]
                     for c in report["checks"]
                 ],
-            )
-        )
-        body.extend(_baselines_section(latest))
-        if ranking.get(("", "")):
-            body.append(
-                "<p>Ranking model (TFMA, overall):</p>" + table(["metric", "value"], [[n, v] for n, v in sorted(ranking[("", "")].items())])
-            )
-        body.extend(_slice_section(report, ranking))
+            ),
+            **_baselines(latest),
+            "ranking": table(["metric", "value"], [[n, v] for n, v in sorted(ranking[("", "")].items())])
+            if ranking.get(("", ""))
+            else None,
+            "slices": _slices(report, ranking),
+        }
     if runs:
         labels = [time.strftime("%m-%d %H:%M", time.gmtime(m.when)) for m in runs]
-        body.append("<h2>Across runs (every model evaluated in this output folder)</h2>")
-        body.append(
-            line_chart(
+        context["runs"] = {
+            "chart": line_chart(
                 "Retrieval metrics per evaluated model",
                 labels,
                 {
-                    name: [m.report["retrieval"]["overall"].get(name, float("nan")) for m in runs]
+                    name: [m.report["retrieval"]["overall"].get(name) for m in runs]
                     for name in (metrics.recall_name(10), metrics.recall_name(100), metrics.ndcg_name(10))
                 },
-            )
-        )
-        body.append(
-            table(
+            ),
+            "table": table(
                 ["evaluated", "model", "R@10", "R@100", "retrieve+rank R@10", "blessed"],
                 [
                     [
-                        label,
+                        when,
                         m.model_uri,
-                        m.report["retrieval"]["overall"].get(metrics.recall_name(10), float("nan")),
-                        m.report["retrieval"]["overall"].get(metrics.recall_name(100), float("nan")),
-                        m.report["recommend"]["overall"].get(metrics.recall_name(10), float("nan")),
+                        m.report["retrieval"]["overall"].get(metrics.recall_name(10)),
+                        m.report["retrieval"]["overall"].get(metrics.recall_name(100)),
+                        m.report.get("recommend", {}).get("overall", {}).get(metrics.recall_name(10)),
                         "yes" if m.report.get("blessed") else "no",
                     ]
-                    for label, m in zip(labels, runs)
+                    for when, m in zip(labels, runs)
                 ],
-            )
-        )
-    style = "body{font-family:sans-serif;margin:2em;max-width:1100px} table{border-collapse:collapse;margin:0.5em 0 1.5em} td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px} svg text{font-size:11px} svg .title{font-size:13px;font-weight:bold}"
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mmtower report: {html.escape(paths.dataset)}</title><style>{style}</style></head><body>{''.join(body)}{SELF_CHECK}</body></html>"
+            ),
+        }
+    return _templates().get_template("dashboard.html").render(context)
+
+
+def render(paths: RunPaths) -> str:
+    """The report's HTML for one output folder and dataset."""
+    latest = run_summary.read(paths)
+    return render_page(paths, latest, history(paths), ranking_by_slice(latest.evaluation_uri))
 
 
 def main(output: str, dataset: str, html_path: str | None) -> int:
@@ -368,7 +524,7 @@ def main(output: str, dataset: str, html_path: str | None) -> int:
         print(f"no run in {paths.output}: run `mmtower run --dataset {dataset} --output {output}` first")
         return 1
     target = html_path or os.path.join(paths.output, f"report-{dataset}.html")
-    with open(target, "w") as f:
+    with open(target, "w", encoding="utf-8") as f:  # the page says <meta charset="utf-8">
         f.write(render(paths))
     print(f"report written to {target}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from app.summary import RunSummary
 from components import evaluation as ev
 from components.baselines import label
@@ -9,6 +11,7 @@ from towers import metrics
 
 RECALL_10, RECALL_50 = metrics.recall_name(10), metrics.recall_name(50)
 PATHS = {"retrieval": "two-tower", "recommend": "+ ranking"}  # the RetrievalEvaluator's keys -> column titles
+MISSING = "n/a"  # an absent or NaN value, never printed as "nan"
 
 
 def format_metrics_table(model: dict[str, float], recommend: dict[str, float], baselines: dict) -> str:
@@ -22,12 +25,17 @@ def format_metrics_table(model: dict[str, float], recommend: dict[str, float], b
     return "\n".join(rows)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _ci(row: dict) -> str:
-    return f"{row['mean']:.4f} [{row['ci'][0]:.4f}, {row['ci'][1]:.4f}]"
+    return f"{_fmt(row.get('mean'))} [{_fmt(row['ci'][0])}, {_fmt(row['ci'][1])}]"
+
+
+def _ratio(row: dict) -> str:
+    ratio = _fmt(row["ratio"], 2)
+    return f"{ratio}{'' if ratio == MISSING else 'x'} [{_fmt(row['ci'][0], 2)}-{_fmt(row['ci'][1], 2)}]"
 
 
 def format_comparison(report: dict) -> list[str]:
@@ -41,7 +49,7 @@ def format_comparison(report: dict) -> list[str]:
         f"Eval split: {report['num_eval_records']:,} events from {report.get('num_eval_users', 0):,} users, scored once. Baseline parameters "
         f"and the best baseline were chosen on the validation split ({baselines['num_validation']:,} events); every list leaves out "
         "everything the user had seen before the event.",
-        f"Best simple baseline: {label(best, chosen['params'])} (validation {RECALL_10} {chosen['validation'][RECALL_10]:.4f})",
+        f"Best simple baseline: {label(best, chosen['params'])} (validation {RECALL_10} {_fmt(chosen['validation'].get(RECALL_10))})",
         "",
         f"{RECALL_10} with 95% user-bootstrap intervals ({report['comparison'][RECALL_10]['users']:,} users):",
         f"  {'':<22}{'per event':<28}{'per user':<28}",
@@ -54,10 +62,7 @@ def format_comparison(report: dict) -> list[str]:
     for path in ("recommend", "retrieval"):
         parts = []
         for other, ratio in row["ratios"][path].items():
-            parts.append(
-                f"vs {other} {ratio['per_event']['ratio']:.2f}x [{ratio['per_event']['ci'][0]:.2f}-{ratio['per_event']['ci'][1]:.2f}] per event, "
-                f"{ratio['per_user']['ratio']:.2f}x [{ratio['per_user']['ci'][0]:.2f}-{ratio['per_user']['ci'][1]:.2f}] per user"
-            )
+            parts.append(f"vs {other} {_ratio(ratio['per_event'])} per event, {_ratio(ratio['per_user'])} per user")
         lines.append(f"Ratio, {names[path]}: " + "; ".join(parts))
     lines.append("")
     lines += _freshness_lines(report, baselines)
@@ -65,7 +70,7 @@ def format_comparison(report: dict) -> list[str]:
 
 
 def _pair(summary: dict) -> str:
-    return "-" if not summary.get("count") else f"{summary[RECALL_10]:.4f}/{summary[RECALL_50]:.4f}"
+    return MISSING if not summary.get("count") else f"{_fmt(summary.get(RECALL_10))}/{_fmt(summary.get(RECALL_50))}"
 
 
 def _freshness_lines(report: dict, baselines: dict) -> list[str]:
@@ -127,7 +132,7 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     lines.append("")
     if summary.ranking_metrics:
         lines.append(
-            "Ranking (TFMA, eval split): " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(summary.ranking_metrics.items()))
+            "Ranking (TFMA, eval split): " + ", ".join(f"{name} {_fmt(value)}" for name, value in sorted(summary.ranking_metrics.items()))
         )
     if summary.content_quarantined is not None:
         embedded = ", ".join(f"{modality} {count:,}" for modality, count in summary.content_items.items())

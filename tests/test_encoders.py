@@ -6,12 +6,13 @@ The reference fixture was computed once with PyTorch + transformers
 
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from towers.encoders import text_minilm
+from towers.encoders import safetensors_io, text_minilm
 
 pytestmark = pytest.mark.unit
 
@@ -30,6 +31,57 @@ def exported(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("minilm") / "text")
     tf.saved_model.save(text_minilm.build_reusable(), path)  # what `mmtower encoders export` writes
     return path
+
+
+def _write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """A .safetensors file written by hand: 8-byte little-endian header length, JSON header, raw buffers."""
+    header, buffers, offset = {"__metadata__": metadata}, [], 0
+    codes = {np.float32: "F32", np.float16: "F16", np.int64: "I64", np.int32: "I32"}
+    for name, array in tensors.items():
+        raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": codes[array.dtype.type], "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        buffers.append(raw)
+        offset += len(raw)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes
+    data = struct.pack("<Q", len(encoded)) + encoded + b"".join(buffers)
+    path.write_bytes(data)
+    return data
+
+
+def test_safetensors_load_returns_every_tensor_with_its_dtype_and_shape(tmp_path):
+    tensors = {
+        "encoder.weight": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+        "half": np.array([[0.5, -2.0]], np.float16),
+        "position_ids": np.arange(5, dtype=np.int64)[None],
+        "counts": np.array([3, -1, 7], np.int32),
+        "scalar": np.array(2.5, np.float32),
+    }
+    path = tmp_path / "model.safetensors"
+    _write_safetensors(path, tensors, {"format": "pt"})
+    loaded = safetensors_io.load(str(path))
+    assert sorted(loaded) == sorted(tensors)  # __metadata__ is not a tensor
+    for name, want in tensors.items():
+        assert loaded[name].dtype == want.dtype and loaded[name].shape == want.shape, name
+        np.testing.assert_array_equal(loaded[name], want)
+    loaded["encoder.weight"][0, 0] = 1.0  # writable arrays, as tf.Variable initial values
+    assert loaded["encoder.weight"][0, 0] == 1.0
+
+
+def test_safetensors_load_names_a_missing_or_corrupt_file(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        safetensors_io.load(str(missing))
+    data = _write_safetensors(tmp_path / "good.safetensors", {"w": np.ones([4, 4], np.float32)}, {})
+    for name, content in (
+        ("truncated.safetensors", data[:-8]),
+        ("garbage.safetensors", b"this is not a safetensors file"),
+        ("empty.safetensors", b""),
+        ("bad_json.safetensors", struct.pack("<Q", 8) + b"{not js}"),
+    ):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name} is not a readable .safetensors file"):
+            safetensors_io.load(str(tmp_path / name))
 
 
 def test_tokens_match_hf_tokenizer(reference):

@@ -39,3 +39,55 @@ def test_recommend_after_runs_that_pushed_nothing_says_why(tmp_path):
     (tmp_path / "metadata.sqlite").write_bytes(b"")  # a run happened, and pushed nothing
     with pytest.raises(SetupError, match="no blessed model.*--min-auc"):
         load_model(paths)
+
+
+def test_the_run_summary_prints_missing_and_nan_metrics_as_n_a_never_nan():
+    from components import evaluation as ev
+    from towers import metrics
+
+    r10, r50 = metrics.recall_name(10), metrics.recall_name(50)
+    nan = float("nan")
+    freshness = {ev.COLD: {"count": 3, r10: nan, r50: 0.5}, ev.WARM: {"count": 0}}
+    baselines = {
+        "best": "most_popular",
+        "num_validation": 10,
+        "baselines": {
+            "most_popular": {
+                "params": {},
+                "validation": {r10: nan},
+                "overall": {r10: 0.1},
+                "by_freshness": freshness,
+                "among_own_kind": freshness,
+            }
+        },
+    }
+    interval, missing = {"mean": 0.2, "ci": [0.1, 0.3]}, {"mean": nan, "ci": [nan, nan]}
+    ratio = {"per_event": {"ratio": nan, "ci": [nan, 1.5]}, "per_user": {"ratio": 1.2, "ci": [1.0, 1.4]}}
+    retrieval_report = {
+        "num_eval_records": 20,
+        "baselines": baselines,
+        "retrieval": {"by_freshness": freshness, "among_own_kind": freshness},
+        "recommend": {"by_freshness": freshness},
+        "comparison": {
+            r10: {
+                "users": 5,
+                "per_event": {"retrieval": interval, "recommend": missing, "most_popular": interval},
+                "per_user": {"retrieval": interval, "recommend": missing, "most_popular": interval},
+                "ratios": {"retrieval": {"most_popular": ratio}, "recommend": {"most_popular": ratio}},
+            }
+        },
+    }
+    result = summary.RunSummary(
+        model_metrics={r10: nan, r50: 0.4},
+        recommend_metrics={r10: 0.3},
+        baselines=baselines,
+        retrieval_report=retrieval_report,
+        ranking_metrics={"like/auc": nan, "like/ndcg@10": 0.5},
+        blessed=True,
+        pushed_to="/x",
+    )
+    printed = report.format_run(result, {})
+    assert "nan" not in printed.lower(), printed
+    assert "n/a" in printed and "0.4000" in printed and "1.20x [1.00-1.40] per user" in printed
+    assert "vs most_popular n/a [n/a-1.50] per event" in printed and "like/auc n/a, like/ndcg@10 0.5000" in printed
+    assert "two-tower n/a/0.5000" in printed  # cold items: Recall@10 missing, Recall@50 present
