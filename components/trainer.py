@@ -21,6 +21,7 @@ from components import item_graph, ranking_data, slices
 from components.content_embedder.embeddings import read_item_embeddings
 from towers import contract, exporter, warm_start
 from towers import features as F
+from towers.catalog import CatalogTables
 from towers.contract import (
     CATALOG_PATH_KEY,
     HPARAMS_KEY,
@@ -289,7 +290,7 @@ def train_ranker(
     tft_output: tft.TFTransformOutput,
     hp: HParams,
     train: dict[str, np.ndarray],
-    catalog: exporter.CatalogTables,
+    catalog: CatalogTables,
     positions: np.ndarray,
     seen: list[list[int]],
     content_only: np.ndarray,
@@ -358,9 +359,9 @@ def catalog_tables(
     hp: HParams,
     fine_tuned_text: bool,
     graph: item_graph.ItemGraph | None = None,
-) -> exporter.CatalogTables:
+) -> CatalogTables:
     index = {item: i for i, item in enumerate(item_vocab)}
-    return exporter.CatalogTables(
+    return CatalogTables(
         ids=catalog_ids,
         embeddings=catalog_embeddings,
         item_index=np.array([index.get(item, len(item_vocab)) for item in catalog_ids], np.int64),  # unseen -> OOV
@@ -369,6 +370,7 @@ def catalog_tables(
         graph_neighbours=None if graph is None else graph.neighbours,
         graph_weights=None if graph is None else graph.weights,
         graph_kinds=None if graph is None else graph.kinds,
+        oov_item_index=len(item_vocab),
     )
 
 
@@ -398,8 +400,8 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
     def parts(examples):
-        raw, seen_items = module._parse_eval(examples)
-        out = module._recommend_parts(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), seen_items, lengths)
+        raw, seen_items = module.parse_eval(examples)
+        out = module.recommend_parts(raw, tf.ones_like(tf.squeeze(raw[F.ITEM_ID], 1), tf.bool), seen_items, lengths)
         excluded = out["retrieval_scores"] <= tf.float32.min
         return out["positions"], tf.where(excluded, -np.inf, out["ranked"][ENGAGEMENT_LOGIT]), out["is_new"], tf.stack(out["graph"])
 
@@ -472,22 +474,21 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
     module = exporter.ServingModule(
-        tft_layer,
-        model.query_tower,
-        model.candidate_tower,
-        ranker,
-        raw_spec,
+        exporter.TrainedModels(tft_layer, model.query_tower, model.candidate_tower, ranker),
+        exporter.ModelInputs(
+            raw_spec,
+            content_dims(content),
+            profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
+        ),
         catalog,
-        seen,
-        activity,
-        hp.top_k,
-        hp.ranking_candidates,
-        hp.liked_rating,
-        content_dims(content),
-        profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
-        index=hp.retrieval_index,
-        oov_item_index=len(item_vocab),
-        new_item_candidates=hp.new_item_candidates,
+        exporter.UserTables(seen_positions=seen, activity=activity),
+        exporter.ServingOptions(
+            k=hp.top_k,
+            ranking_candidates=hp.ranking_candidates,
+            liked_rating=hp.liked_rating,
+            index=hp.retrieval_index,
+            new_item_candidates=hp.new_item_candidates,
+        ),
     )
     if fn_args.custom_config.get(RAW_EXAMPLES_URI_KEY):
         choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI_KEY], catalog_ids, hp.new_item_recall_ratio)

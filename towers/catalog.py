@@ -1,0 +1,154 @@
+"""The catalog as the serving module holds it: one row per item, by catalog position, growable.
+
+Tables are only ever read whole (`.value()`) and gathered from as tensors: a
+sparse read of a variable (tf.gather on the variable itself) switches it to
+copy-on-read, after which every dense read (the brute-force matmul, tf.size)
+copies the whole table — 12 ms per call at 1M items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from towers import features as F
+from towers.contract import EMBEDDINGS_OUTPUT, ITEM_IDS_INPUT
+from towers.tables import growable, utf8
+
+UNKNOWN = "unknown"  # slice value of an item that is not in the catalog
+
+
+@dataclass
+class CatalogTables:
+    """What the serving module knows about each catalog item, by catalog position (plain values).
+
+    Attributes:
+      ids: item ids [N].
+      embeddings: float32 [N, dim] candidate tower output.
+      item_index: int64 [N] vocabulary index (the OOV index for items unseen in training).
+      content_profile: float32 [N, C] the ranker's content input; None when the model has no content.
+      slices: F.ITEM_POPULARITY, F.ITEM_FRESHNESS, F.ITEM_MODALITIES -> str [N].
+      graph_neighbours: int64 [N, K] each item's item-graph neighbours (catalog positions, -1: none);
+        graph_weights: float32 [N, K] their edge weights; graph_kinds: int [K] the edge kind
+        of each column (components.item_graph). K = 0 or None: no graph.
+      oov_item_index: the item vocabulary's OOV index (the ranker's id of an item unseen in training).
+    """
+
+    ids: list
+    embeddings: np.ndarray
+    item_index: np.ndarray
+    content_profile: np.ndarray | None
+    slices: dict
+    graph_neighbours: np.ndarray | None = None
+    graph_weights: np.ndarray | None = None
+    graph_kinds: np.ndarray | None = None
+    oov_item_index: int = 0
+
+
+class Catalog(tf.Module):
+    """The catalog's tables as variables, the id -> position lookup, and appending items.
+
+    Attributes:
+      ids: string [N] item ids (variable `catalog_ids`).
+      positions: hash table item id -> catalog position (-1: not in the catalog).
+      embeddings: float32 [N, dim] candidate embeddings.
+      item_index: int64 [N] the ranker's item id (oov_item_index: no training interactions).
+      content_profile: float32 [N, C], or None when the ranker reads no content.
+      slices: slice name -> string [N].
+      oov_item_index: int64 scalar variable.
+    """
+
+    def __init__(self, tables: CatalogTables):
+        super().__init__()
+        ids = utf8(tables.ids)
+        self.ids = growable(ids, "catalog_ids")
+        self.positions = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1, name="catalog_positions")
+        self.positions.insert(tf.constant(ids), tf.range(len(ids), dtype=tf.int64))
+        self.embeddings = growable(np.asarray(tables.embeddings, np.float32), "catalog_embeddings")
+        self.item_index = growable(np.asarray(tables.item_index, np.int64), "catalog_item_index")
+        self.content_profile = None
+        if tables.content_profile is not None:
+            self.content_profile = growable(np.asarray(tables.content_profile, np.float32), "catalog_content_profile")
+        self.slices = {name: growable(utf8(values), name) for name, values in tables.slices.items()}
+        self.oov_item_index = tf.Variable(tables.oov_item_index, dtype=tf.int64, trainable=False, name="oov_item_index")
+
+    def size(self) -> tf.Tensor:
+        """int64 scalar: the number of items."""
+        return tf.size(self.ids, out_type=tf.int64)
+
+    def lookup(self, ids: tf.Tensor) -> tf.Tensor:
+        """Catalog positions of item ids.
+
+        Args:
+          ids: string, any shape.
+
+        Returns:
+          int64, the shape of `ids` (-1: not in the catalog).
+        """
+        return tf.reshape(self.positions.lookup(ids), tf.shape(ids))
+
+    def ids_at(self, positions: tf.Tensor) -> tf.Tensor:
+        """string, the shape of `positions` (int64, all >= 0): the items' ids."""
+        return tf.gather(self.ids.value(), positions)
+
+    def new_items(self) -> tf.Tensor:
+        """bool [N]: whether each item has no training interactions (the OOV item index)."""
+        return tf.equal(self.item_index.value(), self.oov_item_index)
+
+    def is_new(self, positions: tf.Tensor) -> tf.Tensor:
+        """bool, the shape of `positions` (int64, all >= 0): whether those items have no training interactions."""
+        return tf.equal(tf.gather(self.item_index.value(), positions), self.oov_item_index)
+
+    def ranker_inputs(self, positions: tf.Tensor) -> dict:
+        """The ranker's per-item inputs for catalog `positions` int64 [n] (all >= 0).
+
+        Returns:
+          F.ITEM_INDEX int64 [n], F.CANDIDATE_EMBEDDING float32 [n, dim] and, when the
+          ranker reads content, F.CONTENT_PROFILE float32 [n, C].
+        """
+        inputs = {
+            F.ITEM_INDEX: tf.gather(self.item_index.value(), positions),
+            F.CANDIDATE_EMBEDDING: tf.gather(self.embeddings.value(), positions),
+        }
+        if self.content_profile is not None:
+            inputs[F.CONTENT_PROFILE] = tf.gather(self.content_profile.value(), positions)
+        return inputs
+
+    def slices_at(self, positions: tf.Tensor) -> dict:
+        """Slice name -> string [batch]: each item's slice value (UNKNOWN for position -1), for `positions` int64 [batch]."""
+        known = positions >= 0
+        return {name: tf.where(known, tf.gather(table.value(), tf.maximum(positions, 0)), UNKNOWN) for name, table in self.slices.items()}
+
+    def added_items_spec(self) -> dict:
+        """What `append` takes: ids, candidate embeddings, content profiles (if the ranker reads them) and slices [n, ...]."""
+        spec = {
+            ITEM_IDS_INPUT: tf.TensorSpec([None], tf.string),
+            EMBEDDINGS_OUTPUT: tf.TensorSpec([None, self.embeddings.shape[1]], tf.float32),
+        }
+        if self.content_profile is not None:
+            spec[F.CONTENT_PROFILE] = tf.TensorSpec([None, self.content_profile.shape[1]], tf.float32)
+        spec.update({name: tf.TensorSpec([None], tf.string) for name in self.slices})
+        return spec
+
+    def append(self, items: dict) -> tf.Tensor:
+        """Appends items (new ids: the caller checks) at the end, as items without training interactions.
+
+        Args:
+          items: as `added_items_spec`, n rows each.
+
+        Returns:
+          int64 scalar: the catalog size after.
+        """
+        start = self.size()
+        count = tf.size(items[ITEM_IDS_INPUT], out_type=tf.int64)
+        self.positions.insert(items[ITEM_IDS_INPUT], start + tf.range(count))
+        self.ids.assign(tf.concat([self.ids, items[ITEM_IDS_INPUT]], 0))
+        self.embeddings.assign(tf.concat([self.embeddings, items[EMBEDDINGS_OUTPUT]], 0))
+        self.item_index.assign(tf.concat([self.item_index, tf.fill([count], self.oov_item_index)], 0))
+        if self.content_profile is not None:
+            self.content_profile.assign(tf.concat([self.content_profile, items[F.CONTENT_PROFILE]], 0))
+        for name, table in self.slices.items():
+            table.assign(tf.concat([table, items[name]], 0))
+        return start + count
