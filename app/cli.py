@@ -21,6 +21,7 @@ EPILOG = """examples:
   mmtower recommend --user u00001              # top 10 (retrieve, then rank) from the pushed model, in process
   mmtower serve                                # TF Serving's gRPC (:8500) and REST (:8501) API on the pushed models
   mmtower recommend --server localhost:8500 --user u00001   # the same over gRPC
+  mmtower recommend --user u00001 --history ITEM,ITEM    # after fresh clicks: the list follows them, no retraining
   mmtower index add-items new_items.jsonl      # recommend new items from their content, no retraining
   mmtower compile --target kubeflow --image IMG --data-root gs://b/data --pipeline-root gs://b/root \
       --serving-dir gs://b/serving --beam-option project=P --beam-option region=R ...   # KFP v2 JSON
@@ -107,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
         "--server", default=None, help="ask a TF Serving (or `mmtower serve`) endpoint, HOST:PORT (gRPC) or http://HOST:PORT (REST)"
     )
     rec.add_argument("--rest", action="store_true", help="with --server HOST:PORT: use the REST API instead of gRPC")
+    rec.add_argument(
+        "--history",
+        type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
+        default=None,
+        metavar="ITEM,ITEM,...",
+        help="items the user interacted with since the data was built, oldest first: they join the user's stored history "
+        "in the request, so the next list follows a click without retraining (a user the data does not know is then "
+        "recommended from these items alone)",
+    )
     srv = sub.add_parser(
         "serve",
         help="development server speaking TF Serving's gRPC and REST API over the pushed models (production: deploy/)",
@@ -413,6 +423,7 @@ def _recommend(args) -> int:
         rank=not args.retrieval_only,
         server=args.server,
         protocol="rest" if args.rest else "grpc",
+        history=args.history,
     )
 
 
@@ -469,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmtower: {problem}", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv)
-    from app.recommend import SetupError
+    from app.recommend import RequestError, SetupError
     from components.validation_gate import DataValidationError
     from serving.errors import ServingError
 
@@ -485,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             "schedule": _schedule,
         }
         return commands[args.command](args)
-    except (DataValidationError, SetupError, FileNotFoundError, ServingError) as error:
+    except (DataValidationError, SetupError, RequestError, FileNotFoundError, ServingError) as error:
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
 

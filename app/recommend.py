@@ -15,6 +15,31 @@ class SetupError(RuntimeError):
     """Something a previous command should have produced is missing."""
 
 
+class RequestError(ValueError):
+    """A request the model cannot answer as asked (e.g. history naming items it does not know)."""
+
+
+def with_fresh_history(user: dict, fresh: list[str], known_items) -> dict:
+    """The user's query features with `fresh` (the items they interacted with since the data was built,
+    oldest first) after their stored history: the next recommendation follows a click without retraining.
+
+    Only the latest F.HISTORY_LENGTH items count. Raises RequestError naming the items not in `known_items`.
+    """
+    unknown = [item for item in fresh if item not in known_items]
+    if unknown:
+        raise RequestError(f"--history names {len(unknown)} item(s) not in the catalog: {', '.join(map(repr, unknown[:5]))}")
+    return {**user, F.HISTORY: (list(user.get(F.HISTORY, [])) + list(fresh))[-F.HISTORY_LENGTH :]}
+
+
+def new_user(user_id: str, dtypes: dict) -> dict:
+    """Query features of a user the data does not know: attributes unknown (empty string / 0), no history yet."""
+    user = {F.USER_ID: user_id, F.HISTORY: []}
+    for name, dtype in dtypes.items():
+        if name in F.QUERY_FEATURES and name not in (F.USER_ID, F.TIMESTAMP, F.HISTORY):
+            user[name] = "" if dtype.name == "string" else 0
+    return user
+
+
 def check_dataset(paths: RunPaths) -> None:
     """SetupError when the newest push under the serving folder came from another dataset's pipeline."""
     from serving import publish
@@ -138,6 +163,19 @@ def recommend(
     return list(zip(ids, outputs[contract.SCORES_OUTPUT].numpy()[0][:k].tolist()))
 
 
+def _signature_dtypes(model) -> dict:
+    specs = model.signatures[contract.RECOMMEND_SIGNATURE].structured_input_signature[1]
+    return {name: spec.dtype for name, spec in specs.items()}
+
+
+def query_dtypes(client) -> dict:
+    """Input name -> tf.DType of the served recommender's `recommend` signature."""
+    from towers.contract import RECOMMENDER
+
+    signature_def = client.metadata(RECOMMENDER)[contract.RECOMMEND_SIGNATURE]
+    return {name: _dtype(info) for name, info in signature_def_inputs(signature_def).items()}
+
+
 def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     """Most-popular fallback: (item_id, training interactions) best first."""
     from components.evaluation import read_events
@@ -157,8 +195,14 @@ def main(
     rank: bool = True,
     server: str | None = None,
     protocol: str = "grpc",
+    history: list[str] | None = None,
 ) -> int:
-    """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here."""
+    """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here.
+
+    `history`: items the user interacted with since the data was built (oldest first); they join the stored
+    history in the request, so the list follows them without retraining. A user the data does not know gets
+    the most popular items, or, with `history`, recommendations from that history alone.
+    """
     paths = RunPaths(os.path.abspath(output), dataset)
     if server:
         from serving.client import connect
@@ -168,14 +212,23 @@ def main(
     else:
         model, source = load_model(paths)
     users = {row[F.USER_ID]: row for row in _read(paths, USERS_FILE)}
-    titles = {row[F.ITEM_ID]: row[F.TITLE] for row in _read(paths, CATALOG_FILE)}
-    if user_id in users:
+    titles = {row[F.ITEM_ID]: row.get(F.TITLE, "") for row in _read(paths, CATALOG_FILE)}
+    if user_id in users or history:
+        user = users.get(user_id)
+        if user is None:
+            dtypes = query_dtypes(client) if server else _signature_dtypes(model)
+            user = new_user(user_id, dtypes)
+            print(f"User {user_id!r} is not in dataset {dataset}: recommending from the --history items alone.")
+        if history:
+            user = with_fresh_history(user, history, titles)
         how = "retrieved and ranked" if rank else "retrieved"
         print(f"Top {k} for user {user_id} from {source} ({how}{', already seen items included' if not exclude_seen else ''}):")
+        if history:
+            print(f"  history in the request: {', '.join(user[F.HISTORY])}")
         if server:
-            results = recommend_remote(client, users[user_id], k, exclude_seen=exclude_seen, rank=rank)
+            results = recommend_remote(client, user, k, exclude_seen=exclude_seen, rank=rank)
         else:
-            results = recommend(model, users[user_id], k, exclude_seen=exclude_seen, rank=rank)
+            results = recommend(model, user, k, exclude_seen=exclude_seen, rank=rank)
         score_label = "engagement" if rank else "score"
     else:
         print(f"User {user_id!r} is not in dataset {dataset} ({len(users)} users); showing the {k} most popular items instead.")

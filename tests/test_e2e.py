@@ -269,6 +269,41 @@ def test_recommend_cli(run):
     assert "not in dataset" in unknown.stdout and "Traceback" not in unknown.stderr
 
 
+def test_fresh_history_in_the_request_changes_the_next_recommendation(run):
+    """A click the data has never seen (`--history`) changes the next list, without retraining."""
+    from app.recommend import load_model, new_user, recommend, with_fresh_history
+
+    paths, _ = run
+    model, _ = load_model(paths)
+    catalog = read_records(os.path.join(paths.data_dir, CATALOG_FILE))
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
+    before = [item for item, _ in recommend(model, user, 10)]
+    clicked = before[0]
+    after = [item for item, _ in recommend(model, with_fresh_history(user, [clicked], {row[F.ITEM_ID] for row in catalog}), 10)]
+    assert clicked not in after  # now seen, so left out
+    assert after[:9] != before[1:]  # not merely the old list without the click
+    # A user the data does not know, recommended from a history of one category only: more of that category
+    # comes back than for a history of another category.
+    dtypes = {name: spec.dtype for name, spec in model.signatures[contract.RECOMMEND_SIGNATURE].structured_input_signature[1].items()}
+    by_category: dict[str, list[str]] = {}
+    for row in catalog:
+        by_category.setdefault(row[F.GENRES][0], []).append(row[F.ITEM_ID])
+    first, second = sorted(by_category, key=lambda c: -len(by_category[c]))[:2]
+
+    def share(category: str, history_of: str) -> float:
+        user = {**new_user("someone-new", dtypes), F.HISTORY: by_category[history_of][:10]}
+        items = [item for item, _ in recommend(model, user, 20)]
+        return sum(item in by_category[category] for item in items) / len(items)
+
+    assert share(first, first) > share(first, second)
+    assert share(second, second) > share(second, first)
+    cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset]
+    fresh = subprocess.run(cli + ["--user", "someone-new", "--history", ",".join(by_category[first][:3])], capture_output=True, text=True)
+    assert fresh.returncode == 0 and "from the --history items alone" in fresh.stdout, fresh.stderr
+    bad = subprocess.run(cli + ["--user", user[F.USER_ID], "--history", "no-such-item"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'no-such-item'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_retrieval_evaluator_reports_unreadable_eval_records_and_does_not_bless(run):
     """Eval records the model cannot read (here: no timestamp, no user) are named, left out and block the blessing."""
     import tensorflow as tf
