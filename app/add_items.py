@@ -39,8 +39,13 @@ class AddItemsReport:
     index_rebuilt: bool = False
 
 
-# What a JSON-lines item may carry, and the JSON type of each field.
-_ITEM_FIELDS = {F.ITEM_ID: str, F.TITLE: str, F.ITEM_TEXT: str, F.YEAR: int, F.GENRES: list, F.IMAGE: str, F.AUDIO: str}
+def item_fields(roles: F.FeatureRoles) -> dict:
+    """What a JSON-lines item may carry, and the JSON type of each field (numbers are written as floats)."""
+    fields = {F.ITEM_ID: str, F.ITEM_TEXT: str, **{medium: str for medium in F.RAW_BYTES_FEATURES}}
+    fields.update({column: str for column in roles.item_text + roles.item_categorical})
+    fields.update({column: list for column in roles.item_multivalued})
+    fields.update({column: float for column in roles.item_numeric})
+    return fields
 
 
 def _media(folder: str, relative: str) -> bytes:
@@ -64,20 +69,22 @@ def _media(folder: str, relative: str) -> bytes:
         return f.read(media.MAX_MEDIA_BYTES + 1)
 
 
-def _json_item(row, folder: str) -> dict:
+def _json_item(row, folder: str, fields: dict) -> dict:
     """A JSON-lines item, checked field by field (ValueError names the field); media paths replaced by the files' bytes."""
     if not isinstance(row, dict):
         raise ValueError(f"an item is a JSON object, got {type(row).__name__}")
-    unknown = sorted(set(row) - set(_ITEM_FIELDS))
+    unknown = sorted(set(row) - set(fields))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))} (known: {', '.join(_ITEM_FIELDS)})")
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))} (known: {', '.join(fields)})")
     if not isinstance(row.get(F.ITEM_ID), str) or not row[F.ITEM_ID].strip():
         raise ValueError(f"field {F.ITEM_ID!r}: a non-empty string is required")
     item = {}
     for name, value in row.items():
-        kind = _ITEM_FIELDS[name]
+        kind = fields[name]
         if value is None:
             continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(
                 f"field {name!r}: expected {'a list of strings' if kind is list else kind.__name__}, got {type(value).__name__} {json.dumps(value)[:40]}"
@@ -95,10 +102,10 @@ def _json_item(row, folder: str) -> dict:
     return item
 
 
-def read_items(path: str) -> tuple[list[bytes], list[dict]]:
+def read_items(path: str, roles: F.FeatureRoles) -> tuple[list[bytes], list[dict]]:
     """Serialized catalog tf.Examples from a TFRecord file (.tfrecord, .tfrecord.gz) in the catalog's format,
-    or from JSON lines (.jsonl / .json, one object per item: field -> value, fields as in _ITEM_FIELDS;
-    `image`/`audio`: a file path relative to the items file's folder, never outside it).
+    or from JSON lines (.jsonl / .json, one object per item: field -> value, fields as in item_fields(roles);
+    `image`/`audio`/`video`: a file path relative to the items file's folder, never outside it).
 
     Returns (records, quarantined): a line that cannot be an item is quarantined with its line number,
     item id (if any) and the field at fault; the other lines are read.
@@ -114,6 +121,7 @@ def read_items(path: str) -> tuple[list[bytes], list[dict]]:
         raise FileNotFoundError(f"{path} does not exist or is not a file")
     if path.endswith((".jsonl", ".json")):
         records, quarantined = [], []
+        fields = item_fields(roles)
         folder = os.path.dirname(os.path.abspath(path))
         with open(path, encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, 1):
@@ -122,7 +130,7 @@ def read_items(path: str) -> tuple[list[bytes], list[dict]]:
                 row = None
                 try:
                     row = json.loads(line)
-                    records.append(to_example(_json_item(row, folder)).SerializeToString())
+                    records.append(to_example(_json_item(row, folder, fields)).SerializeToString())
                 except (ValueError, RecursionError) as error:
                     item_id = row.get(F.ITEM_ID, "") if isinstance(row, dict) else ""
                     reason = f"not JSON ({error})" if row is None else str(error)
@@ -201,7 +209,7 @@ def add_items(
         return report
 
     modalities = [m.decode() for m in item_encoder.content_modalities.numpy()]
-    handles = {m: (encoder_handles or {}).get(m) or encoders.local_handle(m) for m in modalities}
+    handles = {m: (encoder_handles or {}).get(m) or encoders.local_handle(m) for m in encoders.encoders_for(modalities)}
     log(f"encoding the content of {len(fresh)} items ({', '.join(modalities) or 'no content'}) ...")
     content, problems = embeddings.embed_records([record for _, record in fresh], handles) if modalities else ({}, [])
     for problem in problems:
@@ -211,7 +219,7 @@ def add_items(
     ids = [item_id for item_id, _ in fresh]
     # an item without some content gets zeros there, as in training (the tower treats the modality as missing)
     per_modality = {
-        m: np.stack([content.get(m, {}).get(i, np.zeros(encoders.ENCODERS[m].dim, np.float32)) for i in ids]) for m in modalities
+        m: np.stack([content.get(m, {}).get(i, np.zeros(encoders.content_dim(m), np.float32)) for i in ids]) for m in modalities
     }
 
     examples = []
@@ -252,11 +260,22 @@ def add_items(
     return report
 
 
+def served_features(output: str) -> F.FeatureRoles:
+    """The declared features of the dataset whose models were pushed last under `output`."""
+    from mmdata.records import Manifest
+    from towers.contract import RunPaths
+
+    newest = publish.newest(RunPaths(os.path.abspath(output), "").serving_dir, publish.PUSH)
+    if not newest or not newest.get("pipeline"):
+        raise FileNotFoundError(f"no pushed model under {output}: run `mmtower run --output {output}` first")
+    return Manifest.read(RunPaths(os.path.abspath(output), newest["pipeline"].removeprefix("mmtower-")).data_dir).roles
+
+
 def main(output: str, path: str, rebuild_index: bool = False, encoder_handles: dict[str, str] | None = None) -> int:
     from towers.contract import RunPaths
 
     serving_dir = RunPaths(os.path.abspath(output), "").serving_dir
-    records, unreadable = read_items(path)
+    records, unreadable = read_items(path, served_features(output))
     report = add_items(serving_dir, records, encoder_handles, rebuild_index)
     report.quarantined = unreadable + report.quarantined
     for problem in report.quarantined:

@@ -18,6 +18,8 @@ from towers import contract
 EPILOG = """examples:
   mmtower run                                  # tuxpaint (the default dataset), output in ./output
   mmtower run --epochs 3 --output /tmp/mmt     # quicker, elsewhere
+  mmtower init --items items.csv --events events.csv --media-root media   # draft a contract for your files
+  mmtower run --config mmtower.yaml            # your data (docs/your-data.md); recommend/report: --dataset NAME
   mmtower recommend --user u00001              # top 10 (retrieve, then rank) from the pushed model, in process
   mmtower serve                                # TF Serving's gRPC (:8500) and REST (:8501) API on the pushed models
   mmtower recommend --server localhost:8500 --user u00001   # the same over gRPC
@@ -72,7 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         "the summary compares the model with the best of them, per event and per user, with 95%% user-bootstrap intervals.",
     )
     run.add_argument(
-        "--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help=f"dataset to train on (default: {DEFAULT_DATASET})"
+        "--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help=f"built-in dataset to train on (default: {DEFAULT_DATASET})"
+    )
+    run.add_argument(
+        "--config",
+        default=None,
+        metavar="mmtower.yaml",
+        help="train on your own files instead: the data contract naming them and the role of each column "
+        "(`mmtower init` drafts one; docs/your-data.md); the first run infers schema/schema.pbtxt beside it for you to curate",
     )
     run.add_argument("--output", default="output", help="folder for data, pipeline outputs, metadata and pushed models (default: ./output)")
     run.add_argument("--max-users", type=int, default=None, help="use only the first N users' interactions (quick demos, tests)")
@@ -100,7 +109,11 @@ def _parser() -> argparse.ArgumentParser:
         default=10,
         help=f"number of items, 1 to {defaults.top_k} (the served models return their top {defaults.top_k}) (default: 10)",
     )
-    rec.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset the model was trained on")
+    rec.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help=f"dataset the model was trained on: {', '.join(sorted(DATASETS))} or your contract's name",
+    )
     rec.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
     rec.add_argument("--include-seen", action="store_true", help="allow items the user already interacted with")
     rec.add_argument("--retrieval-only", action="store_true", help="skip the ranking model: the two towers' top K by dot product")
@@ -155,6 +168,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _pipeline_arguments(comp, defaults)
     _beam_arguments(comp, default="dataflow")
+    init = sub.add_parser(
+        "init",
+        help="draft a data contract (mmtower.yaml) from your items and events files, for `mmtower run --config`",
+        description="Reads the files' columns and a sample of their values and writes a data contract that names each "
+        "column's role (ids, timestamp, rating, text, categorical, multi-valued, numeric, image/audio/video paths). "
+        "Check it, fill in what is marked TODO, then `mmtower run --config mmtower.yaml`.",
+    )
+    init.add_argument("--items", required=True, help="the item table: CSV, Parquet, JSON lines or TFRecord (local path or gs://)")
+    init.add_argument("--events", required=True, help="the event log: user, item, time (and optionally a rating) per row")
+    init.add_argument("--users", default=None, help="optional user table (id + attributes)")
+    init.add_argument("--media-root", default=None, help="folder the media path columns are relative to (default: the contract's folder)")
+    init.add_argument("--out", default="mmtower.yaml", help="where to write the contract (default: ./mmtower.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing contract")
     sch = sub.add_parser("schedule", help="create a recurring run of a compiled pipeline on Kubeflow Pipelines (kfp client)")
     sch.add_argument("--spec", default="mmtower-pipeline.json", help="the compiled JSON (mmtower compile)")
     sch.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint")
@@ -184,7 +210,9 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         help="write a static HTML report of a run folder: checks, metrics per slice, model vs most-popular, runs over time",
     )
-    rep.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset of the run")
+    rep.add_argument(
+        "--dataset", default=DEFAULT_DATASET, help=f"dataset of the run: {', '.join(sorted(DATASETS))} or your contract's name"
+    )
     rep.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
     rep.add_argument("--html", default=None, help="where to write it (default: <output>/report-<dataset>.html)")
     enc = sub.add_parser("encoders", help="pretrained content encoders (TF SavedModels in TF-Hub format)")
@@ -392,6 +420,10 @@ def _run(args) -> int:
     from app import report, summary
     from pipeline import local_runner
 
+    if args.config:
+        from mmdata import registry
+
+        args.dataset = registry.from_contract(args.config).name
     try:  # options that contradict each other are refused before anything is built
         config = local_runner.RunConfig(
             dataset=args.dataset,
@@ -408,6 +440,23 @@ def _run(args) -> int:
         return 2
     paths, wall_times = local_runner.run(config)
     print(report.format_run(summary.read(paths), wall_times))
+    return 0
+
+
+def _init(args) -> int:
+    from mmdata import contract
+
+    if os.path.exists(args.out) and not args.force:
+        print(f"mmtower: {args.out} exists; pass --force to overwrite it", file=sys.stderr)
+        return 2
+    text = contract.draft(
+        args.items, args.events, users_path=args.users, media_root=args.media_root, contract_dir=os.path.dirname(os.path.abspath(args.out))
+    )
+    with open(args.out, "w") as f:
+        f.write(text)
+    todo = text.count("TODO")
+    print(f"wrote {args.out}" + (f": {todo} line(s) marked TODO need you" if todo else ""))
+    print(f"check each column's role, then: mmtower run --config {args.out}")
     return 0
 
 
@@ -482,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from app.recommend import RequestError, SetupError
     from components.validation_gate import DataValidationError
+    from mmdata.contract import ContractError
     from serving.errors import ServingError
 
     try:
@@ -494,9 +544,10 @@ def main(argv: list[str] | None = None) -> int:
             "index": _index,
             "compile": _compile,
             "schedule": _schedule,
+            "init": _init,
         }
         return commands[args.command](args)
-    except (DataValidationError, SetupError, RequestError, FileNotFoundError, ServingError) as error:
+    except (DataValidationError, SetupError, RequestError, ContractError, FileNotFoundError, ServingError) as error:
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from mmdata.records import read_records, split_dir
+from mmdata.records import Manifest, read_records, split_dir
 from towers import contract
 from towers import features as F
 from towers.contract import CATALOG_FILE, TRAIN_SPLIT, USERS_FILE, RunPaths, latest_version_dir
@@ -35,7 +35,7 @@ def new_user(user_id: str, dtypes: dict) -> dict:
     """Query features of a user the data does not know: attributes unknown (empty string / 0), no history yet."""
     user = {F.USER_ID: user_id, F.HISTORY: []}
     for name, dtype in dtypes.items():
-        if name in F.QUERY_FEATURES and name not in (F.USER_ID, F.TIMESTAMP, F.HISTORY):
+        if name not in contract.CALLER_INPUTS and name not in F.QUERY_BASE:
             user[name] = "" if dtype.name == "string" else 0
     return user
 
@@ -89,14 +89,16 @@ def query_arrays(dtypes: dict, user: dict, timestamp: int) -> dict:
     import numpy as np
 
     values = {**user, F.TIMESTAMP: timestamp}
-    missing = sorted(name for name in dtypes if name in F.QUERY_FEATURES and name not in values)
+    query = [name for name in dtypes if name not in contract.CALLER_INPUTS]
+    missing = sorted(name for name in query if name not in values)
     if missing:
         raise SetupError(
             f"the model asks for {', '.join(missing)}, which this dataset's users do not have: it was trained on another dataset"
         )
     inputs = {}
-    for name, dtype in dtypes.items():
-        if name in F.QUERY_FEATURES and name != F.HISTORY:
+    for name in query:
+        dtype = dtypes[name]
+        if name != F.HISTORY:
             inputs[name] = np.array(
                 [values[name].encode() if dtype.name == "string" else values[name]],
                 dtype=object if dtype.name == "string" else dtype.as_numpy_dtype,
@@ -212,7 +214,8 @@ def main(
     else:
         model, source = load_model(paths)
     users = {row[F.USER_ID]: row for row in _read(paths, USERS_FILE)}
-    titles = {row[F.ITEM_ID]: row.get(F.TITLE, "") for row in _read(paths, CATALOG_FILE)}
+    display = Manifest.read(paths.data_dir).roles.display_name
+    titles = {row[F.ITEM_ID]: row.get(display, "") for row in _read(paths, CATALOG_FILE)}
     if user_id in users or history:
         user = users.get(user_id)
         if user is None:

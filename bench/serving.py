@@ -43,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 from app.recommend import query_arrays  # noqa: E402
 from bench import results  # noqa: E402
 from components.slices import COLD, NO_CONTENT  # noqa: E402
-from mmdata.records import read_records, to_example
+from mmdata.records import Manifest, read_records, to_example
 from pipeline import local_runner  # noqa: E402
 from pipeline.config import Options  # noqa: E402
 from serving import config as model_config  # noqa: E402
@@ -178,8 +178,9 @@ def query_embeddings(model_dir: str, paths, n: int) -> np.ndarray:
     """The query tower's embeddings [n, dim] of the first `n` users (the `embed_query` signature)."""
     model = tf.saved_model.load(model_dir)
     users = read_records(os.path.join(paths.data_dir, USERS_FILE))[:n]
+    query_features = Manifest.read(paths.data_dir).roles.query_features
     examples = [
-        to_example({k: v for k, v in {**user, F.TIMESTAMP: 893_000_000}.items() if k in F.QUERY_FEATURES}).SerializeToString()
+        to_example({k: v for k, v in {**user, F.TIMESTAMP: 893_000_000}.items() if k in query_features}).SerializeToString()
         for user in users
     ]
     return model.signatures[contract.EMBED_QUERY_SIGNATURE](examples=tf.constant(examples))[contract.EMBEDDINGS_OUTPUT].numpy()

@@ -1,11 +1,13 @@
 """TFT `preprocessing_fn`: raw features -> model features.
 
-user_id, item_id, timestamp and history are always there; user attributes and
-item metadata are transformed where the dataset's schema declares them.
+user_id, item_id, timestamp and history are always there; the user attributes
+and item metadata are those the dataset declares (towers.features.FeatureRoles,
+passed in the Transform's custom_config), each transformed by its role.
 
-Ids become vocabulary indices with OOV buckets (vocabularies written under the
-names in towers.features, so the trainer reads their sizes back), text becomes
-padded token ids, numbers are z-scored and the timestamp becomes cyclic
+Ids and categorical columns become vocabulary indices with OOV buckets
+(vocabularies written under the names in towers.features, so the trainer reads
+their sizes back), text and multi-valued columns become padded token ids,
+numbers are z-scored (unknown -> 0) and the timestamp becomes cyclic
 time-of-day / day-of-week context.
 """
 
@@ -15,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from towers import features as F
+from towers.contract import FEATURE_ROLES_KEY
 
 _SECONDS_PER_DAY = 86400.0
 _SECONDS_PER_WEEK = 7 * _SECONDS_PER_DAY
@@ -59,16 +62,16 @@ def time_context(timestamps: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.stack([tf.sin(day), tf.cos(day), tf.sin(week), tf.cos(week)], axis=1), tf.float32)
 
 
-def _year_z(years: tf.Tensor) -> tf.Tensor:
-    """Z-scores known years; unknown (0) maps to 0 = the mean."""
-    known = years > 0
-    as_float = tf.cast(years, tf.float32)
+def _z_score(values: tf.Tensor) -> tf.Tensor:
+    """Z-scores the known (finite) numbers over the whole dataset; unknown (NaN) maps to 0 = the mean."""
+    as_float = tf.cast(values, tf.float32)
+    known = tf.math.is_finite(as_float)
     mean = tft.mean(tf.boolean_mask(as_float, known))
     std = tf.sqrt(tft.var(tf.boolean_mask(as_float, known)))
     return tf.where(known, (as_float - mean) / tf.maximum(std, 1e-6), 0.0)
 
 
-def _query_features(inputs: dict, item_vocab) -> dict:
+def _query_features(inputs: dict, item_vocab, roles: F.FeatureRoles) -> dict:
     history = tf.RaggedTensor.from_sparse(inputs[F.HISTORY])[:, -F.HISTORY_LENGTH :]
     history_ids = tft.apply_vocabulary(history, item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS)
     out = {
@@ -77,46 +80,43 @@ def _query_features(inputs: dict, item_vocab) -> dict:
         F.RECENCY_BUCKET: tft.bucketize(_squeeze(inputs[F.TIMESTAMP]), F.RECENCY_BUCKETS),
         F.HISTORY_TOKENS: _pad(history_ids, F.HISTORY_LENGTH),
     }
-    # User attributes, where the dataset has them.
-    if F.GENDER in inputs:
-        out[F.GENDER_INDEX] = _lookup(_squeeze(inputs[F.GENDER]), F.VOCAB_GENDER)
-    if F.OCCUPATION in inputs:
-        out[F.OCCUPATION_INDEX] = _lookup(_squeeze(inputs[F.OCCUPATION]), F.VOCAB_OCCUPATION)
-    if F.ZIP_CODE in inputs:
-        out[F.ZIP_PREFIX_INDEX] = _lookup(tf.strings.substr(_squeeze(inputs[F.ZIP_CODE]), 0, F.ZIP_PREFIX_LENGTH), F.VOCAB_ZIP_PREFIX)
-    if F.AGE in inputs:
-        out[F.AGE_Z] = tft.scale_to_z_score(tf.cast(_squeeze(inputs[F.AGE]), tf.float32))
+    for column in roles.user_categorical:
+        out[F.index_feature(column)] = _lookup(_squeeze(inputs[column]), column)
+    for column in roles.user_numeric:
+        out[F.z_feature(column)] = _z_score(_squeeze(inputs[column]))
     return out
 
 
-def _item_features(inputs: dict, item_vocab) -> dict:
+def _item_features(inputs: dict, item_vocab, roles: F.FeatureRoles) -> dict:
     out = {F.ITEM_INDEX: tft.apply_vocabulary(_squeeze(inputs[F.ITEM_ID]), item_vocab, num_oov_buckets=F.NUM_OOV_BUCKETS)}
-    # Item metadata, where the dataset has it.
-    if F.TITLE in inputs:
-        out[F.TITLE_TOKENS] = _padded_ids(title_tokens(_squeeze(inputs[F.TITLE])), F.VOCAB_TITLE_TOKENS, F.TITLE_MAX_TOKENS)
-    if F.GENRES in inputs:
-        out[F.GENRE_TOKENS] = _padded_ids(tf.RaggedTensor.from_sparse(inputs[F.GENRES]), F.VOCAB_GENRES, F.MAX_GENRES)
-    if F.YEAR in inputs:
-        out[F.YEAR_Z] = _year_z(_squeeze(inputs[F.YEAR]))
+    for column in roles.item_text:
+        name = F.tokens_feature(column)
+        out[name] = _padded_ids(title_tokens(_squeeze(inputs[column])), name, F.TEXT_MAX_TOKENS)
+    for column in roles.item_categorical:
+        out[F.index_feature(column)] = _lookup(_squeeze(inputs[column]), column)
+    for column in roles.item_multivalued:
+        out[F.tokens_feature(column)] = _padded_ids(tf.RaggedTensor.from_sparse(inputs[column]), column, F.MAX_VALUES)
+    for column in roles.item_numeric:
+        out[F.z_feature(column)] = _z_score(_squeeze(inputs[column]))
     return out
 
 
-def preprocessing_fn(inputs: dict) -> dict:
+def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     """TFT entry point (named by dotted path in the pipeline).
 
     Args:
       inputs: raw features per the curated schema: scalars as [batch, 1] dense
-        tensors, genres and history as SparseTensors [batch, None]; the
-        optional features only where the schema declares them. Query
-        features alone (serving) transform without the item features.
+        tensors, multi-valued columns and history as SparseTensors [batch, None].
+      custom_config: {FEATURE_ROLES_KEY: FeatureRoles.to_json()}: the dataset's declared features.
     Returns:
       transformed features named in towers.features.
     """
+    roles = F.FeatureRoles.from_json(custom_config[FEATURE_ROLES_KEY])
     item_ids = _squeeze(inputs[F.ITEM_ID])
     item_vocab = tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM)
     # Interaction counts per item, read by the trainer for the logQ correction.
     tft.vocabulary(item_ids, vocab_filename=F.VOCAB_ITEM_FREQUENCY, store_frequency=True)
-    out = {**_query_features(inputs, item_vocab), **_item_features(inputs, item_vocab)}
+    out = {**_query_features(inputs, item_vocab, roles), **_item_features(inputs, item_vocab, roles)}
     if F.RATING in inputs:  # the ranking model's label; serving queries have none
         out[F.RATING] = tf.cast(_squeeze(inputs[F.RATING]), tf.float32)
     # Passed through for the Trainer: an incremental run trains on the events after its base model's data.

@@ -24,6 +24,7 @@ from towers import features as F
 from towers.catalog import CatalogTables
 from towers.contract import (
     CATALOG_PATH_KEY,
+    FEATURE_ROLES_KEY,
     HPARAMS_KEY,
     ITEM_EMBEDDINGS_URI_KEY,
     ITEM_GRAPH_FILE,
@@ -41,19 +42,24 @@ TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the mod
 CHOICE_EVENTS = 20_000  # validation events the item-graph weights are chosen on, at most
 
 
-def vocab_sizes(tft_output: tft.TFTransformOutput) -> dict[str, int]:
+def feature_roles(custom_config: dict) -> F.FeatureRoles:
+    """The dataset's declared features, from the Trainer's custom_config."""
+    return F.FeatureRoles.from_json(custom_config[FEATURE_ROLES_KEY])
+
+
+def vocab_sizes(tft_output: tft.TFTransformOutput, roles: F.FeatureRoles) -> dict[str, int]:
     """Vocabulary name -> size, for the vocabularies of the features this dataset has."""
     transformed = tft_output.transformed_feature_spec()
-    names = {vocab for feature, vocab in {**F.ID_FEATURE_VOCABS, **F.TOKEN_FEATURE_VOCABS}.items() if feature in transformed}
+    names = {vocab for feature, vocab in roles.vocabularies().items() if feature in transformed}
     return {name: tft_output.vocabulary_size_by_name(name) for name in sorted(names)}
 
 
 DISTRIBUTIONS = ("auto", "mirrored", "default")
 
 
-def vocabularies(tft_output: tft.TFTransformOutput) -> dict[str, list[str]]:
+def vocabularies(tft_output: tft.TFTransformOutput, roles: F.FeatureRoles) -> dict[str, list[str]]:
     """Vocabulary name -> its entries in index order, for the vocabularies the models' tables use."""
-    return {name: _decode(tft_output.vocabulary_by_name(name)) for name in vocab_sizes(tft_output)}
+    return {name: _decode(tft_output.vocabulary_by_name(name)) for name in vocab_sizes(tft_output, roles)}
 
 
 def warm_start_dir(serving_model_dir: str) -> str:
@@ -180,11 +186,12 @@ def embed_catalog(
     raw_spec: dict,
     content: dict[str, dict[str, np.ndarray]],
     oov_index: int,
+    roles: F.FeatureRoles,
     batch_size: int = 1024,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim],
     content-only candidate embeddings [N, dim]: each item as if new, its id replaced by `oov_index`)."""
-    item_spec = {name: raw_spec[name] for name in F.ITEM_FEATURES if name in raw_spec}
+    item_spec = {name: raw_spec[name] for name in roles.candidate_features}
     text_spec = {F.ITEM_TEXT: tf.io.FixedLenFeature([], tf.string, default_value="")} if candidate_tower.text_encoder is not None else {}
     ids, embeddings, content_only = [], [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
@@ -200,16 +207,21 @@ def embed_catalog(
     return ids, np.concatenate(embeddings), np.concatenate(content_only)
 
 
-def catalog_attributes(catalog_path: str, raw_spec: dict, catalog_ids: list[str]) -> list | None:
-    """Each catalog item's metadata attributes (its genres: categories or a category path), in `catalog_ids`'
-    order, for the item graph's knowledge edges; None when the dataset has no genres."""
-    if F.GENRES not in raw_spec:
+def catalog_attributes(catalog_path: str, roles: F.FeatureRoles, catalog_ids: list[str]) -> list | None:
+    """Each catalog item's metadata attributes (the values of its multi-valued columns, e.g. genres or a
+    category path, then of its categorical columns), in `catalog_ids`' order, for the item graph's knowledge
+    edges; None when the dataset declares no such column."""
+    columns = roles.item_multivalued + roles.item_categorical
+    if not columns:
         return None
-    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), F.GENRES: tf.io.RaggedFeature(tf.string)}
+    spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string), **{column: tf.io.RaggedFeature(tf.string) for column in columns}}
     by_id = {}
     for batch in tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(4096):
         parsed = tf.io.parse_example(batch, spec)
-        by_id.update(zip(_decode(parsed[F.ITEM_ID].numpy()), parsed[F.GENRES].to_list()))
+        values = [parsed[column].to_list() for column in columns]
+        by_id.update(
+            (item, [v for per_column in row for v in per_column]) for item, *row in zip(_decode(parsed[F.ITEM_ID].numpy()), *values)
+        )
     return [by_id.get(item, []) for item in catalog_ids]
 
 
@@ -238,6 +250,7 @@ def train(
 
     Returns (model, per vocabulary the ids whose rows were kept / new / dropped; empty from scratch).
     """
+    roles = feature_roles(fn_args.custom_config)
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     probability = item_sampling_probability(item_vocab, item_counts(tft_output))
     tf.keras.utils.set_random_seed(hp.seed)
@@ -258,7 +271,7 @@ def train(
         content_by_index[F.ITEM_TEXT] = np.array([texts.get(item, "") for item in item_vocab] + [""] * F.NUM_OOV_BUCKETS, dtype=object)
         absl.logging.info("fine-tuning the text encoder %s", fn_args.custom_config[TEXT_ENCODER_KEY])
     with distribution_strategy(hp.distribution).scope():
-        model = TwoTowerModel(vocab_sizes(tft_output), probability, hp, content_dims(content), history_content, text_encoder)
+        model = TwoTowerModel(vocab_sizes(tft_output, roles), probability, hp, content_dims(content), history_content, text_encoder, roles)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     train_ds = _dataset(
         fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after
@@ -272,7 +285,7 @@ def train(
         with distribution_strategy(hp.distribution).scope():
             batch = next(iter(eval_ds))
             model.query_tower(batch), model.candidate_tower(batch)  # creates the variables
-            report = warm_start.restore(model, os.path.join(base, RETRIEVAL_STATE), vocabularies(tft_output))
+            report = warm_start.restore(model, os.path.join(base, RETRIEVAL_STATE), vocabularies(tft_output, roles))
         absl.logging.info("two-tower model warm-started from %s: %s; training on the events after %d", base, report, after)
         if next(iter(train_ds), None) is None:
             absl.logging.warning("no training events after %d (the base model's data): the model keeps the base model's weights", after)
@@ -304,17 +317,18 @@ def train_ranker(
     With `base` (a warm-start folder), starts from its ranking model and trains on the interactions after `after`.
     """
     tf.keras.utils.set_random_seed(hp.seed)
-    oov_index = vocab_sizes(tft_output)[F.VOCAB_ITEM]
+    base_vocabs = vocab_sizes(tft_output, F.NO_FEATURES)  # the ranker's tables: user and item ids
+    oov_index = base_vocabs[F.VOCAB_ITEM]
     per_position = {F.ITEM_INDEX: catalog.item_index, F.CANDIDATE_EMBEDDING: catalog.embeddings}
     if catalog.content_profile is not None:
         per_position[F.CONTENT_PROFILE] = catalog.content_profile
     with distribution_strategy(hp.distribution).scope():
-        ranker = RankingModel(vocab_sizes(tft_output), hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
+        ranker = RankingModel(base_vocabs, hp, 0 if catalog.content_profile is None else catalog.content_profile.shape[1])
         ranker.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
         if base:
             first = {name: train[name][:1] for name in (F.USER_INDEX, F.QUERY_EMBEDDING, F.TIME_CONTEXT)}
             ranker({**first, **{name: values[:1] for name, values in per_position.items()}})  # creates the variables
-            report = warm_start.restore(ranker, os.path.join(base, RANKING_STATE), vocabularies(tft_output))
+            report = warm_start.restore(ranker, os.path.join(base, RANKING_STATE), vocabularies(tft_output, F.NO_FEATURES))
             new = train[F.TIMESTAMP] > after
             absl.logging.info("ranking model warm-started from %s: %s; %d interactions after its data", base, report, int(new.sum()))
             if not new.any():
@@ -440,7 +454,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     saved beside the export, for the next run to start from.
     """
     hp = HParams.from_json(fn_args.custom_config.get(HPARAMS_KEY))
-    absl.logging.info("hyperparameters: %s", hp)
+    roles = feature_roles(fn_args.custom_config)
+    absl.logging.info("hyperparameters: %s; features: %s", hp, roles)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     item_vocab = _decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))
     content = read_item_embeddings(fn_args.custom_config[ITEM_EMBEDDINGS_URI_KEY])
@@ -453,7 +468,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     catalog_ids, catalog_embeddings, content_only = embed_catalog(
-        fn_args.custom_config[CATALOG_PATH_KEY], tft_layer, model.candidate_tower, raw_spec, content, oov_index=len(item_vocab)
+        fn_args.custom_config[CATALOG_PATH_KEY], tft_layer, model.candidate_tower, raw_spec, content, len(item_vocab), roles
     )
     fine_tuned_text = model.candidate_tower.text_encoder is not None
     num_user_rows = tft_output.vocabulary_size_by_name(F.VOCAB_USER) + F.NUM_OOV_BUCKETS
@@ -465,7 +480,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     graph = None
     if hp.item_graph:
         content_rows = item_graph.item_content(len(catalog_ids), {item.encode(): i for item, i in catalog_index.items()}, content)
-        attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], raw_spec, catalog_ids)
+        attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], roles, catalog_ids)
         graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
         absl.logging.info("item graph: %s edges", graph.edge_counts())
     catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph)
@@ -477,6 +492,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         exporter.TrainedModels(tft_layer, model.query_tower, model.candidate_tower, ranker),
         exporter.ModelInputs(
             raw_spec,
+            roles,
             content_dims(content),
             profile_modalities=profile_modalities(content_dims(content), hp, fine_tuned_text) if content else (),
         ),
@@ -502,7 +518,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "events_trained_on": int((train_data[F.TIMESTAMP] > after).sum()) if base else len(train_data[F.TIMESTAMP]),
         "warm_start": warm_start_report,
     }
-    state, vocabs = warm_start_dir(fn_args.serving_model_dir), vocabularies(tft_output)
+    state, vocabs = warm_start_dir(fn_args.serving_model_dir), vocabularies(tft_output, roles)
     warm_start.save(model, vocabs, os.path.join(state, RETRIEVAL_STATE), **facts)
     warm_start.save(ranker, vocabs, os.path.join(state, RANKING_STATE), **facts)
     absl.logging.info("warm-start state for the next run: %s (%s)", state, facts)

@@ -20,7 +20,8 @@ import pandas as pd
 from mmdata.records import QuarantinedRow
 from towers import features as F
 
-MISSING_YEAR = 0
+MISSING_YEAR = float("nan")  # a year that is absent or unreadable (numeric features: NaN = unknown)
+ZIP_PREFIX_LENGTH = 3  # zip codes are kept to their first digits (an area, not an address)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def _parse_item(raw: dict, keep_with_issue) -> dict:
     return {
         F.ITEM_ID: _nonempty(raw, F.ITEM_ID),
         F.TITLE: _nonempty(raw, F.TITLE),
-        F.YEAR: year,
+        F.YEAR: float(year),
         F.GENRES: raw[F.GENRES].split() or ["unknown"],
     }
 
@@ -148,7 +149,7 @@ def _parse_user(raw: dict, keep_with_issue) -> dict:
         F.AGE: _as_int(raw, F.AGE, 1, 120),
         F.GENDER: _nonempty(raw, F.GENDER),
         F.OCCUPATION: _nonempty(raw, F.OCCUPATION),
-        F.ZIP_CODE: _nonempty(raw, F.ZIP_CODE),
+        F.ZIP_CODE: _nonempty(raw, F.ZIP_CODE)[:ZIP_PREFIX_LENGTH],
     }
 
 
@@ -163,7 +164,7 @@ def _parse_interaction(raw: dict, keep_with_issue) -> dict:
 
 def item_text(item: dict) -> str:
     """What the text encoder reads for a movie: 'Title (year). Genre, Genre'."""
-    year = f" ({item[F.YEAR]})" if item[F.YEAR] != MISSING_YEAR else ""
+    year = f" ({int(item[F.YEAR])})" if item[F.YEAR] == item[F.YEAR] else ""  # NaN != NaN: unknown
     return f"{item[F.TITLE]}{year}. {', '.join(item[F.GENRES])}"
 
 

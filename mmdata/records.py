@@ -73,6 +73,12 @@ class Manifest:
     span_sizes: list = field(default_factory=list)  # per span: [train, validation, eval] interactions
     validation_fraction: float = 0.0
     num_validation: int = 0
+    features: dict = field(default_factory=dict)  # the dataset's FeatureRoles, as a dict
+    source: str = ""  # a user's dataset: the fingerprint of its contract and files (DataContract.fingerprint)
+
+    @property
+    def roles(self) -> F.FeatureRoles:
+        return F.FeatureRoles(**{name: tuple(columns) for name, columns in self.features.items()})
 
     def write(self, data_dir: str) -> None:
         with open(os.path.join(data_dir, MANIFEST_FILE), "w") as f:
@@ -188,25 +194,29 @@ def hold_out_items(interactions: pd.DataFrame, cold: list[str], cutoff: int) -> 
 
 
 def to_example(row: dict):
-    """One raw row (feature name -> value) as a tf.train.Example."""
+    """One raw row (feature name -> value) as a tf.train.Example; the feature kind follows the value's type.
+
+    str -> bytes_list (UTF-8), bytes -> bytes_list, int (and bool) -> int64_list, float -> float_list (NaN =
+    unknown), list of str -> bytes_list; None leaves the feature out (an item without a sound).
+    """
     import tensorflow as tf
 
     feats = {}
     for name, value in row.items():
         if value is None:
-            continue  # absent optional content (e.g. an item without a sound)
-        if name in F.RAW_STRING_FEATURES:
-            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
-        elif name in F.RAW_INT_FEATURES:
+            continue
+        if isinstance(value, str):
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif isinstance(value, bytes):
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        elif isinstance(value, bool | int | np.integer):
             feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-        elif name in F.RAW_FLOAT_FEATURES:
+        elif isinstance(value, float | np.floating):
             feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-        elif name in F.RAW_BYTES_FEATURES:
-            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(value)]))
-        elif name in F.RAW_LIST_FEATURES:
-            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in value]))
+        elif isinstance(value, list | tuple | np.ndarray):
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in value]))
         else:
-            raise KeyError(f"column {name!r} is not a declared raw feature")
+            raise TypeError(f"column {name!r}: cannot write a {type(value).__name__} into a tf.Example")
     return tf.train.Example(features=tf.train.Features(feature=feats))
 
 
@@ -221,8 +231,12 @@ def write_records(frame: pd.DataFrame, path: str) -> int:
     return len(frame)
 
 
-def read_records(path: str) -> list[dict]:
-    """Reads a TFRecord file written by `write_records` back into plain dicts."""
+def read_records(path: str, lists: tuple[str, ...] = (F.HISTORY,)) -> list[dict]:
+    """Reads a TFRecord file written by `write_records` back into plain dicts.
+
+    `lists`: features read as lists (the others as their one value); pass the dataset's
+    FeatureRoles.list_features for records holding multi-valued columns.
+    """
     import tensorflow as tf
 
     rows = []
@@ -234,7 +248,7 @@ def read_records(path: str) -> list[dict]:
             values = list(getattr(feat, kind).value)
             if kind == "bytes_list" and name not in F.RAW_BYTES_FEATURES:
                 values = [v.decode() for v in values]
-            row[name] = values if name in F.RAW_LIST_FEATURES else values[0]
+            row[name] = values if name in lists else (values[0] if values else None)
         rows.append(row)
     return rows
 
@@ -277,6 +291,7 @@ def snapshot_spans(interactions: pd.DataFrame, spans: int) -> list[pd.DataFrame]
 
 def write_dataset(
     name: str,
+    roles: F.FeatureRoles,
     data_dir: str,
     interactions: pd.DataFrame,
     catalog: pd.DataFrame,
@@ -288,14 +303,16 @@ def write_dataset(
     split: str = TEMPORAL,
     spans: int = 1,
     validation_fraction: float = 0.1,
+    source: str = "",
 ) -> Manifest:
     """Splits and writes a dataset: examples/span-<k>/{train,validation,eval}, catalog, users, quarantine, manifest.
 
     Args:
       name: registry name of the dataset.
+      roles: its declared features (recorded in the manifest; readers of the built data take them from there).
       data_dir: output folder.
       interactions: one row per interaction, with user and item features joined.
-      catalog: one row per item (the F.CATALOG_FEATURES it has); the full candidate set.
+      catalog: one row per item (item_id, its declared features, its content: F.CONTENT_FEATURES); the full candidate set.
       users: one row per user with the user features; their latest items are
         added (for serving queries).
       quarantined: rows the builder could not convert.
@@ -312,6 +329,7 @@ def write_dataset(
       validation_fraction: share of the training interactions (the latest by
         time; random ones for RANDOM) written as the validation split, on
         which early stopping, settings and baseline parameters are chosen.
+      source: recorded in the manifest (a user's dataset: the fingerprint of its contract and files).
       spans: number of cumulative snapshots (snapshot_spans), each split by
         time on its own; spans 1..spans-1 stand for the data of earlier
         scheduled runs, the last span is the whole dataset. Temporal split only.
@@ -360,7 +378,7 @@ def write_dataset(
             write_records(frame, os.path.join(split_dir(data_dir, split_name, span), RECORD_FILE))
         span_train_until.append(int(frames[0][F.TIMESTAMP].max()))
         span_sizes.append([len(frame) for frame in frames])
-    write_records(catalog[[name for name in F.CATALOG_FEATURES if name in catalog.columns]], os.path.join(data_dir, CATALOG_FILE))
+    write_records(catalog, os.path.join(data_dir, CATALOG_FILE))
     write_records(latest_history(interactions, users, F.HISTORY_LENGTH), os.path.join(data_dir, USERS_FILE))
     with open(os.path.join(data_dir, QUARANTINE_FILE), "w") as f:
         for row in quarantined:
@@ -388,6 +406,8 @@ def write_dataset(
         spans=spans,
         span_train_until=span_train_until,
         span_sizes=span_sizes,
+        features=json.loads(roles.to_json()),
+        source=source,
     )
     manifest.write(data_dir)
     return manifest

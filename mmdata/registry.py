@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mmdata import movielens, tuxpaint
 from mmdata.records import TEMPORAL, Manifest, span_dir, write_dataset
@@ -18,13 +20,25 @@ class DatasetSpec:
     name: str
     description: str
     loader: Callable  # (max_users) -> (interactions, catalog, users, quarantined)
-    schema_name: str  # folder under schemas/
+    schema_name: str  # folder under schemas/ (built-in datasets)
     modalities: tuple[str, ...] = ("text",)  # item content the catalog carries (encoder names)
     eval_fraction: float = 0.1
     validation_fraction: float = 0.1  # share of the training period (its latest part) held out for choices
     cold_item_fraction: float = 0.0  # default share of eval items held out of training (cold start)
     slice_features: tuple[str, ...] = ()  # raw features the Evaluator slices by
+    features: F.FeatureRoles = F.NO_FEATURES  # its optional columns, by role
+    schema_file: str = ""  # a user's dataset: its schema beside the data contract (inferred by the first run)
+    contract: Any = None  # a user's dataset: its mmdata.contract.DataContract
 
+
+MOVIELENS_FEATURES = F.FeatureRoles(
+    user_categorical=(F.GENDER, F.OCCUPATION, F.ZIP_CODE),
+    user_numeric=(F.AGE,),
+    item_text=(F.TITLE,),
+    item_multivalued=(F.GENRES,),
+    item_numeric=(F.YEAR,),
+)
+TUXPAINT_FEATURES = F.FeatureRoles(item_text=(F.TITLE,), item_multivalued=(F.GENRES,))
 
 DATASETS = {
     "movielens-100k": DatasetSpec(
@@ -33,6 +47,7 @@ DATASETS = {
         loader=lambda max_users=None: movielens.load(max_users=max_users),
         schema_name="movielens",
         slice_features=(F.GENDER,),
+        features=MOVIELENS_FEATURES,
     ),
     "movielens-1m": DatasetSpec(
         name="movielens-1m",
@@ -40,6 +55,7 @@ DATASETS = {
         loader=lambda max_users=None: movielens.load(max_users=max_users, source=movielens.ML_1M),
         schema_name="movielens-1m",
         slice_features=(F.GENDER,),
+        features=MOVIELENS_FEATURES,
     ),
     "tuxpaint": DatasetSpec(
         name="tuxpaint",
@@ -51,9 +67,39 @@ DATASETS = {
         schema_name="tuxpaint",
         modalities=("text", "image", "audio"),
         cold_item_fraction=0.1,
+        features=TUXPAINT_FEATURES,
     ),
 }
 DEFAULT_DATASET = "tuxpaint"
+SCHEMA_DIR, SCHEMA_FILE = "schema", "schema.pbtxt"  # a user's dataset: <contract folder>/schema/schema.pbtxt
+
+
+def from_contract(path: str) -> DatasetSpec:
+    """Registers the dataset a data contract (mmtower.yaml) declares, under its name, and returns it.
+
+    Its schema is `schema/schema.pbtxt` beside the contract: inferred by the first run, curated by the user.
+    """
+    from mmdata import contract, files
+
+    declared = contract.load(path)
+    name = declared.dataset
+    if name in DATASETS and DATASETS[name].schema_file == "":
+        raise contract.ContractError(f"{path}: name: {declared.name!r} is a built-in dataset; give yours another name")
+    spec = DatasetSpec(
+        name=name,
+        description=f"your dataset, declared in {path}",
+        loader=lambda max_users=None: files.load(declared, max_users=max_users),
+        schema_name="",
+        schema_file=os.path.join(os.path.dirname(os.path.abspath(path)), SCHEMA_DIR, SCHEMA_FILE),
+        modalities=declared.modalities,
+        eval_fraction=declared.split.eval_fraction,
+        validation_fraction=declared.split.validation_fraction,
+        cold_item_fraction=declared.split.cold_items,
+        features=declared.roles,
+        contract=declared,
+    )
+    DATASETS[name] = spec
+    return spec
 
 
 def get(name: str) -> DatasetSpec:
@@ -71,16 +117,22 @@ def build(
     split: str = TEMPORAL,
     spans: int = 1,
     validation_fraction: float | None = None,
+    beam_args: list[str] | None = None,
 ) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
     `split`: records.TEMPORAL (default) or records.RANDOM (the TFRS tutorials' protocol).
     `spans`: cumulative snapshots written as examples/span-<k>/ (records.write_dataset).
+    `beam_args`: a user's dataset (temporal split, one span, all users) is built by a Beam pipeline with
+      these options (mmdata.beam_build: DirectRunner here, Dataflow/Flink/Spark for data that outgrows one
+      machine); otherwise its files are read in memory (mmdata.files). An identical earlier build is reused,
+      unless the contract or its files changed.
     """
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
     cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
     validation_fraction = spec.validation_fraction if validation_fraction is None else validation_fraction
+    source = spec.contract.fingerprint() if spec.contract is not None else ""
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
         same = (
@@ -91,17 +143,25 @@ def build(
             manifest.split,
             manifest.spans,
             manifest.validation_fraction,
+            manifest.roles,
+            manifest.source,
         )
         if (
-            same == (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction)
+            same == (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction, spec.features, source)
             and os.path.isdir(span_dir(data_dir, spans))
             and manifest.span_sizes
         ):
             return manifest
+    if spec.contract is not None and split == TEMPORAL and spans == 1 and max_users is None:
+        from mmdata import beam_build, contract
+
+        declared = dataclasses.replace(spec.contract, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
+        return beam_build.build(declared, data_dir, beam_args)
     interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
     os.makedirs(data_dir, exist_ok=True)
     return write_dataset(
         name,
+        spec.features,
         data_dir,
         interactions,
         catalog,
@@ -113,4 +173,5 @@ def build(
         split,
         spans,
         validation_fraction,
+        source,
     )

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 from components.retrieval_evaluator.thresholds import Thresholds
 from mmdata import registry
+from towers import features as F
 from towers.contract import (
     CATALOG_FILE,
     CATALOG_PATH_KEY,
     EXAMPLES_DIR,
+    FEATURE_ROLES_KEY,
     HPARAMS_KEY,
     RECOMMENDER,
     TEXT_ENCODER_KEY,
@@ -72,6 +74,7 @@ class PipelineConfig:
       serving_dir: where the Pusher publishes the served models (TF Serving's layout).
       encoder_handles: modality -> content encoder handle (a local path, or a TF-Hub/Kaggle handle).
       schema_path: the curated raw schema.pbtxt.
+      features: the dataset's declared features (Transform and Trainer read them).
       options: what the pipeline computes.
       beam_pipeline_args: Beam options of the Beam-based components (pipeline.beam_profiles).
     """
@@ -82,6 +85,7 @@ class PipelineConfig:
     serving_dir: str
     encoder_handles: dict[str, str]
     schema_path: str
+    features: F.FeatureRoles
     options: Options = field(default_factory=Options)
     beam_pipeline_args: tuple[str, ...] = ()
 
@@ -102,8 +106,12 @@ class PipelineConfig:
         """The recommender's base directory; the ranker and the item encoder are published beside it."""
         return f"{self.serving_dir}/{RECOMMENDER}"
 
+    def transform_custom_config(self) -> dict:
+        return {FEATURE_ROLES_KEY: self.features.to_json()}
+
     def trainer_custom_config(self) -> dict:
         return {
+            **self.transform_custom_config(),
             HPARAMS_KEY: self.options.hparams.to_json(),
             CATALOG_PATH_KEY: self.catalog_path,
             TEXT_ENCODER_KEY: self.encoder_handles.get("text", ""),
@@ -115,4 +123,5 @@ class PipelineConfig:
 
 def schema_path(dataset: str, schemas_dir: str = SCHEMAS_DIR) -> str:
     """The curated schema of a dataset under a schemas folder (this checkout's, or the image's)."""
-    return os.path.join(schemas_dir, registry.get(dataset).schema_name, "schema.pbtxt")
+    spec = registry.get(dataset)
+    return spec.schema_file or os.path.join(schemas_dir, spec.schema_name, registry.SCHEMA_FILE)

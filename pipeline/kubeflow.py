@@ -41,7 +41,10 @@ def pipeline_config(
     """
     from towers.encoders import registry as encoders
 
-    handles = {name: encoders.local_handle(name, os.path.join(IMAGE_ROOT, "encoders")) for name in registry.get(dataset).modalities}
+    handles = {
+        name: encoders.local_handle(name, os.path.join(IMAGE_ROOT, "encoders"))
+        for name in encoders.encoders_for(registry.get(dataset).modalities)
+    }
     return PipelineConfig(
         dataset=dataset,
         data_root=data_root.rstrip("/"),
@@ -49,6 +52,7 @@ def pipeline_config(
         serving_dir=serving_dir.rstrip("/"),
         encoder_handles=handles,
         schema_path=schema_path(dataset, os.path.join(IMAGE_ROOT, "schemas")),
+        features=registry.get(dataset).features,
         options=options,
         beam_pipeline_args=tuple(beam_args),
     )

@@ -66,7 +66,9 @@ def beam_args(num_workers: int) -> list[str]:
 
 def pipeline_config(config: RunConfig, paths: RunPaths) -> PipelineConfig:
     """The PipelineConfig of a local run: this machine's folders, encoders and schemas, the DirectRunner."""
-    handles = config.encoder_handles or {name: encoders.local_handle(name) for name in registry.get(config.dataset).modalities}
+    handles = config.encoder_handles or {
+        name: encoders.local_handle(name) for name in encoders.encoders_for(registry.get(config.dataset).modalities)
+    }
     return PipelineConfig(
         dataset=config.dataset,
         data_root=paths.data_dir,
@@ -74,6 +76,7 @@ def pipeline_config(config: RunConfig, paths: RunPaths) -> PipelineConfig:
         serving_dir=paths.serving_dir,
         encoder_handles=handles,
         schema_path=schema_path(config.dataset),
+        features=registry.get(config.dataset).features,
         options=config.options,
         beam_pipeline_args=tuple(config.beam_pipeline_args or beam_args(config.direct_num_workers)),
     )
@@ -108,8 +111,16 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         eval_fraction=config.eval_fraction,
         spans=config.spans,
         validation_fraction=config.validation_fraction,
+        beam_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),
     )
     span = config.options.span or manifest.spans
+    spec = registry.get(config.dataset)
+    if spec.schema_file and not os.path.exists(spec.schema_file):
+        from mmdata import schema
+        from mmdata.records import span_dir
+
+        schema.infer(config.dataset, span_dir(paths.data_dir, span), manifest.roles, spec.schema_file)
+        handler.say(f"✔ schema inferred by TFDV and written to {spec.schema_file}: curate it; later runs import it")
     train, validation, evaluation = manifest.span_sizes[span - 1]
     handler.say(
         f"✔ dataset: {f'span {span} of {manifest.spans}: ' if manifest.spans > 1 else ''}{train:,} train / {validation:,} validation / {evaluation:,} eval interactions, "

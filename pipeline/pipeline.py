@@ -87,7 +87,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN_SPLIT], transform=list(SPLITS)),
-        custom_config={CODE_VERSION_KEY: code},
+        custom_config={**config.transform_custom_config(), CODE_VERSION_KEY: code},
     )
     transform.add_upstream_node(validation_gate)
     # Only the RetrievalEvaluator's blessing (which includes TFMA's) makes a model "last blessed".

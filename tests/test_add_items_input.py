@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from app.add_items import read_items
+from mmdata.registry import MOVIELENS_FEATURES
 from towers import features as F
 from towers.encoders import media
 
@@ -35,7 +36,7 @@ def test_bad_lines_are_quarantined_by_line_and_field_and_good_ones_read(tmp_path
             {"item_id": "deep", "genres": [["nested"]]},
         ],
     )
-    records, quarantined = read_items(path)
+    records, quarantined = read_items(path, MOVIELENS_FEATURES)
     assert len(records) == 1
     good = tf.train.Example.FromString(records[0]).features.feature
     assert list(good[F.GENRES].bytes_list.value) == [b"a", b"b"] and good[F.IMAGE].bytes_list.value[0] == b"\x89PNG fake"
@@ -45,7 +46,7 @@ def test_bad_lines_are_quarantined_by_line_and_field_and_good_ones_read(tmp_path
     assert "unknown field(s) 'titel'" in by_line[3]["reason"] and by_line[3]["item_id"] == "typo"
     assert "field 'genres': expected a list of strings" in by_line[4]["reason"]  # not one-letter genres
     assert "field 'item_id'" in by_line[5]["reason"]
-    assert "field 'year': expected int, got bool" in by_line[6]["reason"]
+    assert "field 'year': expected float, got bool" in by_line[6]["reason"]
     assert "JSON object" in by_line[7]["reason"]
     assert "list of strings" in by_line[8]["reason"]
 
@@ -69,7 +70,7 @@ def test_media_paths_are_confined_regular_and_capped(tmp_path):
             {"item_id": "gone", "audio": "missing.wav"},
         ],
     )
-    records, quarantined = read_items(path)
+    records, quarantined = read_items(path, MOVIELENS_FEATURES)
     assert records == []
     reasons = {q["item_id"]: q["reason"] for q in quarantined}
     assert "outside the items file's folder" in reasons["up"] and "absolute path" in reasons["abs"]
@@ -81,9 +82,9 @@ def test_media_paths_are_confined_regular_and_capped(tmp_path):
 def test_unsupported_or_unreadable_files_are_one_clear_error(tmp_path):
     (tmp_path / "items.csv").write_text("item_id,title\n1,x\n")
     with pytest.raises(ValueError, match="unsupported file type"):
-        read_items(str(tmp_path / "items.csv"))
+        read_items(str(tmp_path / "items.csv"), MOVIELENS_FEATURES)
     (tmp_path / "items.tfrecord").write_bytes(b"garbage that is not a TFRecord")
     with pytest.raises(ValueError, match="not a readable TFRecord"):
-        read_items(str(tmp_path / "items.tfrecord"))
+        read_items(str(tmp_path / "items.tfrecord"), MOVIELENS_FEATURES)
     with pytest.raises(FileNotFoundError):
-        read_items(str(tmp_path / "nope.jsonl"))
+        read_items(str(tmp_path / "nope.jsonl"), MOVIELENS_FEATURES)

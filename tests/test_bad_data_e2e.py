@@ -5,7 +5,7 @@ import os
 import pytest
 
 from components.validation_gate import DataValidationError
-from mmdata import movielens
+from mmdata import movielens, registry
 from mmdata.records import write_dataset
 from pipeline import local_runner
 from pipeline.config import Options
@@ -24,7 +24,9 @@ def test_out_of_schema_rows_stop_the_pipeline(tmp_path):
     paths = RunPaths(str(tmp_path), config.dataset)
     interactions, items, users, quarantined = movielens.load(root=FIXTURE)
     interactions.loc[0, F.OCCUPATION] = "astronaut"  # not in the curated occupation domain
-    write_dataset(config.dataset, paths.data_dir, interactions, items, users, quarantined, eval_fraction=0.34)
+    write_dataset(
+        config.dataset, registry.get(config.dataset).features, paths.data_dir, interactions, items, users, quarantined, eval_fraction=0.34
+    )
 
     from tfx import v1 as tfx
 

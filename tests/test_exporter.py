@@ -52,7 +52,7 @@ def _module(index: str = BRUTE_FORCE) -> exporter.ServingModule:
     )
     return exporter.ServingModule(
         models,
-        exporter.ModelInputs(RAW_SPEC),
+        exporter.ModelInputs(RAW_SPEC, F.NO_FEATURES),
         tables,
         exporter.UserTables(seen_positions=[[1], [], [0, 2], []], activity=["light", "new", "heavy", "new"]),
         exporter.ServingOptions(k=2, ranking_candidates=10, liked_rating=4.0, index=index, new_item_candidates=1),

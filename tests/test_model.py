@@ -17,12 +17,19 @@ pytestmark = pytest.mark.unit
 VOCAB_SIZES = {
     F.VOCAB_USER: 3,
     F.VOCAB_ITEM: 4,
-    F.VOCAB_GENDER: 2,
-    F.VOCAB_OCCUPATION: 5,
-    F.VOCAB_ZIP_PREFIX: 6,
-    F.VOCAB_TITLE_TOKENS: 7,
-    F.VOCAB_GENRES: 3,
+    F.GENDER: 2,
+    F.OCCUPATION: 5,
+    F.ZIP_CODE: 6,
+    F.tokens_feature(F.TITLE): 7,
+    F.GENRES: 3,
 }
+ROLES = F.FeatureRoles(  # MovieLens's
+    user_categorical=(F.GENDER, F.OCCUPATION, F.ZIP_CODE),
+    user_numeric=(F.AGE,),
+    item_text=(F.TITLE,),
+    item_multivalued=(F.GENRES,),
+    item_numeric=(F.YEAR,),
+)
 TEXT_DIM = 5
 CONTENT_DIMS = {"text": TEXT_DIM}  # a catalog with text only (no image, no audio)
 HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidden_units=(16,))
@@ -31,16 +38,16 @@ HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidde
 def _batch(n: int = 3) -> dict:
     return {
         F.USER_INDEX: tf.constant([0, 2, 3][:n], tf.int64),  # 3 = the OOV bucket
-        F.GENDER_INDEX: tf.constant([0, 1, 2][:n], tf.int64),
-        F.OCCUPATION_INDEX: tf.constant([1, 4, 5][:n], tf.int64),
-        F.ZIP_PREFIX_INDEX: tf.constant([0, 6, 3][:n], tf.int64),
-        F.AGE_Z: tf.constant([0.1, -1.0, 2.0][:n]),
+        F.index_feature(F.GENDER): tf.constant([0, 1, 2][:n], tf.int64),
+        F.index_feature(F.OCCUPATION): tf.constant([1, 4, 5][:n], tf.int64),
+        F.index_feature(F.ZIP_CODE): tf.constant([0, 6, 3][:n], tf.int64),
+        F.z_feature(F.AGE): tf.constant([0.1, -1.0, 2.0][:n]),
         F.TIME_CONTEXT: tf.zeros([n, F.TIME_CONTEXT_DIM]),
         F.RECENCY_BUCKET: tf.constant([0, 5, 9][:n], tf.int64),
         F.ITEM_INDEX: tf.constant([0, 3, 4][:n], tf.int64),  # 4 = OOV: an item unseen in training
-        F.TITLE_TOKENS: tf.constant([[1, 2] + [0] * (F.TITLE_MAX_TOKENS - 2)] * n, tf.int64),
-        F.GENRE_TOKENS: tf.constant([[1] + [0] * (F.MAX_GENRES - 1)] * n, tf.int64),
-        F.YEAR_Z: tf.constant([0.0, 1.0, -1.0][:n]),
+        F.tokens_feature(F.TITLE): tf.constant([[1, 2] + [0] * (F.TEXT_MAX_TOKENS - 2)] * n, tf.int64),
+        F.tokens_feature(F.GENRES): tf.constant([[1] + [0] * (F.MAX_VALUES - 1)] * n, tf.int64),
+        F.z_feature(F.YEAR): tf.constant([0.0, 1.0, -1.0][:n]),
         F.HISTORY_TOKENS: tf.constant([[1, 5] + [0] * (F.HISTORY_LENGTH - 2)] * n, tf.int64),  # 5 = OOV + 1
         F.TEXT_EMBEDDING: tf.constant([[0.5] * TEXT_DIM, [0.0] * TEXT_DIM, [-0.5] * TEXT_DIM][:n]),  # row 1: no text
     }
@@ -54,32 +61,38 @@ def test_sampling_probability_hand_computed():
 
 @pytest.mark.parametrize("tower_cls", [QueryTower, CandidateTower])
 def test_towers_embed_to_unit_vectors(tower_cls):
-    tower = tower_cls(VOCAB_SIZES, HP, CONTENT_DIMS) if tower_cls is CandidateTower else tower_cls(VOCAB_SIZES, HP)
+    tower = (
+        tower_cls(VOCAB_SIZES, HP, CONTENT_DIMS, roles=ROLES) if tower_cls is CandidateTower else tower_cls(VOCAB_SIZES, HP, roles=ROLES)
+    )
     out = tower(_batch()).numpy()
     assert out.shape == (3, HP.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 
 # A dataset with no user attributes and no year (e.g. tuxpaint): the towers use what there is.
-MINIMAL_VOCABS = {F.VOCAB_USER: 3, F.VOCAB_ITEM: 4, F.VOCAB_TITLE_TOKENS: 7, F.VOCAB_GENRES: 3}
+MINIMAL_VOCABS = {F.VOCAB_USER: 3, F.VOCAB_ITEM: 4, F.tokens_feature(F.TITLE): 7, F.GENRES: 3}
+MINIMAL_ROLES = F.FeatureRoles(item_text=(F.TITLE,), item_multivalued=(F.GENRES,))
 MINIMAL_FEATURES = (
     F.USER_INDEX,
     F.TIME_CONTEXT,
     F.RECENCY_BUCKET,
     F.HISTORY_TOKENS,
     F.ITEM_INDEX,
-    F.TITLE_TOKENS,
-    F.GENRE_TOKENS,
+    F.tokens_feature(F.TITLE),
+    F.tokens_feature(F.GENRES),
     F.TEXT_EMBEDDING,
 )
 
 
 def test_towers_use_only_the_features_a_dataset_has():
     batch = {name: value for name, value in _batch().items() if name in MINIMAL_FEATURES}
-    query, candidate = QueryTower(MINIMAL_VOCABS, HP), CandidateTower(MINIMAL_VOCABS, HP, CONTENT_DIMS)
+    query, candidate = (
+        QueryTower(MINIMAL_VOCABS, HP, roles=MINIMAL_ROLES),
+        CandidateTower(MINIMAL_VOCABS, HP, CONTENT_DIMS, roles=MINIMAL_ROLES),
+    )
     assert query(batch).shape == (3, HP.embedding_dim) and candidate(batch).shape == (3, HP.embedding_dim)
     # Same ids, one less feature -> a smaller first layer than with every feature.
-    full = QueryTower(VOCAB_SIZES, HP)
+    full = QueryTower(VOCAB_SIZES, HP, roles=ROLES)
     full(_batch())
     assert query.mlp.layers[0].kernel.shape[0] < full.mlp.layers[0].kernel.shape[0]
     assert not any("gender" in w.name or "occupation" in w.name for w in query.weights)
@@ -94,7 +107,7 @@ def test_masked_mean_ignores_padding():
 
 
 def test_logq_corrected_loss_hand_computed():
-    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0), CONTENT_DIMS)
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0), CONTENT_DIMS, roles=ROLES)
     q = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     c = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     p = tf.constant([0.5, 0.25])
@@ -106,7 +119,7 @@ def test_logq_corrected_loss_hand_computed():
 
 
 def test_accidental_hits_are_not_negatives():
-    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0), CONTENT_DIMS)
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(temperature=1.0), CONTENT_DIMS, roles=ROLES)
     q = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     c = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     # Both rows hold item 7: each row's other column is the same item, so it is masked out.
@@ -118,8 +131,8 @@ def test_compute_loss_uses_item_frequencies():
     """compute_loss gathers p(item) by item index: with identical weights, turning logQ off changes the loss."""
     probs = np.array([0.5, 0.1, 0.1, 0.1, 0.2], np.float32)
     batch = _batch()
-    with_logq = TwoTowerModel(VOCAB_SIZES, probs, HP, CONTENT_DIMS)
-    without = TwoTowerModel(VOCAB_SIZES, probs, HP.replace(use_logq=False), CONTENT_DIMS)
+    with_logq = TwoTowerModel(VOCAB_SIZES, probs, HP, CONTENT_DIMS, roles=ROLES)
+    without = TwoTowerModel(VOCAB_SIZES, probs, HP.replace(use_logq=False), CONTENT_DIMS, roles=ROLES)
     loss = float(with_logq.compute_loss(batch))
     without.compute_loss(batch)  # builds the layers
     without.set_weights(with_logq.get_weights())
@@ -129,7 +142,7 @@ def test_compute_loss_uses_item_frequencies():
 
 def test_gate_ignores_missing_modalities():
     """Row 0 has everything; row 1 has no text embedding; row 2's item is unseen (OOV id)."""
-    tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS)
+    tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS, roles=ROLES)
     weights = tower.modality_weights(_batch()).numpy()
     assert tower.modalities == ("id", "metadata", "text")  # no image or audio in this catalog
     id_, metadata, text = (tower.modalities.index(m) for m in ("id", "metadata", "text"))
@@ -141,7 +154,7 @@ def test_gate_ignores_missing_modalities():
 
 def test_unseen_item_embeds_from_content_alone():
     """An OOV item's embedding does not depend on the (untrained) OOV id row."""
-    tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS)
+    tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS, roles=ROLES)
     batch = _batch()
     before = tower(batch).numpy()
     table = tower.item.embeddings
@@ -152,12 +165,12 @@ def test_unseen_item_embeds_from_content_alone():
 
 
 def test_id_only_tower_sees_no_content():
-    tower = CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("id",)), CONTENT_DIMS)
+    tower = CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("id",)), CONTENT_DIMS, roles=ROLES)
     weights = tower.modality_weights(_batch()).numpy()
     np.testing.assert_allclose(weights[:2], [[1, 0, 0], [1, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(weights[2], 0.0)  # unseen item: nothing to go on
     with pytest.raises(ValueError, match="item_modalities"):
-        CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("pixels",)), CONTENT_DIMS)
+        CandidateTower(VOCAB_SIZES, HP.replace(item_modalities=("pixels",)), CONTENT_DIMS, roles=ROLES)
 
 
 def test_masked_mean_ignores_oov_tokens():
@@ -167,7 +180,7 @@ def test_masked_mean_ignores_oov_tokens():
 
 
 def test_tower_fuses_every_content_modality_the_catalog_has():
-    tower = CandidateTower(VOCAB_SIZES, HP, {"text": TEXT_DIM, "image": 3})
+    tower = CandidateTower(VOCAB_SIZES, HP, {"text": TEXT_DIM, "image": 3}, roles=ROLES)
     batch = {**_batch(), F.IMAGE_EMBEDDING: tf.constant([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])}
     assert tower.modalities == ("id", "metadata", "text", "image")
     weights = tower.modality_weights(batch).numpy()
@@ -182,7 +195,7 @@ def test_fine_tuned_text_encoder_reads_item_text_and_gets_gradients(tmp_path):
     if not os.path.exists(os.path.join(handle, "saved_model.pb")):
         handle = registry.export("text", str(tmp_path))
     encoder = registry.load(handle, trainable=True)
-    tower = CandidateTower(VOCAB_SIZES, HP, {"text": 384}, text_encoder=encoder)
+    tower = CandidateTower(VOCAB_SIZES, HP, {"text": 384}, text_encoder=encoder, roles=ROLES)
     batch = {name: value for name, value in _batch().items() if name != F.TEXT_EMBEDDING}
     batch[F.ITEM_TEXT] = tf.constant(["A blackbird. animals, birds", "  ", "A frog. animals, amphibians"])
     with tf.GradientTape() as tape:
@@ -196,7 +209,7 @@ def test_fine_tuned_text_encoder_reads_item_text_and_gets_gradients(tmp_path):
 def test_towers_share_one_content_projection():
     table = np.random.default_rng(0).normal(size=(VOCAB_SIZES[F.VOCAB_ITEM] + 1, TEXT_DIM)).astype(np.float32)
     model = TwoTowerModel(
-        VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(content_similarity_dim=4), CONTENT_DIMS, history_content=table
+        VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(content_similarity_dim=4), CONTENT_DIMS, history_content=table, roles=ROLES
     )
     batch = _batch()
     queries, candidates = model.query_tower(batch), model.candidate_tower(batch)
@@ -209,13 +222,13 @@ def test_towers_share_one_content_projection():
 
 def test_a_query_tower_on_the_user_id_alone_ignores_history_time_and_attributes():
     """The TFRS tutorials' query tower (bench/quality's row): only the user id reaches the embedding."""
-    tower = QueryTower(VOCAB_SIZES, HParams(**{**HP.__dict__, "query_features": ("id",)}))
+    tower = QueryTower(VOCAB_SIZES, HParams(**{**HP.__dict__, "query_features": ("id",)}), roles=ROLES)
     batch = _batch()
     changed = {
         **batch,
         F.HISTORY_TOKENS: tf.ones_like(batch[F.HISTORY_TOKENS]),
         F.TIME_CONTEXT: batch[F.TIME_CONTEXT] + 1.0,
-        F.GENDER_INDEX: 1 - batch[F.GENDER_INDEX],
+        F.index_feature(F.GENDER): 1 - batch[F.index_feature(F.GENDER)],
     }
     np.testing.assert_allclose(tower(batch).numpy(), tower(changed).numpy())
     other_users = {**batch, F.USER_INDEX: (batch[F.USER_INDEX] + 1) % 3}
@@ -237,7 +250,9 @@ def test_history_sequence_reads_order_skips_padding_and_unknown_items():
 
 def test_attention_history_and_fusion_towers_train_and_expose_modality_weights():
     hp = HP.replace(history_encoder="attention", fusion="attention", content_similarity_dim=4)
-    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), hp, CONTENT_DIMS, history_content=np.ones([5, TEXT_DIM], np.float32))
+    model = TwoTowerModel(
+        VOCAB_SIZES, np.full(5, 0.2, np.float32), hp, CONTENT_DIMS, history_content=np.ones([5, TEXT_DIM], np.float32), roles=ROLES
+    )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     batch = _batch()
     before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
@@ -249,4 +264,4 @@ def test_attention_history_and_fusion_towers_train_and_expose_modality_weights()
     text = model.candidate_tower.modalities.index("text")
     assert weights[1, text] == 0.0  # row 1 has no text: it gets no weight
     with pytest.raises(ValueError, match="history_encoder"):
-        QueryTower(VOCAB_SIZES, HP.replace(history_encoder="lstm"))
+        QueryTower(VOCAB_SIZES, HP.replace(history_encoder="lstm"), roles=ROLES)

@@ -1,5 +1,6 @@
 """Golden test of preprocessing_fn: AnalyzeAndTransform on a fixture, transformed schema vs the checked-in pbtxt."""
 
+import functools
 import os
 
 import numpy as np
@@ -14,7 +15,9 @@ from tfx_bsl.public import tfxio
 from components import preprocessing
 from mmdata import movielens
 from mmdata.records import add_history, write_records
+from mmdata.registry import MOVIELENS_FEATURES
 from towers import features as F
+from towers.contract import FEATURE_ROLES_KEY
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +40,9 @@ def transform_output(tmp_path_factory):
 
         with beam.Pipeline() as p:
             raw = p | source.BeamSource()
-            transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn)
+            transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(
+                functools.partial(preprocessing.preprocessing_fn, custom_config={FEATURE_ROLES_KEY: MOVIELENS_FEATURES.to_json()})
+            )
             _ = transform_fn | tft_beam.WriteTransformFn(str(tmp / "transform_fn"))
     return tft.TFTransformOutput(str(tmp / "transform_fn"))
 
@@ -55,7 +60,7 @@ def test_vocabularies_come_from_the_data(transform_output):
     # Fixture: users 1, 2; items 1, 2, 3 (item 4 quarantined); both genders.
     assert transform_output.vocabulary_size_by_name(F.VOCAB_USER) == 2
     assert transform_output.vocabulary_size_by_name(F.VOCAB_ITEM) == 3
-    assert transform_output.vocabulary_size_by_name(F.VOCAB_GENDER) == 2
+    assert transform_output.vocabulary_size_by_name(F.GENDER) == 2
 
 
 def test_query_features_alone_transform(transform_output):

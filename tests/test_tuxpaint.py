@@ -8,6 +8,7 @@ import pytest
 
 from mmdata import simulator, tuxpaint
 from mmdata.records import read_records, write_dataset
+from mmdata.registry import TUXPAINT_FEATURES
 from towers import features as F
 
 pytestmark = pytest.mark.unit
@@ -98,7 +99,7 @@ def test_written_tuxpaint_dataset_keeps_media_in_the_catalog_only(stamps, tmp_pa
     interactions, catalog, users, quarantined = tuxpaint.load(root=stamps, max_users=20)
     assert set(interactions.columns) == {F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP, F.TITLE, F.GENRES}
     out = tmp_path / "data"
-    write_dataset("tuxpaint", str(out), interactions, catalog, users, quarantined, eval_fraction=0.2)
+    write_dataset("tuxpaint", TUXPAINT_FEATURES, str(out), interactions, catalog, users, quarantined, eval_fraction=0.2)
     rows = {row[F.ITEM_ID]: row for row in read_records(str(out / "catalog" / "catalog.tfrecord.gz"))}
     assert F.AUDIO in rows["animals/mammals/badger"] and F.AUDIO not in rows["animals/mammals/echidna"]
     assert F.IMAGE not in rows["food/broken"]

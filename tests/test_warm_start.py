@@ -13,13 +13,13 @@ from towers.ranking import RankingModel
 pytestmark = pytest.mark.unit
 
 HP = HParams(embedding_dim=8, id_embedding_dim=4, feature_embedding_dim=4, hidden_units=(16,), ranking_hidden_units=(8,))
-OLD = {F.VOCAB_USER: ["u1", "u2", "u3"], F.VOCAB_ITEM: ["a", "b", "c", "d"], F.VOCAB_TITLE_TOKENS: ["red", "car"], F.VOCAB_GENRES: ["x"]}
+OLD = {F.VOCAB_USER: ["u1", "u2", "u3"], F.VOCAB_ITEM: ["a", "b", "c", "d"], F.tokens_feature(F.TITLE): ["red", "car"], F.GENRES: ["x"]}
 # The next span: "e" is new, "d" is gone, the others moved (frequency order); a new user "u4", "u1" gone.
 NEW = {
     F.VOCAB_USER: ["u3", "u4", "u2"],
     F.VOCAB_ITEM: ["c", "a", "e", "b"],
-    F.VOCAB_TITLE_TOKENS: ["car", "red", "blue"],
-    F.VOCAB_GENRES: ["x"],
+    F.tokens_feature(F.TITLE): ["car", "red", "blue"],
+    F.GENRES: ["x"],
 }
 
 
@@ -34,14 +34,15 @@ def _batch(vocabs) -> dict:
         F.RECENCY_BUCKET: tf.constant([0, 1], tf.int64),
         F.HISTORY_TOKENS: tf.constant([[1, 2] + [0] * (F.HISTORY_LENGTH - 2)] * 2, tf.int64),
         F.ITEM_INDEX: tf.constant([0, 1], tf.int64),
-        F.TITLE_TOKENS: tf.constant([[1] + [0] * (F.TITLE_MAX_TOKENS - 1)] * 2, tf.int64),
-        F.GENRE_TOKENS: tf.constant([[1] + [0] * (F.MAX_GENRES - 1)] * 2, tf.int64),
+        F.tokens_feature(F.TITLE): tf.constant([[1] + [0] * (F.TEXT_MAX_TOKENS - 1)] * 2, tf.int64),
+        F.tokens_feature(F.GENRES): tf.constant([[1] + [0] * (F.MAX_VALUES - 1)] * 2, tf.int64),
     }
 
 
 def _model(vocabs, hp=HP, seed=0):
     tf.keras.utils.set_random_seed(seed)
-    model = TwoTowerModel(_sizes(vocabs), np.full(len(vocabs[F.VOCAB_ITEM]) + 1, 0.2, np.float32), hp, {})
+    roles = F.FeatureRoles(item_text=(F.TITLE,), item_multivalued=(F.GENRES,))
+    model = TwoTowerModel(_sizes(vocabs), np.full(len(vocabs[F.VOCAB_ITEM]) + 1, 0.2, np.float32), hp, {}, roles=roles)
     model.query_tower(_batch(vocabs)), model.candidate_tower(_batch(vocabs))
     return model
 
@@ -75,7 +76,7 @@ def test_rows_follow_their_ids_into_the_new_vocabulary(tmp_path):
             np.testing.assert_array_equal(new_w.numpy(), old_w.numpy())
     assert report[F.VOCAB_ITEM] == {"kept": 3, "new": 1, "dropped": 1}
     assert report[F.VOCAB_USER] == {"kept": 2, "new": 1, "dropped": 1}
-    assert report[F.VOCAB_TITLE_TOKENS] == {"kept": 2, "new": 1, "dropped": 0}
+    assert report[F.tokens_feature(F.TITLE)] == {"kept": 2, "new": 1, "dropped": 0}
     assert warm_start.facts(str(tmp_path)) == {"trained_until": 123}
 
 
@@ -92,9 +93,9 @@ def test_warm_started_model_scores_known_pairs_as_the_old_one(tmp_path):
     old_batch[F.HISTORY_TOKENS] = tf.constant([[1, 2] + [0] * (F.HISTORY_LENGTH - 2)], tf.int64)
     new_batch[F.HISTORY_TOKENS] = tf.constant([[2, 4] + [0] * (F.HISTORY_LENGTH - 2)], tf.int64)
     # title "red" -> old id 1, new id 2
-    new_batch[F.TITLE_TOKENS] = tf.constant([[2] + [0] * (F.TITLE_MAX_TOKENS - 1)], tf.int64)
-    old_batch[F.TITLE_TOKENS] = tf.constant([[1] + [0] * (F.TITLE_MAX_TOKENS - 1)], tf.int64)
-    for name in (F.TIME_CONTEXT, F.RECENCY_BUCKET, F.GENRE_TOKENS):
+    new_batch[F.tokens_feature(F.TITLE)] = tf.constant([[2] + [0] * (F.TEXT_MAX_TOKENS - 1)], tf.int64)
+    old_batch[F.tokens_feature(F.TITLE)] = tf.constant([[1] + [0] * (F.TEXT_MAX_TOKENS - 1)], tf.int64)
+    for name in (F.TIME_CONTEXT, F.RECENCY_BUCKET, F.tokens_feature(F.GENRES)):
         old_batch[name], new_batch[name] = old_batch[name][:1], new_batch[name][:1]
     np.testing.assert_allclose(new.query_tower(new_batch).numpy(), old.query_tower(old_batch).numpy(), rtol=1e-6)
     np.testing.assert_allclose(new.candidate_tower(new_batch).numpy(), old.candidate_tower(old_batch).numpy(), rtol=1e-6)

@@ -50,6 +50,7 @@ PUSHER = "Pusher"
 # --- The Trainer's custom_config keys -----------------------------------------------
 HPARAMS_KEY = "hparams"
 CATALOG_PATH_KEY = "catalog_path"
+FEATURE_ROLES_KEY = "feature_roles"  # the dataset's FeatureRoles as JSON (Transform's and Trainer's custom_config)
 TEXT_ENCODER_KEY = "text_encoder_handle"  # read only when hparams.fine_tune_text
 CODE_VERSION_KEY = "code_version"  # a fingerprint of the model code: part of every cache key
 ITEM_EMBEDDINGS_URI_KEY = "item_embeddings_uri"  # set by the ContentTrainer's executor
@@ -90,6 +91,7 @@ REQUIRED_SIGNATURES = {RECOMMENDER: (RECOMMEND_SIGNATURE,), RANKER: (RANK_SIGNAT
 EXAMPLES_INPUT = "examples"
 EXCLUDE_SEEN_INPUT = "exclude_seen"
 ITEM_IDS_INPUT = "item_ids"
+CALLER_INPUTS = (EXCLUDE_SEEN_INPUT, ITEM_IDS_INPUT)  # the query signatures' inputs that are not query features
 ITEM_IDS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 PREDICTED_RATINGS_OUTPUT = "predicted_ratings"

@@ -110,12 +110,14 @@ class ModelInputs:
 
     Attributes:
       raw_feature_spec: raw feature spec from the curated schema.
+      roles: the dataset's declared features (which raw features a query and an item have).
       content_dims: content modality -> embedding size `embed_candidates` takes.
       profile_modalities: the modalities whose embeddings form an item's content profile (the
         ranker's input), kept for items added later.
     """
 
     raw_feature_spec: dict
+    roles: F.FeatureRoles
     content_dims: dict[str, int] = field(default_factory=dict)
     profile_modalities: tuple = ()
 
@@ -195,8 +197,8 @@ class ServingModule(tf.Module):
         # (`recommend` lists are at most ranking_candidates long: its Recall@100 is Recall@ranking_candidates).
         self.eval_k = min(max(metrics.RECALL_KS), size)
         self.liked_rating = options.liked_rating
-        self._set_specs(inputs.raw_feature_spec)
-        item_spec = _feature_spec(inputs.raw_feature_spec, F.ITEM_FEATURES)
+        self._set_specs(inputs.raw_feature_spec, inputs.roles)
+        item_spec = _feature_spec(inputs.raw_feature_spec, inputs.roles.candidate_features)
         self.item_encoder = ItemEncoder(models.tft_layer, models.candidate_tower, item_spec, inputs.content_dims)
         self.embed_candidates = self.item_encoder.embed_candidates
         self.catalog = Catalog(catalog)
@@ -213,10 +215,10 @@ class ServingModule(tf.Module):
         self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], self._rank_items)
         self.add_items = tf.function(self._add_items, input_signature=[self.catalog.added_items_spec()], autograph=False)
 
-    def _set_specs(self, raw_feature_spec: dict) -> None:
+    def _set_specs(self, raw_feature_spec: dict, roles: F.FeatureRoles) -> None:
         """The parsing specs of query examples and eval examples (labels optional)."""
-        self._query_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES)
-        self._eval_spec = _feature_spec(raw_feature_spec, F.QUERY_FEATURES + (F.ITEM_ID,))
+        self._query_spec = _feature_spec(raw_feature_spec, roles.query_features)
+        self._eval_spec = _feature_spec(raw_feature_spec, roles.query_features + (F.ITEM_ID,))
         # Labels are optional here: a missing rating is not engaged (TFMA reports label counts per slice).
         self._labelled_spec = {**self._eval_spec, F.RATING: tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
 

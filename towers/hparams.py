@@ -95,7 +95,7 @@ class HParams:
     fusion_dim: int = 64
     content_similarity_dim: int = 32
     modality_dropout: float = 0.2
-    item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio")
+    item_modalities: tuple[str, ...] = ("id", "metadata", "text", "image", "audio", "video")
     query_features: tuple[str, ...] = ("id", "attributes", "time", "history")
     history_encoder: str = "attention"
     history_blocks: int = 2

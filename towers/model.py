@@ -37,6 +37,7 @@ class TwoTowerModel(tfrs.Model):
 
     `history_content`: optional content table for the query tower (see towers.HistoryContent).
     `text_encoder`: optional trainable text encoder for the candidate tower (fine-tuning).
+    `roles`: the dataset's declared user and item features (towers.features.FeatureRoles).
     """
 
     def __init__(
@@ -47,13 +48,14 @@ class TwoTowerModel(tfrs.Model):
         content_dims: dict[str, int],
         history_content=None,
         text_encoder=None,
+        roles: F.FeatureRoles = F.NO_FEATURES,
     ):
         super().__init__()
         self.hp = hp
         # the shared content coordinates compare the history's content with the item's: only with a history in the query
         shared = shared_content_projection(hp) if history_content is not None and "history" in hp.query_features else None
-        self.query_tower = QueryTower(vocab_sizes, hp, history_content, shared)
-        self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims, text_encoder, shared)
+        self.query_tower = QueryTower(vocab_sizes, hp, history_content, shared, roles)
+        self.candidate_tower = CandidateTower(vocab_sizes, hp, content_dims, text_encoder, shared, roles)
         self.sampling_probability = tf.constant(sampling_probability)
         self.task = tfrs.tasks.Retrieval(temperature=hp.temperature, remove_accidental_hits=True)
 

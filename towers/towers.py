@@ -188,6 +188,11 @@ HISTORY_ENCODERS = ("mean", "attention")
 FUSIONS = ("gate", "attention")
 
 
+def attribute_dim(vocab_size: int, hp: HParams) -> int:
+    """Embedding size of a categorical attribute: small for a handful of values (e.g. 2 genders -> 4)."""
+    return int(min(hp.feature_embedding_dim, max(2, 2 * vocab_size)))
+
+
 class QueryTower(tf.keras.Model):
     """User id + user attributes + recent items + time context -> query embedding [batch, embedding_dim].
 
@@ -197,9 +202,9 @@ class QueryTower(tf.keras.Model):
     The recency bucket lets the tower follow what is popular when: a query at or
     after the end of training asks for what is popular now.
 
-    User attributes (gender, occupation, zip prefix: those whose vocabulary is in
-    `vocab_sizes`; age when `age_z` is in the inputs) are used where the dataset
-    has them.
+    User attributes are those the dataset declares (`roles`): each categorical
+    one an embedding (its size grows with its vocabulary, up to
+    `feature_embedding_dim`), each numeric one its z-score.
 
     Args:
       vocab_sizes: vocabulary sizes from the Transform output.
@@ -207,19 +212,21 @@ class QueryTower(tf.keras.Model):
       history_content: optional [items + OOV, D] content embeddings by item
         index (see HistoryContent); the recent items' mean content joins the
         query.
+      roles: the dataset's declared features.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, history_content=None, shared_content=None):
+    def __init__(
+        self, vocab_sizes: dict[str, int], hp: HParams, history_content=None, shared_content=None, roles: F.FeatureRoles = F.NO_FEATURES
+    ):
         super().__init__(name="query_tower")
         self.hp = hp
         self.user = id_embedding(vocab_sizes, F.VOCAB_USER, hp.id_embedding_dim, "user_embedding")
         self.user_dropout = IdDropout(vocab_sizes[F.VOCAB_USER], hp.id_dropout, hp.seed, name="user_id_dropout")
-        dims = {F.GENDER_INDEX: 4, F.OCCUPATION_INDEX: hp.feature_embedding_dim, F.ZIP_PREFIX_INDEX: hp.feature_embedding_dim}
         self.attributes = {
-            feature: id_embedding(vocab_sizes, F.ID_FEATURE_VOCABS[feature], dim, f"{F.ID_FEATURE_VOCABS[feature]}_embedding")
-            for feature, dim in dims.items()
-            if F.ID_FEATURE_VOCABS[feature] in vocab_sizes
+            F.index_feature(column): id_embedding(vocab_sizes, column, attribute_dim(vocab_sizes[column], hp), f"{column}_embedding")
+            for column in roles.user_categorical
         }
+        self.numeric = tuple(F.z_feature(column) for column in roles.user_numeric)
         self.recency = tf.keras.layers.Embedding(F.RECENCY_BUCKETS, hp.feature_embedding_dim, name="recency_embedding")
         self.history = MaskedMeanEmbedding(vocab_sizes[F.VOCAB_ITEM], hp.id_embedding_dim, F.VOCAB_ITEM, name="history_embedding")
         self.history_content = None
@@ -252,8 +259,7 @@ class QueryTower(tf.keras.Model):
                 parts.append(self.sequence(inputs[F.HISTORY_TOKENS], training=training))
         if "attributes" in use:
             parts += [embedding(inputs[feature]) for feature, embedding in self.attributes.items()]
-            if F.AGE_Z in inputs:
-                parts.append(tf.expand_dims(inputs[F.AGE_Z], -1))
+            parts += [tf.expand_dims(inputs[feature], -1) for feature in self.numeric]
         outputs = []
         if self.history_content is not None:
             profile = self.history_content(inputs[F.HISTORY_TOKENS])
@@ -286,13 +292,23 @@ class CandidateTower(tf.keras.Model):
     Args:
       vocab_sizes: vocabulary sizes from the Transform output.
       hp: hyperparameters (item_modalities switches modalities off).
+      roles: the dataset's declared item features: the metadata modality is made of their bags of tokens
+        (text, multi-valued), embeddings (categorical) and z-scores (numeric).
       content_dims: content modality -> embedding size, for those the catalog has.
       text_encoder: optional trainable text encoder (string [batch] -> [batch,
         content_dims["text"]]); with it the text modality is computed from
         `item_text` and fine-tuned, instead of read from `text_embedding`.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], hp: HParams, content_dims: dict[str, int], text_encoder=None, shared_content=None):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        hp: HParams,
+        content_dims: dict[str, int],
+        text_encoder=None,
+        shared_content=None,
+        roles: F.FeatureRoles = F.NO_FEATURES,
+    ):
         super().__init__(name="candidate_tower")
         self.hp = hp
         unknown = (set(hp.item_modalities) | set(content_dims)) - set(ITEM_MODALITIES)
@@ -306,17 +322,22 @@ class CandidateTower(tf.keras.Model):
         self.enabled = tf.constant([[float(m in hp.item_modalities) for m in self.modalities]])
         self.seed = hp.seed
         self.item = id_embedding(vocab_sizes, F.VOCAB_ITEM, hp.id_embedding_dim, "item_embedding")
-        # Metadata: title words and genres where the dataset has them (+ year, if in the inputs).
+        # Metadata: the dataset's declared item features.
+        vocabularies = roles.vocabularies()
         self.metadata = {
             feature: MaskedMeanEmbedding(
-                vocab_sizes[F.TOKEN_FEATURE_VOCABS[feature]],
+                vocab_sizes[vocabularies[feature]],
                 hp.feature_embedding_dim,
-                F.TOKEN_FEATURE_VOCABS[feature],
-                name=f"{F.TOKEN_FEATURE_VOCABS[feature]}_embedding",
+                vocabularies[feature],
+                name=f"{vocabularies[feature]}_embedding",
             )
-            for feature in (F.TITLE_TOKENS, F.GENRE_TOKENS)
-            if F.TOKEN_FEATURE_VOCABS[feature] in vocab_sizes
+            for feature in map(F.tokens_feature, roles.item_text + roles.item_multivalued)
         }
+        for column in roles.item_categorical:
+            self.metadata[F.index_feature(column)] = id_embedding(
+                vocab_sizes, column, attribute_dim(vocab_sizes[column], hp), f"{column}_embedding"
+            )
+        self.numeric = tuple(F.z_feature(column) for column in roles.item_numeric)
         self.project = {m: tf.keras.layers.Dense(hp.fusion_dim, activation="relu", name=f"{m}_projection") for m in self.modalities}
         self.gate = tf.keras.layers.Dense(1, name="modality_gate")
         if hp.fusion not in FUSIONS:
@@ -335,8 +356,7 @@ class CandidateTower(tf.keras.Model):
         """-> projections [batch, M, fusion_dim] and availability [batch, M] (1 = present)."""
         item_index = inputs[F.ITEM_INDEX]
         metadata = [embedding(inputs[feature]) for feature, embedding in self.metadata.items()]
-        if F.YEAR_Z in inputs:
-            metadata.append(tf.expand_dims(inputs[F.YEAR_Z], -1))
+        metadata += [tf.expand_dims(inputs[feature], -1) for feature in self.numeric]
         if not metadata:  # no item metadata at all: a constant the gate can learn to weigh
             metadata.append(tf.ones_like(tf.cast(item_index, tf.float32))[:, tf.newaxis])
         raw = {"id": self.item(item_index), "metadata": tf.concat(metadata, axis=-1)}

@@ -1,7 +1,11 @@
 """ContentEmbedder executor: a Beam pipeline of parse -> RunInference per modality -> tf.Example per item.
 
+A video has no encoder of its own: its sampled frames go through the image
+encoder and are mean-pooled over time, its sound track through the audio encoder
+(towers/encoders/video.py decodes it); see `video_embedding`.
+
 Content that cannot be encoded (empty text; a missing, truncated or
-unsupported image or sound) leaves the item with its other modalities; each failure is
+unsupported image, sound or video) leaves the item with its other modalities; each failure is
 listed with item id, modality and reason in `quarantine.jsonl` beside the
 output and counted in the artifact's `num_quarantined`; the run goes on.
 """
@@ -22,12 +26,17 @@ from components.content_embedder import spec
 from towers import features as F
 from towers.contract import ITEM_EMBEDDINGS_FILE, ITEMS_SPLIT, QUARANTINE_FILE
 from towers.encoders import media
+from towers.encoders.video import VideoError, decode_video
 
 NUM_QUARANTINED_PROPERTY = "num_quarantined"
 TEXT = "text"
 IMAGE = "image"
 AUDIO = "audio"
-MODALITIES = (TEXT, IMAGE, AUDIO)
+VIDEO = "video"
+MODALITIES = (TEXT, IMAGE, AUDIO, VIDEO)
+# What ParseItem emits for an encoder -> the encoder (modality handle) that reads it: a video's frames and sound track.
+VIDEO_FRAMES, VIDEO_SOUND = "video_frames", "video_sound"
+ENCODER_OF = {TEXT: TEXT, IMAGE: IMAGE, AUDIO: AUDIO, VIDEO_FRAMES: IMAGE, VIDEO_SOUND: AUDIO}
 AUDIO_SAMPLE_RATE = 16000  # what the audio encoder expects
 MAX_AUDIO_SECONDS = 30
 # Container formats tensorflow-io reads, by their magic bytes.
@@ -135,13 +144,21 @@ def resample(waveform: np.ndarray, rate: int) -> np.ndarray:
     return resample_poly(waveform, AUDIO_SAMPLE_RATE // common, rate // common).astype(np.float32)
 
 
+def enabled_modalities(handles: Iterable[str]) -> list[str]:
+    """The modalities encoder `handles` (modality -> handle) can embed: each with its own encoder, and
+    video wherever the image and audio encoders both are (a "video" handle itself is ignored)."""
+    handles = set(handles)
+    return [m for m in MODALITIES if (m in handles and m != VIDEO) or (m == VIDEO and {IMAGE, AUDIO} <= handles)]
+
+
 class ParseItem(beam.DoFn):
     """Serialized catalog tf.Example -> (item_id, content) per modality it has.
 
     Main output: text (item_id, str); tagged IMAGE: (item_id, encoded bytes),
-    only for images that decode; tagged AUDIO: (item_id, 16 kHz waveform); tagged QUARANTINE: {item_id, modality, reason}
-    for content that is present but empty or broken. An item without an image or a
-    sound simply has no such embedding; the item itself is never dropped.
+    only for images that decode; tagged AUDIO: (item_id, 16 kHz waveform); tagged VIDEO_FRAMES:
+    (item_id, PNG) per sampled frame and VIDEO_SOUND: (item_id, 16 kHz waveform) unless the clip is silent;
+    tagged QUARANTINE: {item_id, modality, reason} for content that is present but empty or broken.
+    An item without an image, a sound or a video simply has no such embedding; the item itself is never dropped.
     """
 
     def __init__(self, modalities: Sequence[str]):
@@ -175,10 +192,36 @@ class ParseItem(beam.DoFn):
                 yield quarantine(AUDIO, str(error))
             except Exception as error:  # whatever else one crafted clip raises costs that clip, not the run
                 yield quarantine(AUDIO, f"could not decode: {type(error).__name__}: {str(error)[:120]}")
+        if VIDEO in self.modalities and _has(feature, F.VIDEO):
+            try:
+                clip = decode_video(_first_bytes(feature, F.VIDEO))
+            except VideoError as error:
+                yield quarantine(VIDEO, str(error))
+            except Exception as error:  # as for a sound: one clip's failure costs that clip
+                yield quarantine(VIDEO, f"could not decode: {type(error).__name__}: {str(error)[:120]}")
+            else:
+                for frame in clip.frames:
+                    yield beam.pvalue.TaggedOutput(VIDEO_FRAMES, (item_id, frame))
+                if clip.audio is not None:
+                    yield beam.pvalue.TaggedOutput(VIDEO_SOUND, (item_id, clip.audio))
 
 
-# Waveforms differ in length: the audio encoder gets one clip per call.
-_BATCHING = {AUDIO: {"min_batch_size": 1, "max_batch_size": 1}}
+# Waveforms differ in length: the audio encoder gets one clip per call (a sound, or a video's sound track).
+_BATCHING = {AUDIO: {"min_batch_size": 1, "max_batch_size": 1}, VIDEO_SOUND: {"min_batch_size": 1, "max_batch_size": 1}}
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 0 else vector
+
+
+def video_embedding(frame_embeddings: Sequence[np.ndarray], sound_embedding: Optional[np.ndarray], sound_dim: int) -> np.ndarray:
+    """[image dim + audio dim]: the mean of the frames' image embeddings (temporal mean pooling), then the
+    sound track's audio embedding (zeros for a silent clip), each half L2-normalised on its own: the two
+    encoders' features have unrelated scales, and neither half should outweigh the other in the tower."""
+    frames = _unit(np.mean(np.stack(frame_embeddings), axis=0))
+    sound = _unit(np.asarray(sound_embedding)) if sound_embedding is not None else np.zeros(sound_dim)
+    return np.concatenate([frames, sound]).astype(np.float32)
 
 
 def to_example(item_id: str, embeddings: dict[str, np.ndarray]) -> bytes:
@@ -190,31 +233,47 @@ def to_example(item_id: str, embeddings: dict[str, np.ndarray]) -> bytes:
 
 
 def _merge(item_id: str, grouped: dict) -> bytes:
-    return to_example(item_id, {modality: values[0] for modality, values in grouped.items() if values})
+    embeddings = {modality: values[0] for modality, values in grouped.items() if modality in MODALITIES and values}
+    if grouped.get(VIDEO_FRAMES):  # every decoded clip has frames; a silent one has no sound track
+        sound = grouped.get(VIDEO_SOUND)
+        embeddings[VIDEO] = video_embedding(grouped[VIDEO_FRAMES], sound[0] if sound else None, _audio_dim())
+    return to_example(item_id, embeddings)
+
+
+def _audio_dim() -> int:
+    from towers.encoders import registry
+
+    return registry.ENCODERS[AUDIO].dim
 
 
 def embed_items(records, handles: dict[str, str]):
     """Beam: serialized catalog records -> (serialized embedding examples, quarantine dicts).
 
-    Each modality with a handle is encoded by its own RunInference; the results
-    are joined per item, so every item is embedded once per modality.
+    Each modality with a handle is encoded by its own RunInference (a video's frames and sound track by
+    the image and audio encoders'); the results are joined per item, so every item is embedded once per modality.
     """
-    parsed = records | "Parse" >> beam.ParDo(ParseItem(list(handles))).with_outputs(QUARANTINE_TAG, IMAGE, AUDIO, main=TEXT)
-    by_modality = {}
-    for modality in handles:
-        by_modality[modality] = (
-            parsed[modality]
-            | f"Encode{modality.title()}"
-            >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[modality], **_BATCHING.get(modality, {}))))
-            | f"Unwrap{modality.title()}" >> beam.MapTuple(lambda item_id, result: (item_id, result.inference))
+    modalities = enabled_modalities(handles)
+    parsed = records | "Parse" >> beam.ParDo(ParseItem(modalities)).with_outputs(
+        QUARANTINE_TAG, IMAGE, AUDIO, VIDEO_FRAMES, VIDEO_SOUND, main=TEXT
+    )
+    streams = [s for s in (TEXT, IMAGE, AUDIO) if s in modalities] + ([VIDEO_FRAMES, VIDEO_SOUND] if VIDEO in modalities else [])
+    by_stream = {}
+    for stream in streams:
+        name = stream.title().replace("_", "")
+        by_stream[stream] = (
+            parsed[stream]
+            | f"Encode{name}"
+            >> RunInference(KeyedModelHandler(EncoderModelHandler(handles[ENCODER_OF[stream]], **_BATCHING.get(stream, {}))))
+            | f"Unwrap{name}" >> beam.MapTuple(lambda item_id, result: (item_id, result.inference))
         )
-    embedded = by_modality | "JoinModalities" >> beam.CoGroupByKey() | "ToExample" >> beam.MapTuple(_merge)
+    embedded = by_stream | "JoinModalities" >> beam.CoGroupByKey() | "ToExample" >> beam.MapTuple(_merge)
     return embedded, parsed[QUARANTINE_TAG]
 
 
 def write_outputs(records, handles: dict[str, str], uri: str) -> None:
     """Embeds a PCollection of serialized catalog tf.Examples and writes the component's output layout under `uri`:
-    Split-items/ (one record per item: id + one embedding per modality it has) and the quarantine file."""
+    Split-items/ (one record per item: id + one embedding per modality it has) and the quarantine file.
+    Video is embedded whenever the image and audio encoders are given (enabled_modalities)."""
     embedded, quarantined = embed_items(records, {m: handles[m] for m in MODALITIES if m in handles})
     out = os.path.join(uri, f"Split-{ITEMS_SPLIT}", ITEM_EMBEDDINGS_FILE)
     _ = embedded | "Write" >> beam.io.WriteToTFRecord(out, file_name_suffix=".gz")

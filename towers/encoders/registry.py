@@ -51,6 +51,27 @@ ENCODERS = {
 }
 
 
+# Video has no encoder of its own: its sampled frames go through the image encoder and its sound track
+# through the audio encoder (components/content_embedder: the mean frame embedding, then the sound's).
+VIDEO = "video"
+VIDEO_ENCODERS = ("image", "audio")
+
+
+def encoders_for(modalities) -> tuple[str, ...]:
+    """The encoders (ENCODERS names) that embed the content `modalities` (video: the image and audio encoders)."""
+    names: list[str] = []
+    for modality in modalities:
+        for name in VIDEO_ENCODERS if modality == VIDEO else (modality,):
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def content_dim(modality: str) -> int:
+    """Size of a modality's content embedding."""
+    return sum(ENCODERS[name].dim for name in VIDEO_ENCODERS) if modality == VIDEO else ENCODERS[modality].dim
+
+
 def default_dir() -> str:
     """Exported encoders live with the environment they were built from."""
     return os.path.join(sys.prefix, "share", "mmtower", "encoders")

@@ -1,0 +1,183 @@
+"""Benchmark: a data contract's dataset built by pandas (files.load + records.write_dataset) vs Beam (mmdata.beam_build).
+
+Generates a synthetic contract (CSV: 10,000 items, N/50 users, N events of which 0.1%
+are bad), then builds it twice, each in its own subprocess:
+
+  (a) pandas: files.load + records.write_dataset, all events in memory;
+  (b) beam: mmdata.beam_build.build on the DirectRunner (in_memory, one worker unless --beam-args says otherwise).
+
+Reports wall seconds (the subprocess's, and the build's own without interpreter and
+imports), events/s of the build, and the subprocess's peak RSS (os.wait4's rusage of
+that one child: what getrusage(RUSAGE_CHILDREN).ru_maxrss reports for it), and checks
+that both manifests agree. Writes bench/results/ingestion.md.
+
+    .venv/bin/python -m bench.ingestion --events 1000000 [--output /tmp/mmtower-ingestion] [--beam-args "--direct_num_workers=2 ..."]
+
+The DirectRunner keeps every PCollection in memory: its peak RSS says nothing of a
+distributed runner's, where a worker holds one user's events and the side inputs.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+
+DEFAULT_BEAM_ARGS = "--direct_running_mode=in_memory --direct_num_workers=1"
+ITEMS = 10_000
+USERS_PER_EVENT = 1 / 50
+BAD_SHARE = 0.001
+CONTRACT = """\
+name: ingestion-bench
+items: {path: items.csv, id: item_id, text: [title, description], categorical: [brand], multi_valued: {tags: "|"}, numeric: [price]}
+events: {path: events.csv, user: user_id, item: item_id, timestamp: ts, rating: stars}
+users: {path: users.csv, id: user_id, categorical: [country], numeric: [age]}
+split: {eval_fraction: 0.1, validation_fraction: 0.1, cold_items: 0.1}
+"""
+
+
+def generate(folder: str, events: int, seed: int = 0) -> str:
+    """Writes items.csv, users.csv, events.csv and mmtower.yaml into `folder`; returns the contract's path."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    tags = np.array(["red", "blue", "big", "small", "new", "sale", "eco", "gift"])
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(ITEMS)],
+            "title": [f"Item number {k}" for k in range(ITEMS)],
+            "description": [f"A synthetic item, the {k}th of the catalog, with a few words" for k in range(ITEMS)],
+            "brand": [f"brand{k % 50}" for k in range(ITEMS)],
+            "tags": ["|".join(rng.choice(tags, size=k % 4, replace=False)) for k in range(ITEMS)],
+            "price": np.round(rng.uniform(1, 500, ITEMS), 2),
+        }
+    )
+    items.to_csv(os.path.join(folder, "items.csv"), index=False)
+    users = max(1, int(events * USERS_PER_EVENT))
+    pd.DataFrame(
+        {
+            "user_id": [f"u{k}" for k in range(users)],
+            "country": rng.choice(["fr", "de", "us", "jp"], users),
+            "age": rng.integers(16, 80, users),
+        }
+    ).to_csv(os.path.join(folder, "users.csv"), index=False)
+    popularity = 1.0 / np.arange(1, ITEMS + 1) ** 0.8  # a long tail
+    frame = pd.DataFrame(
+        {
+            "user_id": np.char.add("u", rng.integers(0, users, events).astype(str)),
+            "item_id": np.char.add("i", rng.choice(ITEMS, events, p=popularity / popularity.sum()).astype(str)),
+            "ts": (1_700_000_000 + rng.integers(0, 90 * 86_400, events)).astype(str),
+            "stars": rng.integers(1, 6, events).astype(str),
+        }
+    )
+    bad = rng.choice(events, int(events * BAD_SHARE), replace=False)
+    frame.loc[bad[::2], "ts"] = "not a time"
+    frame.loc[bad[1::2], "item_id"] = "unknown-item"
+    frame.to_csv(os.path.join(folder, "events.csv"), index=False)
+    path = os.path.join(folder, "mmtower.yaml")
+    with open(path, "w") as f:
+        f.write(CONTRACT)
+    return path
+
+
+def job(mode: str, contract_path: str, data_dir: str, beam_args: str) -> None:
+    """One build (in the measured subprocess); prints its seconds and manifest as one JSON line."""
+    from dataclasses import asdict
+
+    from mmdata import beam_build, contract, files, records
+
+    declared = contract.load(contract_path)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    started = time.perf_counter()
+    if mode == "pandas":
+        split = declared.split
+        manifest = records.write_dataset(
+            declared.dataset,
+            declared.roles,
+            data_dir,
+            *files.load(declared),
+            eval_fraction=split.eval_fraction,
+            cold_item_fraction=split.cold_items,
+            validation_fraction=split.validation_fraction,
+            source=declared.fingerprint(),
+        )
+    else:
+        manifest = beam_build.build(declared, data_dir, shlex.split(beam_args))
+    print(json.dumps({"seconds": time.perf_counter() - started, "manifest": asdict(manifest)}))
+
+
+def measure(mode: str, contract_path: str, output: str, beam_args: str) -> dict:
+    """Runs `job` in a subprocess: its wall seconds, peak RSS (MiB) and what it printed."""
+    command = [sys.executable, "-m", "bench.ingestion", "--job", mode, "--contract", contract_path, "--output", output]
+    command += ["--beam-args", beam_args]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)  # this child's rusage (ru_maxrss: KiB on Linux)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{mode} build failed (exit {process.returncode}); rerun: {shlex.join(command)}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, **result}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--output", default="/tmp/mmtower-ingestion")
+    parser.add_argument("--beam-args", default=DEFAULT_BEAM_ARGS, help="Beam pipeline options for the Beam build")
+    parser.add_argument("--job", choices=("pandas", "beam"), help=argparse.SUPPRESS)  # internal: one measured build
+    parser.add_argument("--contract", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        job(args.job, args.contract, os.path.join(args.output, args.job), args.beam_args)
+        return 0
+
+    from bench import results
+
+    contract_path = generate(os.path.join(args.output, "data"), args.events)
+    runs = {mode: measure(mode, contract_path, args.output, args.beam_args) for mode in ("pandas", "beam")}
+    same = runs["pandas"]["manifest"] == runs["beam"]["manifest"]
+    manifest = runs["pandas"]["manifest"]
+    command = f".venv/bin/python -m bench.ingestion --events {args.events}" + (
+        f" --beam-args {shlex.quote(args.beam_args)}" if args.beam_args != DEFAULT_BEAM_ARGS else ""
+    )
+    lines = [
+        f"# Dataset build from a data contract: pandas vs Beam ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d', time.gmtime())})",
+        "",
+        f"Synthetic CSV contract: {args.events:,} events ({manifest['num_quarantined']:,} quarantined), {ITEMS:,} items, "
+        f"{int(args.events * USERS_PER_EVENT):,} users; temporal split, 10% new items. "
+        f"Beam: DirectRunner `{args.beam_args}`.",
+        "",
+        "| build | process wall s | build s | events/s (build) | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, label in (("pandas", "pandas (files.load + write_dataset)"), ("beam", "Beam (beam_build.build)")):
+        run = runs[mode]
+        lines.append(
+            f"| {label} | {run['wall']:.1f} | {run['seconds']:.1f} | {args.events / run['seconds']:,.0f} | {run['rss_mib']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Same manifest from both: {'yes' if same else 'NO'} (train / validation / eval: {manifest['span_sizes'][0]}).",
+        "Build s: the build alone, without the interpreter and imports; process wall s: the whole subprocess.",
+        "Peak RSS: the subprocess's ru_maxrss (os.wait4). The DirectRunner holds every PCollection in memory, so its RSS "
+        "does not show a distributed runner's, where a worker holds the side inputs (catalog, users) and one user's events.",
+        "",
+        f"Command: `{command}`",
+    ]
+    results.write("ingestion", lines)
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
