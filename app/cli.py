@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="build the dataset, run the TFX pipeline end to end, print metrics next to the simple baselines",
         description="Builds the dataset (once), then runs ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> "
-        "ExampleValidator -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator (TFMA) -> "
+        "ExampleValidator, DriftValidator -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator (TFMA) -> "
         "RetrievalEvaluator -> Pusher with LocalDagRunner, "
         "SQLite ML Metadata and the Beam DirectRunner. Baselines (most-popular, recently popular, co-occurrence kNN and "
         "content kNN over the history; parameters chosen on the validation split) are scored on the same eval events; "

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from towers import contract
-from towers.contract import BASELINES, CONTENT_EMBEDDER, EVALUATOR, PUSHER, RETRIEVAL_EVALUATOR, TRAINER, RunPaths
+from towers.contract import BASELINES, CONTENT_EMBEDDER, DRIFT_VALIDATOR, EVALUATOR, PUSHER, RETRIEVAL_EVALUATOR, TRAINER, RunPaths
 
 
 @dataclass
@@ -27,6 +27,7 @@ class RunSummary:
     content_items: dict[str, int] = field(default_factory=dict)  # modality -> items with that embedding
     item_graph: dict = field(default_factory=dict)  # the Trainer's item_graph.json: edges, the weights chosen on validation
     ranking_failures: list[str] = field(default_factory=list)  # TFMA's failed thresholds, readable (ranking_failures)
+    drift: dict = field(default_factory=dict)  # the DriftValidator's drift.json: features compared, distance, threshold, verdict
 
 
 def _latest(store, type_name: str, component: str, pipeline_name: str):
@@ -112,6 +113,10 @@ def read(paths: RunPaths) -> RunSummary:
     store = metadata_store.MetadataStore(config)
     summary = RunSummary()
     name = paths.pipeline_name
+    if drift := _latest(store, "ExampleAnomalies", DRIFT_VALIDATOR, name):
+        from components.drift_validator import read_report
+
+        summary.drift = read_report(drift)
     if baselines := _latest(store, "ModelEvaluation", BASELINES, name):
         with open(os.path.join(baselines.uri, contract.METRICS_FILE)) as f:
             summary.baselines = json.load(f)

@@ -1,8 +1,10 @@
-"""ValidationGate: stops the pipeline before Transform/Trainer when ExampleValidator found anomalies.
+"""ValidationGate: stops the pipeline before Transform/Trainer when ExampleValidator found anomalies or the DriftValidator drift.
 
-ExampleValidator records anomalies but does not stop a run; this component
-fails with a message naming each split, feature and anomaly, so that nothing
-downstream trains on data that broke the curated schema.
+ExampleValidator and DriftValidator record what they found but do not stop a
+run; this component fails with a message naming each split, feature and
+anomaly (for drift: the measured distance and the threshold), so that nothing
+downstream trains on data that broke the curated schema or drifted past its
+`drift_comparator` thresholds.
 """
 
 import os
@@ -12,6 +14,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
+from components import drift_validator
 from towers.contract import ANOMALIES_FILE
 
 
@@ -40,15 +43,28 @@ def read_anomalies(artifact) -> dict[str, anomalies_pb2.Anomalies]:
     return out
 
 
-def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> None:
-    lines = describe_anomalies(anomalies_by_split)
-    if lines:
+def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], drift: dict | None = None) -> None:
+    """Raises DataValidationError naming every schema anomaly and every drift measurement above its threshold.
+
+    `drift`: the DriftValidator's report (drift.json); None where there is none.
+    """
+    schema_lines = describe_anomalies(anomalies_by_split)
+    drift_lines = drift_validator.describe_failures(drift or {})
+    found = []
+    if schema_lines:
+        found.append("ExampleValidator found anomalies against the curated schema")
+    if drift_lines:
+        found.append(f"DriftValidator found drift since {drift_validator.since(drift)} beyond the schema's drift_comparator thresholds")
+    if found:
         raise DataValidationError(
-            "ExampleValidator found anomalies against the curated schema; stopping before Transform and Trainer:\n  " + "\n  ".join(lines)
+            " and ".join(found) + "; stopping before Transform and Trainer:\n  " + "\n  ".join(schema_lines + drift_lines)
         )
 
 
 @tfx.dsl.components.component
-def ValidationGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
-    """Fails the run if `anomalies` holds any anomaly."""
-    check(read_anomalies(anomalies))
+def ValidationGate(
+    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    drift: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+) -> None:
+    """Fails the run if `anomalies` holds any anomaly or `drift` (the DriftValidator's) any measurement above its threshold."""
+    check(read_anomalies(anomalies), drift_validator.read_report(drift))

@@ -1,7 +1,8 @@
 """The mmtower DAG. Builds a tfx.dsl.Pipeline; runners own paths and metadata.
 
-ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
-ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
+ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator and
+DriftValidator (this span's statistics against the last accepted run's, with the
+schema's drift comparators) -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
 (TFMA, ranking) -> RetrievalEvaluator (retrieval; also requires the
 Evaluator's blessing) -> Pusher, both evaluators comparing with the last model
 the RetrievalEvaluator blessed. Baselines (most-popular, recently popular,
@@ -25,6 +26,7 @@ from components import content_trainer
 from components import pusher as pusher_executor
 from components.baselines import Baselines
 from components.content_embedder.component import ContentEmbedder
+from components.drift_validator import DriftValidator
 from components.retrieval_evaluator.component import RetrievalEvaluator
 from components.validation_gate import ValidationGate
 from pipeline import eval_config
@@ -33,6 +35,8 @@ from pipeline.config import PipelineConfig
 from towers.contract import (
     CATALOG_SPLIT,
     CODE_VERSION_KEY,
+    DRIFT_BASELINE_RESOLVER,
+    DRIFT_VALIDATOR,
     EVAL_SPLIT,
     RETRIEVAL_EVALUATOR,
     SPAN_DIR,
@@ -81,7 +85,24 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    validation_gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+    # The statistics the last DriftValidator accepted (its `baseline` output): a previous run's, never this
+    # run's, since this run's DriftValidator consumes what the resolver resolved and so publishes after it.
+    # Kubeflow's V2 compiler queries by artifact type only (the newest live ExampleStatistics), so the resolver
+    # also runs before this run's StatisticsGen, which then cannot be the newest one it sees.
+    drift_baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ExampleStatistics, producer_component_id=DRIFT_VALIDATOR, output_key="baseline"
+        ),
+    ).with_id(DRIFT_BASELINE_RESOLVER)
+    statistics_gen.add_upstream_node(drift_baseline)
+    drift_validator = DriftValidator(
+        examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        previous=drift_baseline.outputs["statistics"],
+    ).with_id(DRIFT_VALIDATOR)
+    validation_gate = ValidationGate(anomalies=example_validator.outputs["anomalies"], drift=drift_validator.outputs["drift"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -153,6 +174,8 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             example_validator,
+            drift_baseline,
+            drift_validator,
             validation_gate,
             transform,
             trainer,

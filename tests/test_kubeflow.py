@@ -91,6 +91,10 @@ def test_compile_writes_a_kfp_v2_spec_with_every_component_and_runtime_parameter
     examples = json.dumps(tasks["ImportExampleGen"])
     assert "examples-dir" in examples and "span-{SPAN}/train/*" in examples  # each run ingests the latest span
     assert "base_model" not in tasks["Trainer"]["inputs"].get("artifacts", {})
+    # Drift: the baseline resolver runs before StatisticsGen and feeds the DriftValidator, which the gate reads.
+    assert "drift_baseline_resolver" in tasks["StatisticsGen"]["dependentTasks"]
+    assert tasks["DriftValidator"]["inputs"]["artifacts"]["previous"]["taskOutputArtifact"]["producerTask"] == "drift_baseline_resolver"
+    assert "DriftValidator" in tasks["ValidationGate"]["dependentTasks"]
 
 
 def test_incremental_spec_feeds_the_last_blessed_model_to_the_trainer(tmp_path):

@@ -20,6 +20,8 @@ EXPECTED_COMPONENTS = [
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
+    "drift_baseline_resolver",
+    "DriftValidator",
     "ValidationGate",
     "Transform",
     "Trainer",
@@ -56,6 +58,17 @@ def test_gate_precedes_transform_and_pusher_needs_blessing(built):
     assert blessing_channel.producer_component_id == "RetrievalEvaluator"
     assert by_id["ContentEmbedder"] in by_id["Trainer"].upstream_nodes
     assert "item_embeddings" in by_id["Trainer"].inputs
+
+
+def test_drift_is_checked_against_the_last_accepted_baseline_before_the_gate(built):
+    by_id = {c.id: c for c in built.components}
+    resolver, drift = by_id["drift_baseline_resolver"], by_id["DriftValidator"]
+    # The resolver reads the DriftValidator's own earlier outputs, and runs before this run's StatisticsGen and DriftValidator.
+    channel = resolver.raw_inputs["statistics"]
+    assert (channel.producer_component_id, channel.output_key) == ("DriftValidator", "baseline")
+    assert resolver in by_id["StatisticsGen"].upstream_nodes and resolver in drift.upstream_nodes
+    assert by_id["StatisticsGen"] in drift.upstream_nodes and by_id["ImportSchemaGen"] in drift.upstream_nodes
+    assert drift in by_id["ValidationGate"].upstream_nodes and "drift" in by_id["ValidationGate"].inputs
 
 
 def test_choices_are_made_on_validation_and_baselines_reach_the_retrieval_evaluator(built):

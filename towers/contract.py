@@ -35,12 +35,16 @@ QUARANTINE_FILE = "quarantine.jsonl"  # rows, media or items refused, one JSON o
 METRICS_FILE = "metrics.json"  # the Baselines' and the RetrievalEvaluator's results
 PER_EVENT_FILE = "per_event.npz"  # the Baselines' per eval event metrics ("<baseline>/<metric>")
 ITEM_EMBEDDINGS_FILE = "item_embeddings"  # prefix of the ContentEmbedder's TFRecord shards
-ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's anomalies, per split
+ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's anomalies, per split (and the DriftValidator's drift anomalies)
+STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen's statistics, per split (a DatasetFeatureStatisticsList)
+DRIFT_FILE = "drift.json"  # the DriftValidator's report: features compared, distance, threshold, verdict
 WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what the next run can warm-start from
 ITEM_GRAPH_FILE = "item_graph.json"  # beside Format-Serving: the graph's edges and the weights chosen on validation
 
 # --- Components whose outputs the app reads back from ML Metadata (their node ids) ----
 CONTENT_EMBEDDER = "ContentEmbedder"
+DRIFT_VALIDATOR = "DriftValidator"
+DRIFT_BASELINE_RESOLVER = "drift_baseline_resolver"  # the statistics the last DriftValidator accepted
 BASELINES = "Baselines"
 TRAINER = "Trainer"
 EVALUATOR = "Evaluator"
