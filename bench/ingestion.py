@@ -135,6 +135,7 @@ PROJECTED_EVENTS = 1_000_000_000
 WORKER_VCPUS, WORKER_GB = 4, 15  # n1-standard-4
 VCPU_HOUR, GB_HOUR, SHUFFLE_GB = 0.056, 0.003557, 0.011  # USD per vCPU-hour, per GB-hour, per GB shuffled
 WORKER_COUNTS = (50, 200)
+SHUFFLE_EXPANSION = 10  # uncompressed shuffled bytes per gzipped byte written
 
 
 def _folder_bytes(path: str) -> int:
@@ -156,16 +157,16 @@ def projection(events: int, beam: dict, output: str) -> list[str]:
         "",
         "Assumptions: the per-event CPU cost measured here holds on a Dataflow worker (pessimistic: the DirectRunner's "
         "per-element overhead is higher than Dataflow's); n1-standard-4 workers "
-        f"({WORKER_VCPUS} vCPU, {WORKER_GB} GB) at ${VCPU_HOUR}/vCPU-h + ${GB_HOUR}/GB-h; every event shuffled twice "
-        f"(by timestamp counts: negligible; by user for the history: its row and history, ~ the written bytes x 3 "
-        f"uncompressed) at ${SHUFFLE_GB}/GB; the catalog and users tables fit in a worker's memory as side inputs; the "
+        f"({WORKER_VCPUS} vCPU, {WORKER_GB} GB) at ${VCPU_HOUR}/vCPU-h + ${GB_HOUR}/GB-h; the shuffle by user (each event's row and "
+        f"history) ~ {SHUFFLE_EXPANSION} x the gzipped bytes written (the records compress 5-10x; the count by timestamp is "
+        f"negligible) at ${SHUFFLE_GB}/GB; the catalog and users tables fit in a worker's memory as side inputs; the "
         "events arrive as many files (one file is read by one worker).",
         "",
         "| workers | hours | worker cost USD | shuffle cost USD | total USD |",
         "|---|---|---|---|---|",
     ]
     core_hours = PROJECTED_EVENTS * cpu_per_event / 3600
-    shuffle = PROJECTED_EVENTS * written * 3 / 1e9 * SHUFFLE_GB
+    shuffle = PROJECTED_EVENTS * written * SHUFFLE_EXPANSION / 1e9 * SHUFFLE_GB
     for workers in WORKER_COUNTS:
         hours = core_hours / (workers * WORKER_VCPUS)
         worker_cost = workers * hours * (WORKER_VCPUS * VCPU_HOUR + WORKER_GB * GB_HOUR)
