@@ -92,23 +92,13 @@ def job(mode: str, contract_path: str, data_dir: str, beam_args: str) -> None:
     """One build (in the measured subprocess); prints its seconds and manifest as one JSON line."""
     from dataclasses import asdict
 
-    from mmdata import beam_build, contract, files, records
+    from mmdata import beam_build, contract, files
 
     declared = contract.load(contract_path)
     shutil.rmtree(data_dir, ignore_errors=True)
     started = time.perf_counter()
     if mode == "pandas":
-        split = declared.split
-        manifest = records.write_dataset(
-            declared.dataset,
-            declared.roles,
-            data_dir,
-            *files.load(declared),
-            eval_fraction=split.eval_fraction,
-            cold_item_fraction=split.cold_items,
-            validation_fraction=split.validation_fraction,
-            source=declared.fingerprint(),
-        )
+        manifest = files.build(declared, data_dir)
     else:
         manifest = beam_build.build(declared, data_dir, shlex.split(beam_args))
     print(json.dumps({"seconds": time.perf_counter() - started, "manifest": asdict(manifest)}))

@@ -64,7 +64,7 @@ import apache_beam as beam
 import numpy as np
 
 from mmdata import files
-from mmdata.contract import CSV, JSONL, MAX_CELL_CHARS, PARQUET, TFRECORD, ContractError, DataContract, file_format, parse_timestamp, short
+from mmdata.contract import CSV, JSONL, PARQUET, TFRECORD, ContractError, DataContract, file_format, iter_csv, short
 from mmdata.records import TEMPORAL, Manifest, QuarantinedRow, pick_cold_items, to_example
 from towers import features as F
 from towers.contract import (
@@ -137,31 +137,19 @@ def _csv_rows(path: str, columns: tuple[str, ...]):
 
     The same rows, lines and reasons as contract._read_csv, streamed instead of read whole.
     """
-    import csv
-    import io
-
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_CELL_CHARS))
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
-        try:
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise ContractError(f"{path}: empty CSV file (no header line)")
-            if len(set(header)) < len(header):
-                raise ContractError(f"{path}: the header names a column twice: {', '.join(header)}")
-            positions = [header.index(column) for column in columns]  # contract.load checked they exist
-            start = reader.line_num + 1
-            for row in reader:
-                if len(row) == len(header):
-                    yield start, {column: row[i] for column, i in zip(columns, positions)}
-                elif row:
-                    yield start, f"{len(row)} fields where the header has {len(header)}; row dropped", short(",".join(row))
-                start = reader.line_num + 1
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise ContractError(f"{path}: not a readable UTF-8 CSV file (near line {reader.line_num + 1}): {error}") from None
+        records = iter_csv(stream, path)
+        header = next(records)
+        positions = [header.index(column) for column in columns]  # contract.load checked they exist
+        for record in records:
+            if len(record) == 2:
+                line, fields = record
+                yield line, {column: fields[i] for column, i in zip(columns, positions)}
+            else:
+                yield record
 
 
 def _jsonl_rows(path: str, columns: tuple[str, ...]):
@@ -240,23 +228,6 @@ def _parquet_rows(part: tuple[str, int, int], columns: tuple[str, ...]):
         yield first + offset, dict(zip(columns, values))
 
 
-def check_event(spec, items: set, items_file: str, source: str, line: int, values: dict) -> tuple[tuple | None, list[QuarantinedRow]]:
-    """One events row -> (event tuple or None, its quarantine rows): files.read_events' checks, row by row."""
-    raw_user, raw_item, raw_time = values[spec.user], values[spec.item], values[spec.timestamp]
-    raw_rating = values[spec.rating] if spec.rating else files.DEFAULT_RATING
-    user, item = files._text(raw_user), files._text(raw_item)
-    timestamp, rating = parse_timestamp(raw_time), files._number(raw_rating)
-    problems = [
-        (spec.user, "empty user id", raw_user) if not user else None,
-        (spec.item, "empty item id", raw_item) if not item else None,
-        (spec.item, f"item {item!r} is not in {items_file}", raw_item) if item and item not in items else None,
-        (spec.timestamp, "neither unix seconds nor an ISO 8601 time", raw_time) if timestamp is None else None,
-        (spec.rating, "empty or not a finite number", raw_rating) if rating is None or math.isnan(rating) else None,
-    ]
-    rows = [QuarantinedRow(source, line, column, f"{reason}; event dropped", short(raw)) for column, reason, raw in filter(None, problems)]
-    return (None if rows else (user, item, timestamp, rating, line)), rows
-
-
 # --- The pipeline ---------------------------------------------------------------------------------------------
 
 
@@ -299,7 +270,7 @@ def _pipeline(p, contract: DataContract, out: str) -> None:
             line, reason, raw = row
             yield pvalue.TaggedOutput(QUARANTINE, ((2, 0, line, 0), QuarantinedRow(source, line, files.ROW_FIELD, reason, raw)))
             return
-        event, problems = check_event(spec, items, items_file, source, *row)
+        event, problems = files.check_event(spec, items, items_file, source, *row)
         for k, problem in enumerate(problems):
             yield pvalue.TaggedOutput(QUARANTINE, ((2, 1, problem.line, k), problem))
         if event is not None:

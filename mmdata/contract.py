@@ -275,32 +275,48 @@ def _open(path: str):
     return open(path, "rb")
 
 
-def _read_csv(path: str, limit: int | None) -> Table:
-    file = os.path.basename(path)
-    rows, lines, bad = [], [], []
+def iter_csv(stream, path: str):
+    """Reads a CSV file's byte stream: yields its header (column names) first, then (line, fields) for each
+    well-formed row and (line, reason, raw) for a row with the wrong number of fields. A quoted cell may span
+    lines: a row's line is where it starts (the header is line 1); a blank line is no row.
+
+    Raises ContractError naming `path` for an empty file, a repeated column, or bytes that are not UTF-8 CSV.
+    """
     csv.field_size_limit(max(csv.field_size_limit(), MAX_CELL_CHARS))  # process-wide; only ever raised
+    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise ContractError(f"{path}: empty CSV file (no header line)")
+        if len(set(header)) < len(header):
+            raise ContractError(f"{path}: the header names a column twice: {', '.join(header)}")
+        yield header
+        start = reader.line_num + 1
+        for row in reader:
+            if len(row) == len(header):
+                yield start, row
+            elif row:
+                yield start, f"{len(row)} fields where the header has {len(header)}; row dropped", short(",".join(row))
+            start = reader.line_num + 1
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ContractError(f"{path}: not a readable UTF-8 CSV file (near line {reader.line_num + 1}): {error}") from None
+
+
+def _read_csv(path: str, limit: int | None) -> Table:
+    rows, lines, bad = [], [], []
     with _open(path) as stream:
-        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
-        try:
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise ContractError(f"{path}: empty CSV file (no header line)")
-            if len(set(header)) < len(header):
-                raise ContractError(f"{path}: the header names a column twice: {', '.join(header)}")
-            start = reader.line_num + 1  # a quoted cell may span lines: a row starts after the previous one
-            for row in reader:
-                if len(row) == len(header):
-                    rows.append(row)
-                    lines.append(start)
-                elif row:  # a blank line is no row
-                    bad.append((start, f"{len(row)} fields where the header has {len(header)}; row dropped", short(",".join(row))))
-                start = reader.line_num + 1
-                if limit is not None and len(rows) >= limit:
-                    break
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise ContractError(f"{path}: not a readable UTF-8 CSV file (near line {reader.line_num + 1}): {error}") from None
+        records = iter_csv(stream, path)
+        header = next(records)
+        for record in records:
+            if len(record) == 2:
+                lines.append(record[0])
+                rows.append(record[1])
+            else:
+                bad.append(record)
+            if limit is not None and len(rows) >= limit:
+                break
     columns = {name: [row[i] for row in rows] for i, name in enumerate(header)}
-    return Table(file, columns, lines, bad)
+    return Table(os.path.basename(path), columns, lines, bad)
 
 
 def _read_jsonl(path: str, limit: int | None) -> Table:

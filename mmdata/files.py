@@ -24,12 +24,28 @@ from datetime import datetime
 import pandas as pd
 
 from mmdata.contract import DataContract, EventsSpec, ItemsSpec, Table, UsersSpec, parse_timestamp, read_table, short
-from mmdata.records import QuarantinedRow
+from mmdata.records import Manifest, QuarantinedRow, write_dataset
 from towers import features as F
 from towers.encoders import media
 
 ROW_FIELD = "*"  # the quarantine field of a row that could not be read at all
 DEFAULT_RATING = 1.0  # an event's rating when the contract declares no rating column
+
+
+def build(contract: DataContract, data_dir: str) -> Manifest:
+    """Builds a contract's dataset in memory (load + records.write_dataset, the contract's split): what
+    mmdata.beam_build.build writes with Beam, for data that fits on one machine."""
+    split = contract.split
+    return write_dataset(
+        contract.dataset,
+        contract.roles,
+        data_dir,
+        *load(contract),
+        eval_fraction=split.eval_fraction,
+        cold_item_fraction=split.cold_items,
+        validation_fraction=split.validation_fraction,
+        source=contract.fingerprint(),
+    )
 
 
 def load(contract: DataContract, max_users: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
@@ -140,25 +156,40 @@ def read_events(
 
     rows = {F.USER_ID: [], F.ITEM_ID: [], F.TIMESTAMP: [], F.RATING: []}
     first_lines: dict[str, int] = {}
-    ratings = table.columns[spec.rating] if spec.rating else [DEFAULT_RATING] * len(table.lines)
-    columns = (table.columns[spec.user], table.columns[spec.item], table.columns[spec.timestamp], ratings)
-    for line, raw_user, raw_item, raw_time, raw_rating in zip(table.lines, *columns):
-        user, item, timestamp, rating = _text(raw_user), _text(raw_item), parse_timestamp(raw_time), _number(raw_rating)
-        problems = [
-            (spec.user, "empty user id", raw_user) if not user else None,
-            (spec.item, "empty item id", raw_item) if not item else None,
-            (spec.item, f"item {item!r} is not in {items_file}", raw_item) if item and item not in items else None,
-            (spec.timestamp, "neither unix seconds nor an ISO 8601 time", raw_time) if timestamp is None else None,
-            (spec.rating, "empty or not a finite number", raw_rating) if rating is None or math.isnan(rating) else None,
-        ]
-        for column, reason, raw in filter(None, problems):
-            quarantined.append(QuarantinedRow(table.file, line, column, f"{reason}; event dropped", short(raw)))
-        if not any(problems):
+    names = [spec.user, spec.item, spec.timestamp] + ([spec.rating] if spec.rating else [])
+    for line, *values in zip(table.lines, *(table.columns[name] for name in names)):
+        event, problems = check_event(spec, items, items_file, table.file, line, dict(zip(names, values)))
+        quarantined.extend(problems)
+        if event is not None:
+            user, item, timestamp, rating, _ = event
             first_lines.setdefault(user, line)
             for name, value in zip(rows, (user, item, timestamp, rating)):
                 rows[name].append(value)
     events = pd.DataFrame(rows).astype({F.USER_ID: object, F.ITEM_ID: object, F.TIMESTAMP: "int64", F.RATING: "float64"})
     return events, first_lines
+
+
+def check_event(
+    spec: EventsSpec, items: set, items_file: str, source: str, line: int, values: dict
+) -> tuple[tuple | None, list[QuarantinedRow]]:
+    """One events row (column -> raw value) -> ((user, item, timestamp, rating, line) or None, its quarantine rows).
+
+    The row is dropped when its user or item id is empty, its item is not in the items file, or its
+    timestamp or rating (when declared) cannot be read; each problem is one quarantine row.
+    """
+    raw_user, raw_item, raw_time = values[spec.user], values[spec.item], values[spec.timestamp]
+    raw_rating = values[spec.rating] if spec.rating else DEFAULT_RATING
+    user, item = _text(raw_user), _text(raw_item)
+    timestamp, rating = parse_timestamp(raw_time), _number(raw_rating)
+    problems = [
+        (spec.user, "empty user id", raw_user) if not user else None,
+        (spec.item, "empty item id", raw_item) if not item else None,
+        (spec.item, f"item {item!r} is not in {items_file}", raw_item) if item and item not in items else None,
+        (spec.timestamp, "neither unix seconds nor an ISO 8601 time", raw_time) if timestamp is None else None,
+        (spec.rating, "empty or not a finite number", raw_rating) if rating is None or math.isnan(rating) else None,
+    ]
+    rows = [QuarantinedRow(source, line, column, f"{reason}; event dropped", short(raw)) for column, reason, raw in filter(None, problems)]
+    return (None if rows else (user, item, timestamp, rating, line)), rows
 
 
 def _quarantine_bad_rows(table: Table, quarantined: list[QuarantinedRow]) -> None:

@@ -79,20 +79,6 @@ def make_shop(folder, cold: float, events: int = 400, seed: int = 3) -> contract
     return contract.load(str(folder / "mmtower.yaml"))
 
 
-def _pandas_build(declared: contract.DataContract, data_dir: str) -> records.Manifest:
-    split = declared.split
-    return records.write_dataset(
-        declared.dataset,
-        declared.roles,
-        data_dir,
-        *files.load(declared),
-        eval_fraction=split.eval_fraction,
-        cold_item_fraction=split.cold_items,
-        validation_fraction=split.validation_fraction,
-        source=declared.fingerprint(),
-    )
-
-
 def _canonical(path: str, roles) -> list[str]:
     """A records file's rows as sorted JSON texts (NaN as NaN, bytes as hex): comparable whatever their order."""
     rows = records.read_records(path, roles.list_features)
@@ -110,7 +96,7 @@ def test_beam_build_writes_the_same_dataset_as_write_dataset(tmp_path, cold):
     os.makedirs(os.path.join(beam_dir, "examples", "span-2", "train"))  # an earlier build's span: replaced
     (tmp_path / "beam" / "examples" / "span-2" / "train" / "data.tfrecord.gz").write_bytes(b"old")
     (tmp_path / "beam" / "keep.txt").write_text("not the build's")  # not the build's: kept
-    expected = _pandas_build(declared, expected_dir)
+    expected = files.build(declared, expected_dir)
     got = beam_build.build(declared, beam_dir, BEAM_ARGS)
 
     assert got == expected == records.Manifest.read(beam_dir)
