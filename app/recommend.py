@@ -32,11 +32,12 @@ def with_fresh_history(user: dict, fresh: list[str], known_items) -> dict:
 
 
 def new_user(user_id: str, dtypes: dict) -> dict:
-    """Query features of a user the data does not know: attributes unknown (empty string / 0), no history yet."""
+    """Query features of a user the data does not know: no history yet, attributes unknown (an empty string,
+    out of every vocabulary; NaN for a float, which the z-score maps to the mean; 0 for an integer)."""
     user = {F.USER_ID: user_id, F.HISTORY: []}
     for name, dtype in dtypes.items():
         if name not in contract.CALLER_INPUTS and name not in F.QUERY_BASE:
-            user[name] = "" if dtype.name == "string" else 0
+            user[name] = "" if dtype.name == "string" else float("nan") if dtype.is_floating else 0
     return user
 
 
