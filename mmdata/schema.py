@@ -18,8 +18,9 @@ HEADER = """\
 # then only ever read: every run imports it (ImportSchemaGen) and the ExampleValidator
 # stops a run whose data breaks it, naming the split, the feature and the anomaly.
 # Curate it: add domains (string_domain, int_domain, float_domain), tighten presence
-# and value counts. Keep every feature the data contract declares; delete this file
-# to infer it again.
+# and value counts, and declare drift comparators to stop a run whose data moved since
+# the last accepted span, e.g. in a feature: drift_comparator {{ infinity_norm {{ threshold: 0.1 }} }}
+# Keep every feature the data contract declares; delete this file to infer it again.
 """
 
 
