@@ -118,17 +118,18 @@ def _check_fraction(name: str, value: float) -> None:
 # --- Reading --------------------------------------------------------------------------------------------------
 
 
-def read_small_tables(contract: DataContract) -> dict:
+def read_small_tables(contract: DataContract, upstream: tuple[QuarantinedRow, ...] = ()) -> dict:
     """The catalog and the users file (files.read_items / read_users), as plain rows, with their quarantine rows.
 
     Returns {"catalog": [row], "users": [row], "quarantine": [(order, QuarantinedRow)]}; `order` sorts
-    quarantine rows as files.load appends them (items, then users, then events, then missing users).
+    quarantine rows as files.load appends them (items, then users, then events, then missing users),
+    after `upstream` (rows a built-in dataset's loader quarantined before it wrote the files).
     """
-    quarantined: list[QuarantinedRow] = []
+    quarantined: list[QuarantinedRow] = list(upstream)
     catalog = files.read_items(contract.items, quarantined)
     items_count = len(quarantined)
     users = files.read_users(contract.users, quarantined).to_dict("records") if contract.users else []
-    order = [(0 if i < items_count else 1, i, 0, 0) for i in range(len(quarantined))]
+    order = [(-1 if i < len(upstream) else 0 if i < items_count else 1, i, 0, 0) for i in range(len(quarantined))]
     return {"catalog": catalog.to_dict("records"), "users": users, "quarantine": list(zip(order, quarantined))}
 
 
@@ -231,7 +232,7 @@ def _parquet_rows(part: tuple[str, int, int], columns: tuple[str, ...]):
 # --- The pipeline ---------------------------------------------------------------------------------------------
 
 
-def _pipeline(p, contract: DataContract, out: str) -> None:
+def _pipeline(p, contract: DataContract, out: str, upstream: tuple[QuarantinedRow, ...] = ()) -> None:
     """Adds every step to pipeline `p`, writing under `out`."""
     from apache_beam import pvalue
     from apache_beam.io import fileio
@@ -248,7 +249,7 @@ def _pipeline(p, contract: DataContract, out: str) -> None:
         )
 
     # The small tables: one element, read by one worker, used as side inputs.
-    small = p | "Contract" >> beam.Create([contract]) | "ReadItemsAndUsers" >> beam.Map(read_small_tables)
+    small = p | "Contract" >> beam.Create([contract]) | "ReadItemsAndUsers" >> beam.Map(read_small_tables, tuple(upstream))
     item_ids = small | "ItemIds" >> beam.Map(lambda t: {row[F.ITEM_ID] for row in t["catalog"]})
     item_features = small | "ItemFeatures" >> beam.Map(
         lambda t: {r[F.ITEM_ID]: {c: r[c] for c in roles.item_features} for r in t["catalog"]}
@@ -481,7 +482,13 @@ def _write_text(path: str, text: str) -> None:
 # --- Building -------------------------------------------------------------------------------------------------
 
 
-def build(contract: DataContract, data_dir: str, beam_args: list[str] | None = None) -> Manifest:
+def build(
+    contract: DataContract,
+    data_dir: str,
+    beam_args: list[str] | None = None,
+    upstream: tuple[QuarantinedRow, ...] = (),
+    source: str | None = None,
+) -> Manifest:
     """Builds a contract's dataset into `data_dir` with Beam: the files write_dataset writes (temporal split, one span).
 
     Args:
@@ -489,6 +496,8 @@ def build(contract: DataContract, data_dir: str, beam_args: list[str] | None = N
       data_dir: the output folder (local or gs://); files of an earlier build there are replaced, others kept.
       beam_args: Beam pipeline options, e.g. ["--runner=DataflowRunner", "--project=...", "--temp_location=gs://..."]
         (None: the DirectRunner's defaults).
+      upstream: rows quarantined before the files were written (a built-in dataset's loader), listed first.
+      source: what the manifest records as the build's source (default: the contract's fingerprint).
 
     Returns:
       The Manifest, as write_dataset returns it.
@@ -507,7 +516,7 @@ def build(contract: DataContract, data_dir: str, beam_args: list[str] | None = N
     out = os.path.join(data_dir, BUILDING_PREFIX + uuid.uuid4().hex[:12])
     gfile.makedirs(out)
     with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-        _pipeline(p, contract, out)
+        _pipeline(p, contract, out, upstream)
     with gfile.GFile(os.path.join(out, STATS_FILE)) as f:
         stats = json.load(f)
     gfile.remove(os.path.join(out, STATS_FILE))
@@ -532,7 +541,7 @@ def build(contract: DataContract, data_dir: str, beam_args: list[str] | None = N
         span_train_until=[stats["train_until"]],
         span_sizes=[[stats["num_train"], stats["num_validation"], stats["num_eval"]]],
         features=json.loads(contract.roles.to_json()),
-        source=contract.fingerprint(),
+        source=contract.fingerprint() if source is None else source,
     )
     with gfile.GFile(os.path.join(out, MANIFEST_FILE), "w") as f:
         json.dump(asdict(manifest), f, indent=2)

@@ -8,6 +8,7 @@ writes, without code, which column plays which role:
       path: items.csv             # relative to this file, or gs://...
       id: item_id
       text: [title, description]  # the first is the display name; all feed the text encoder
+      encoder_text: blurb         # optional: the column the text encoder reads instead (not a feature)
       categorical: [brand]
       multi_valued: {tags: "|"}   # column -> separator inside a CSV cell
       numeric: [price]
@@ -82,7 +83,7 @@ RESERVED = {
     F.AUDIO: ("items.audio",),
     F.VIDEO: ("items.video",),
     F.HISTORY: (),
-    F.ITEM_TEXT: (),
+    F.ITEM_TEXT: ("items.encoder_text",),
     F.SEEN_ITEMS: (),
 }
 # Transformed features every dataset has: a feature column whose transformed name is one of them would clash.
@@ -104,6 +105,7 @@ class ItemsSpec:
     multi_valued: tuple[tuple[str, str], ...] = ()  # (column, separator inside a CSV cell)
     numeric: tuple[str, ...] = ()
     media_root: str = ""  # folder the media paths are relative to; the contract's folder when not declared
+    encoder_text: str | None = None  # the column the text encoder reads; None: the text columns joined with ". "
     image: str | None = None
     audio: str | None = None
     video: str | None = None
@@ -191,8 +193,9 @@ class DataContract:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """The item content the catalog carries: "text" when there is a text column, then the declared media."""
-        return ((TEXT_MODALITY,) if self.items.text else ()) + tuple(self.items.media)
+        """The item content the catalog carries: "text" when there is a text or encoder_text column, then the declared media."""
+        text = self.items.text or self.items.encoder_text
+        return ((TEXT_MODALITY,) if text else ()) + tuple(self.items.media)
 
 
 # --- Reading the files -------------------------------------------------------------------------------------
@@ -518,6 +521,7 @@ def load(path: str) -> DataContract:
             multi_valued=items.separators("multi_valued"),
             numeric=items.names("numeric"),
             media_root=_resolve(base, items.text("media_root") or "."),
+            encoder_text=items.text("encoder_text"),
             image=items.text("image"),
             audio=items.text("audio"),
             video=items.text("video"),
@@ -557,6 +561,7 @@ def _roles(contract: DataContract) -> dict[str, list[tuple[str, str]]]:
         + [("categorical", c) for c in items.categorical]
         + [("multi_valued", c) for c in items.multi_valued_columns]
         + [("numeric", c) for c in items.numeric]
+        + ([("encoder_text", items.encoder_text)] if items.encoder_text else [])
         + [(medium, column) for medium, column in items.media.items()],
         "events": [("user", events.user), ("item", events.item), ("timestamp", events.timestamp)]
         + ([("rating", events.rating)] if events.rating else []),

@@ -63,8 +63,8 @@ def load(contract: DataContract, max_users: int | None = None) -> tuple[pd.DataF
     Returns:
       interactions: F.USER_ID, F.ITEM_ID, F.TIMESTAMP (int unix seconds), F.RATING (float), then the
         user feature columns and the item text / categorical / multi-valued / numeric columns.
-      catalog: one row per item: F.ITEM_ID, its feature columns, F.ITEM_TEXT (the text columns
-        joined with ". ") and the declared media as bytes (F.IMAGE / F.AUDIO / F.VIDEO; None when absent).
+      catalog: one row per item: F.ITEM_ID, its feature columns, F.ITEM_TEXT (the encoder_text column, or the
+        text columns joined with ". ") and the declared media as bytes (F.IMAGE / F.AUDIO / F.VIDEO; None when absent).
       users: F.USER_ID and the user feature columns: everyone in the users file, then the events' users
         missing from it (sorted).
       quarantined: every value or row that was refused, with the reason.
@@ -114,8 +114,11 @@ def read_items(spec: ItemsSpec, quarantined: list[QuarantinedRow]) -> pd.DataFra
         catalog[column] = [_values(value, separator) for value in table.columns[column]]
     for column in spec.numeric:
         catalog[column] = _numbers(table, column, quarantined)
-    texts = zip(*(catalog[column] for column in spec.text)) if spec.text else [()] * len(ids)
-    catalog[F.ITEM_TEXT] = [". ".join(text for text in row if text) for row in texts]
+    if spec.encoder_text:
+        catalog[F.ITEM_TEXT] = [_text(value) for value in table.columns[spec.encoder_text]]
+    else:
+        texts = zip(*(catalog[column] for column in spec.text)) if spec.text else [()] * len(ids)
+        catalog[F.ITEM_TEXT] = [". ".join(text for text in row if text) for row in texts]
     for medium, column in spec.media.items():
         catalog[medium] = [
             _media_value(spec.media_root, table, column, line, value, quarantined)

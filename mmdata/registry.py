@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mmdata import movielens, tuxpaint
+from mmdata import export, movielens, tuxpaint
 from mmdata.records import TEMPORAL, Manifest, span_dir, write_dataset
 from towers import features as F
 
@@ -19,7 +19,7 @@ class DatasetSpec:
 
     name: str
     description: str
-    loader: Callable  # (max_users) -> (interactions, catalog, users, quarantined)
+    loader: Callable  # (max_users) -> (interactions, catalog, users, quarantined); a user's dataset: files.load
     schema_name: str  # folder under schemas/ (built-in datasets)
     modalities: tuple[str, ...] = ("text",)  # item content the catalog carries (encoder names)
     eval_fraction: float = 0.1
@@ -29,6 +29,7 @@ class DatasetSpec:
     features: F.FeatureRoles = F.NO_FEATURES  # its optional columns, by role
     schema_file: str = ""  # a user's dataset: its schema beside the data contract (inferred by the first run)
     contract: Any = None  # a user's dataset: its mmdata.contract.DataContract
+    media: Callable | None = None  # a built-in dataset with media: catalog -> (media root, {medium: [path per item]})
 
 
 MOVIELENS_FEATURES = F.FeatureRoles(
@@ -68,10 +69,13 @@ DATASETS = {
         modalities=("text", "image", "audio"),
         cold_item_fraction=0.1,
         features=TUXPAINT_FEATURES,
+        media=tuxpaint.media_paths,
     ),
 }
 DEFAULT_DATASET = "tuxpaint"
 SCHEMA_DIR, SCHEMA_FILE = "schema", "schema.pbtxt"  # a user's dataset: <contract folder>/schema/schema.pbtxt
+SOURCE_DIR = "source"  # a built-in dataset's files and contract, inside its data folder
+BUILT_IN_SOURCE = "built-in"  # the manifest's source of a built-in dataset (its packaged files do not change)
 
 
 def from_contract(path: str) -> DatasetSpec:
@@ -123,16 +127,19 @@ def build(
 
     `split`: records.TEMPORAL (default) or records.RANDOM (the TFRS tutorials' protocol).
     `spans`: cumulative snapshots written as examples/span-<k>/ (records.write_dataset).
-    `beam_args`: a user's dataset (temporal split, one span, all users) is built by a Beam pipeline with
-      these options (mmdata.beam_build: DirectRunner here, Dataflow/Flink/Spark for data that outgrows one
-      machine); otherwise its files are read in memory (mmdata.files). An identical earlier build is reused,
-      unless the contract or its files changed.
+    `beam_args`: with a temporal split, one span and all users the dataset is built by a Beam pipeline
+      with these options (mmdata.beam_build: DirectRunner here, Dataflow/Flink/Spark for data that
+      outgrows one machine); otherwise its files are read in memory (mmdata.files). An identical earlier
+      build is reused, unless the contract or its files changed.
+
+    Every dataset is built from a data contract's files: a user's from theirs; a built-in one's loader
+    writes its files and contract into <data_dir>/source/ first (mmdata.export), its media left where they are.
     """
     spec = get(name)
     eval_fraction = spec.eval_fraction if eval_fraction is None else eval_fraction
     cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
     validation_fraction = spec.validation_fraction if validation_fraction is None else validation_fraction
-    source = spec.contract.fingerprint() if spec.contract is not None else ""
+    source = spec.contract.fingerprint() if spec.contract is not None else BUILT_IN_SOURCE
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
         same = (
@@ -152,12 +159,18 @@ def build(
             and manifest.span_sizes
         ):
             return manifest
-    if spec.contract is not None and split == TEMPORAL and spans == 1 and max_users is None:
-        from mmdata import beam_build, contract
+    from mmdata import beam_build, contract, files
 
-        declared = dataclasses.replace(spec.contract, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
-        return beam_build.build(declared, data_dir, beam_args)
-    interactions, catalog, users, quarantined = spec.loader(max_users=max_users)
+    upstream, declared = [], spec.contract
+    if declared is None:  # a built-in dataset: its loader's frames (its first max_users users) written as a contract's files
+        interactions, catalog, users, upstream = spec.loader(max_users=max_users)
+        media_root, media = spec.media(catalog) if spec.media else (None, None)
+        path = export.write_contract(os.path.join(data_dir, SOURCE_DIR), name, spec.features, interactions, catalog, users, media_root, media)
+        declared = contract.load(path)
+    declared = dataclasses.replace(declared, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
+    if split == TEMPORAL and spans == 1 and max_users is None:
+        return beam_build.build(declared, data_dir, beam_args, tuple(upstream), source)
+    interactions, catalog, users, quarantined = files.load(declared, max_users=max_users if spec.contract is not None else None)
     os.makedirs(data_dir, exist_ok=True)
     return write_dataset(
         name,
@@ -166,7 +179,7 @@ def build(
         interactions,
         catalog,
         users,
-        quarantined,
+        upstream + quarantined,
         eval_fraction,
         max_users,
         cold_item_fraction,

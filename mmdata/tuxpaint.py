@@ -141,6 +141,20 @@ def load_catalog(root: str | None = None) -> tuple[pd.DataFrame, simulator.ItemT
     return catalog, traits, quarantined
 
 
+def media_paths(catalog: pd.DataFrame, root: str | None = None) -> tuple[str, dict[str, list[str]]]:
+    """(the stamps folder, F.IMAGE / F.AUDIO -> each catalog row's file relative to it, "" = none) for the data contract.
+
+    A photo load_catalog refused is left out, as it is from the catalog.
+    """
+    root = source_dir(root)
+
+    def sound(item_id: str) -> str:
+        return next((item_id + s for s in SOUND_SUFFIXES if os.path.exists(os.path.join(root, item_id + s))), "")
+
+    images = [item_id + ".png" if png is not None else "" for item_id, png in zip(catalog[F.ITEM_ID], catalog[F.IMAGE])]
+    return root, {F.IMAGE: images, F.AUDIO: [sound(item_id) for item_id in catalog[F.ITEM_ID]]}
+
+
 def load(
     root: str | None = None, max_users: int | None = None, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[QuarantinedRow]]:
