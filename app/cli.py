@@ -8,6 +8,7 @@ imports TensorFlow, so a user never has to.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -155,9 +156,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--target", default="kubeflow", choices=["kubeflow"], help="orchestrator (default: kubeflow)")
     comp.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS), help="dataset (schema, slices, encoders)")
+    comp.add_argument(
+        "--config",
+        default=None,
+        metavar="gs://.../mmtower.yaml",
+        help="your data contract instead of --dataset: the pipeline's DatasetGen reads its files and builds the dataset "
+        "into --data-root with the Beam runner (its curated schema/schema.pbtxt must be beside it: a first `mmtower run "
+        "--config` writes it); the compiled pipeline does not cache, so that every run reads the files as they are then",
+    )
     comp.add_argument("--image", required=True, help="the mmtower container image (see Dockerfile)")
     comp.add_argument(
-        "--data-root", required=True, help="the built dataset, e.g. gs://bucket/mmtower/data/tuxpaint (copy of <output>/data/<dataset>)"
+        "--data-root",
+        required=True,
+        help="the built dataset, e.g. gs://bucket/mmtower/data/tuxpaint (copy of <output>/data/<dataset>); "
+        "with --config, where the pipeline builds it",
     )
     comp.add_argument("--pipeline-root", required=True, help="component outputs, e.g. gs://bucket/mmtower/pipeline")
     comp.add_argument("--serving-dir", required=True, help="where the Pusher writes the served models, e.g. gs://bucket/mmtower/serving")
@@ -379,10 +391,15 @@ def _beam_args(args) -> list[str] | None:
 def _compile(args) -> int:
     from pipeline import kubeflow
 
+    options = _options(args)
+    if args.config:  # DatasetGen's parameters do not change when the files do: a cached build would be stale
+        options = dataclasses.replace(options, enable_cache=False)
     try:
         beam_args = _beam_args(args) or []
-        config = kubeflow.pipeline_config(args.dataset, args.data_root, args.pipeline_root, args.serving_dir, _options(args), beam_args)
-    except ValueError as error:  # a profile's missing or unknown option
+        config = kubeflow.pipeline_config(
+            args.dataset, args.data_root, args.pipeline_root, args.serving_dir, options, beam_args, args.config or ""
+        )
+    except (ValueError, FileNotFoundError) as error:  # a profile's missing option, a contract's mistake (ContractError), no schema
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
     print(f"wrote {kubeflow.compile_spec(config, args.image, args.output)}")

@@ -488,6 +488,7 @@ def build(
     beam_args: list[str] | None = None,
     upstream: tuple[QuarantinedRow, ...] = (),
     source: str | None = None,
+    pipeline: beam.Pipeline | None = None,
 ) -> Manifest:
     """Builds a contract's dataset into `data_dir` with Beam: the files write_dataset writes (temporal split, one span).
 
@@ -498,6 +499,8 @@ def build(
         (None: the DirectRunner's defaults).
       upstream: rows quarantined before the files were written (a built-in dataset's loader), listed first.
       source: what the manifest records as the build's source (default: the contract's fingerprint).
+      pipeline: a Beam pipeline to run it in instead (a TFX component's, built from the pipeline's Beam
+        options; beam_args is then unused); it is run here.
 
     Returns:
       The Manifest, as write_dataset returns it.
@@ -515,7 +518,7 @@ def build(
             gfile.rmtree(os.path.join(data_dir, name.rstrip("/")))
     out = os.path.join(data_dir, BUILDING_PREFIX + uuid.uuid4().hex[:12])
     gfile.makedirs(out)
-    with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+    with pipeline or beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
         _pipeline(p, contract, out, upstream)
     with gfile.GFile(os.path.join(out, STATS_FILE)) as f:
         stats = json.load(f)

@@ -122,6 +122,7 @@ def build(
     spans: int = 1,
     validation_fraction: float | None = None,
     beam_args: list[str] | None = None,
+    beam_pipeline=None,
 ) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
@@ -130,7 +131,8 @@ def build(
     `beam_args`: with a temporal split, one span and all users the dataset is built by a Beam pipeline
       with these options (mmdata.beam_build: DirectRunner here, Dataflow/Flink/Spark for data that
       outgrows one machine); otherwise its files are read in memory (mmdata.files). An identical earlier
-      build is reused, unless the contract or its files changed.
+      build is reused, unless the contract or its files changed. `beam_pipeline`: a beam.Pipeline to
+      build it in instead (components.dataset_gen: a TFX component's).
 
     Every dataset is built from a data contract's files: a user's from theirs; a built-in one's loader
     writes its files and contract into <data_dir>/source/ first (mmdata.export), its media left where they are.
@@ -169,7 +171,7 @@ def build(
         declared = contract.load(path)
     declared = dataclasses.replace(declared, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
     if split == TEMPORAL and spans == 1 and max_users is None:
-        return beam_build.build(declared, data_dir, beam_args, tuple(upstream), source)
+        return beam_build.build(declared, data_dir, beam_args, tuple(upstream), source, beam_pipeline)
     interactions, catalog, users, quarantined = files.load(declared, max_users=max_users if spec.contract is not None else None)
     os.makedirs(data_dir, exist_ok=True)
     return write_dataset(

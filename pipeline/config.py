@@ -77,6 +77,9 @@ class PipelineConfig:
       features: the dataset's declared features (Transform and Trainer read them).
       options: what the pipeline computes.
       beam_pipeline_args: Beam options of the Beam-based components (pipeline.beam_profiles).
+      ingest: a data contract's path (local or gs://) that the pipeline's DatasetGen builds into data_root
+        with the pipeline's Beam runner (compiled pipelines); empty: data_root is built before the run
+        and ImportExampleGen reads it (`mmtower run`).
     """
 
     dataset: str
@@ -88,6 +91,7 @@ class PipelineConfig:
     features: F.FeatureRoles
     options: Options = field(default_factory=Options)
     beam_pipeline_args: tuple[str, ...] = ()
+    ingest: str = ""
 
     @property
     def pipeline_name(self) -> str:

@@ -4,7 +4,8 @@ TFX's KubeflowV2DagRunner writes the JSON; every component runs in the
 mmtower container image (Dockerfile: the project, its lock and the exported
 encoders), Beam stages on the runner a profile names (pipeline.beam_profiles).
 Run-time parameters: `examples-dir` (the interactions' train/ and eval/
-folders) and `min-recall-at-100` (the RetrievalEvaluator's floor);
+folders; not with a data contract, whose files DatasetGen reads and builds
+inside the pipeline) and `min-recall-at-100` (the RetrievalEvaluator's floor);
 everything else comes from the same pipeline.config.Options `mmtower run`
 builds from the same flags, fixed at compile time (TFX's Kubeflow V2 compiler
 takes run-time parameters only as top-level component parameters, and the
@@ -27,19 +28,37 @@ RUNTIME_PARAMETERS = (EXAMPLES_PARAM, MIN_RECALL_PARAM)
 
 
 def pipeline_config(
-    dataset: str, data_root: str, pipeline_root: str, serving_dir: str, options: Options, beam_args: list[str]
+    dataset: str, data_root: str, pipeline_root: str, serving_dir: str, options: Options, beam_args: list[str], contract: str = ""
 ) -> PipelineConfig:
     """The PipelineConfig of a compiled pipeline: cloud folders (e.g. gs://...), the image's encoders and schemas.
 
     Args:
-      dataset: registered dataset (its schema, slices and encoders).
-      data_root: the built dataset (`mmtower run` writes one under <output>/data/<dataset>; copy it up).
+      dataset: registered dataset (its schema, slices and encoders); unused with `contract`.
+      data_root: the built dataset (`mmtower run` writes one under <output>/data/<dataset>; copy it up);
+        with `contract`, where the pipeline's DatasetGen builds it.
       pipeline_root: component outputs.
       serving_dir: where the Pusher writes the served models (TF Serving reads it).
       options: what the pipeline computes: the same Options `mmtower run` builds from the same flags.
       beam_args: Beam options of the Beam-based components (pipeline.beam_profiles).
+      contract: a data contract (e.g. gs://bucket/shop/mmtower.yaml) whose files the pipeline reads and builds
+        (components.dataset_gen); its curated schema, schema/schema.pbtxt beside it, must exist: a first
+        `mmtower run --config` infers it.
+
+    Raises:
+      mmdata.contract.ContractError: the contract does not match its files.
+      FileNotFoundError: the contract's schema is missing.
     """
     from towers.encoders import registry as encoders
+
+    schema = None
+    if contract:
+        spec = registry.from_contract(contract)
+        dataset, schema = spec.name, spec.schema_file
+        if not _exists(schema):
+            raise FileNotFoundError(
+                f"{schema} not found: run `mmtower run --config {contract}` once (on a sample of the files, if they are large) "
+                "to infer it, curate it, and keep it beside the contract"
+            )
 
     handles = {
         name: encoders.local_handle(name, os.path.join(IMAGE_ROOT, "encoders"))
@@ -51,11 +70,18 @@ def pipeline_config(
         pipeline_root=pipeline_root.rstrip("/"),
         serving_dir=serving_dir.rstrip("/"),
         encoder_handles=handles,
-        schema_path=schema_path(dataset, os.path.join(IMAGE_ROOT, "schemas")),
+        schema_path=schema or schema_path(dataset, os.path.join(IMAGE_ROOT, "schemas")),
         features=registry.get(dataset).features,
         options=options,
         beam_pipeline_args=tuple(beam_args),
+        ingest=contract,
     )
+
+
+def _exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
 
 
 def build(config: PipelineConfig):
@@ -67,7 +93,7 @@ def build(config: PipelineConfig):
     parameter = tfx.dsl.experimental.RuntimeParameter
     return create_pipeline(
         config,
-        examples_dir=parameter(name=EXAMPLES_PARAM, ptype=str, default=config.examples_dir),
+        examples_dir=None if config.ingest else parameter(name=EXAMPLES_PARAM, ptype=str, default=config.examples_dir),
         min_recall_at_100=parameter(name=MIN_RECALL_PARAM, ptype=float, default=config.options.min_recall_at_100),
     )
 

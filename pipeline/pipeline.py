@@ -1,6 +1,6 @@
 """The mmtower DAG. Builds a tfx.dsl.Pipeline; runners own paths and metadata.
 
-ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator and
+ImportExampleGen (or DatasetGen, which builds the dataset from a data contract inside the pipeline) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator and
 DriftValidator (this span's statistics against the last accepted run's, with the
 schema's drift comparators) -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
 (TFMA, ranking) -> RetrievalEvaluator (retrieval; also requires the
@@ -26,6 +26,7 @@ from components import content_trainer
 from components import pusher as pusher_executor
 from components.baselines import Baselines
 from components.content_embedder.component import ContentEmbedder
+from components.dataset_gen import DatasetGen
 from components.drift_validator import DriftValidator
 from components.retrieval_evaluator.component import RetrievalEvaluator
 from components.validation_gate import ValidationGate
@@ -74,12 +75,17 @@ def create_pipeline(
     span = options.span
     if span is not None:
         range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span))
-    example_gen = tfx.components.ImportExampleGen(input_base=examples_dir, input_config=input_config, range_config=range_config)
-    catalog_gen = tfx.components.ImportExampleGen(
-        input_base=os.path.dirname(config.catalog_path),
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=CATALOG_SPLIT, pattern="*")]),
-    ).with_id("CatalogExampleGen")
-    content_embedder = ContentEmbedder(catalog=catalog_gen.outputs["examples"], encoder_handles=dict(config.encoder_handles))
+    if config.ingest:  # the dataset is built inside the pipeline, by its Beam runner
+        example_gen = DatasetGen(dataset=config.ingest, data_dir=config.data_root, span=span or 0)
+        catalog_gen, catalog = None, example_gen.outputs["catalog"]
+    else:
+        example_gen = tfx.components.ImportExampleGen(input_base=examples_dir, input_config=input_config, range_config=range_config)
+        catalog_gen = tfx.components.ImportExampleGen(
+            input_base=os.path.dirname(config.catalog_path),
+            input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=CATALOG_SPLIT, pattern="*")]),
+        ).with_id("CatalogExampleGen")
+        catalog = catalog_gen.outputs["examples"]
+    content_embedder = ContentEmbedder(catalog=catalog, encoder_handles=dict(config.encoder_handles))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
@@ -133,7 +139,7 @@ def create_pipeline(
     )
     baselines = Baselines(
         examples=example_gen.outputs["examples"],
-        catalog=catalog_gen.outputs["examples"],
+        catalog=catalog,
         item_embeddings=content_embedder.outputs["item_embeddings"],
         code_version=code,
     )
@@ -169,7 +175,7 @@ def create_pipeline(
         pipeline_root=config.pipeline_root,
         components=[
             example_gen,
-            catalog_gen,
+            *([catalog_gen] if catalog_gen else []),
             content_embedder,
             statistics_gen,
             schema_gen,

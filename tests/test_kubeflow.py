@@ -217,3 +217,43 @@ def test_schedule_names_an_unreachable_endpoint(tmp_path):
     done = subprocess.run(cli, capture_output=True, text=True)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"cannot reach the Kubeflow Pipelines API at http://127.0.0.1:{port}" in done.stderr
+
+
+def _compile_contract(tmp_path, with_schema: bool):
+    from tests.test_beam_build import make_shop
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    path = make_shop(folder, cold=0.1).file
+    if with_schema:
+        (folder / "schema").mkdir()
+        (folder / "schema" / "schema.pbtxt").write_text('feature { name: "user_id" type: BYTES }\n')
+    cli = [sys.executable, "-m", "app.cli", "compile", "--config", path, "--image", "gcr.io/p/mmtower:1"]
+    cli += ["--data-root", "gs://b/data/shop", "--pipeline-root", "gs://b/root", "--serving-dir", "gs://b/serving"]
+    cli += ["--output", str(tmp_path / "shop.json"), "--beam-profile", "local"]
+    return path, subprocess.run(cli, capture_output=True, text=True)
+
+
+def test_compile_with_a_data_contract_builds_the_dataset_inside_the_pipeline(tmp_path):
+    path, done = _compile_contract(tmp_path, with_schema=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    spec = json.loads((tmp_path / "shop.json").read_text())["pipelineSpec"]
+    assert spec["pipelineInfo"]["name"] == "mmtower-beam-shop"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "DatasetGen" in tasks and "ImportExampleGen" not in tasks and "CatalogExampleGen" not in tasks
+    parameters = tasks["DatasetGen"]["inputs"]["parameters"]
+    assert parameters["dataset"]["runtimeValue"]["constantValue"]["stringValue"] == path
+    assert parameters["data_dir"]["runtimeValue"]["constantValue"]["stringValue"] == "gs://b/data/shop"
+    embedder = tasks["ContentEmbedder"]["inputs"]["artifacts"]["catalog"]["taskOutputArtifact"]
+    assert embedder == {"producerTask": "DatasetGen", "outputArtifactKey": "catalog"}
+    assert tasks["StatisticsGen"]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"]["producerTask"] == "DatasetGen"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {kubeflow.MIN_RECALL_PARAM}
+    assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())  # files change, parameters do not
+    schema = json.dumps(tasks["ImportSchemaGen"])
+    assert str(tmp_path / "shop" / "schema" / "schema.pbtxt") in schema
+
+
+def test_compile_with_a_data_contract_needs_its_curated_schema(tmp_path):
+    path, done = _compile_contract(tmp_path, with_schema=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "schema.pbtxt not found" in done.stderr and f"mmtower run --config {path}" in done.stderr

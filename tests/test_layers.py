@@ -20,7 +20,7 @@ ALLOWED = {
     "towers": set(),
     "mmdata": {"towers"},
     "serving": {"towers"},
-    "components": {"towers", "serving"},
+    "components": {"towers", "mmdata", "serving"},  # components.dataset_gen builds a dataset
     "pipeline": {"towers", "mmdata", "serving", "components"},
     "app": {"towers", "mmdata", "serving", "components", "pipeline"},
 }
