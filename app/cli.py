@@ -99,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="build the dataset as N cumulative snapshots examples/span-1..N, for incremental runs (default: 1)",
     )
+    run.add_argument(
+        "--requests",
+        default=None,
+        metavar="LOG",
+        help="logged requests (JSON lines of REST predict bodies or query objects, or TF Serving's PredictionLog TFRecord): "
+        "their statistics are compared with the training split's on every feature the curated schema gives a "
+        "skew_comparator, and the run stops before training on skew (docs/orchestration.md)",
+    )
     _pipeline_arguments(run, defaults)
     _beam_arguments(run)
 
@@ -451,6 +459,7 @@ def _run(args) -> int:
             spans=args.spans,
             direct_num_workers=args.workers,
             beam_pipeline_args=_beam_args(args),
+            requests=args.requests,
         )
     except ValueError as error:
         print(f"mmtower: {error}", file=sys.stderr)

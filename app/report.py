@@ -7,6 +7,7 @@ import math
 from app.summary import RunSummary
 from components import evaluation as ev
 from components.baselines import label
+from components.drift_validator import skew_line
 from components.drift_validator import summary_line as drift_line
 from towers import metrics
 
@@ -133,6 +134,8 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     lines.append("")
     if summary.drift:
         lines.append(drift_line(summary.drift))
+        if summary.drift.get("skew", {}).get("compared"):
+            lines.append(skew_line(summary.drift))
     if summary.ranking_metrics:
         lines.append(
             "Ranking (TFMA, eval split): " + ", ".join(f"{name} {_fmt(value)}" for name, value in sorted(summary.ranking_metrics.items()))

@@ -19,8 +19,13 @@ The baseline comes from the `drift_baseline_resolver` (pipeline.pipeline): the
 newest `baseline` this component published, i.e. a previous run's; the first
 run has none, compares nothing and says so.
 
-Skew against logged requests (`skew_comparator`, serving statistics) is not
-checked: TFDV would take them as `serving_statistics=` in the same call.
+Skew against logged requests: given `serving` (the statistics of the requests
+a user logged, mmdata.requests), the training split's statistics are compared
+with them on every feature whose schema declares a `skew_comparator`
+(`tfdv.validate_statistics(train, schema, serving_statistics=serving)`); the
+result is `skew` in drift.json, its anomalies `Split-serving/SchemaDiff.pb`,
+and the ValidationGate stops on it as on drift. Skew does not change the
+drift baseline.
 """
 
 import json
@@ -29,7 +34,7 @@ import os
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx import v1 as tfx
 
-from towers.contract import ANOMALIES_FILE, DRIFT_FILE, STATISTICS_FILE
+from towers.contract import ANOMALIES_FILE, DRIFT_FILE, SERVING_SPLIT, STATISTICS_FILE, TRAIN_SPLIT
 
 MEASURES = {
     "L_INFTY": "L-infinity distance",
@@ -40,20 +45,26 @@ SHORT = {"L-infinity distance": "L-inf", "Jensen-Shannon divergence": "JS", "nor
 
 
 def measure(
-    current: statistics_pb2.DatasetFeatureStatisticsList, previous: statistics_pb2.DatasetFeatureStatisticsList, schema: schema_pb2.Schema
+    current: statistics_pb2.DatasetFeatureStatisticsList,
+    previous: statistics_pb2.DatasetFeatureStatisticsList,
+    schema: schema_pb2.Schema,
+    skew: bool = False,
 ) -> tuple[list[dict], anomalies_pb2.Anomalies]:
     """TFDV's drift measurements of one split: one row per (feature, comparator), and the drift anomalies alone.
 
+    `skew`: `previous` holds serving statistics (logged requests): the schema's skew comparators are measured instead.
+
     Returns:
-      ([{"feature", "measure", "distance", "threshold", "passed"}], anomalies holding only drift comparator reasons).
+      ([{"feature", "measure", "distance", "threshold", "passed"}], anomalies holding only comparator reasons).
     """
     import tensorflow_data_validation as tfdv
 
-    found = tfdv.validate_statistics(current, schema, previous_statistics=previous)
+    other = {"serving_statistics": previous} if skew else {"previous_statistics": previous}
+    found = tfdv.validate_statistics(current, schema, **other)
     rows = []
     for info in found.drift_skew_info:
         feature = ".".join(info.path.step)
-        for m in info.drift_measurements:
+        for m in info.skew_measurements if skew else info.drift_measurements:
             kind = anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type)
             distance, threshold = float(m.value), float(m.threshold)
             rows.append(
@@ -97,19 +108,53 @@ def compare(
     return {"compared": True, "passed": all(m["passed"] for m in measurements), "measurements": measurements}, anomalies
 
 
+def compare_skew(
+    training: statistics_pb2.DatasetFeatureStatisticsList,
+    serving: statistics_pb2.DatasetFeatureStatisticsList | None,
+    schema: schema_pb2.Schema,
+) -> tuple[dict, anomalies_pb2.Anomalies | None]:
+    """drift.json's `skew`: the training split against logged requests (None: none logged, nothing compared)."""
+    if serving is None:
+        return {"compared": False, "passed": True, "measurements": []}, None
+    rows, anomalies = measure(training, serving, schema, skew=True)
+    return {"compared": True, "passed": all(r["passed"] for r in rows), "measurements": rows}, anomalies
+
+
 def since(report: dict) -> str:
     span = report.get("previous_span")
     return f"span {span}" if span else "the last accepted statistics"
 
 
 def describe_failures(report: dict) -> list[str]:
-    """One line per measurement above its threshold: split, feature, distance and threshold."""
-    return [
+    """One line per measurement above its threshold: split, feature, distance and threshold (drift, then skew)."""
+    drift = [
         f"split '{m['split']}': feature '{m['feature']}': drift since {since(report)}: "
         f"{m['measure']} {m['distance']:.4g} above the threshold {m['threshold']:g}"
         for m in report.get("measurements", [])
         if not m["passed"]
     ]
+    skew = [
+        f"feature '{m['feature']}': skew between the training split and the logged requests: "
+        f"{m['measure']} {m['distance']:.4g} above the threshold {m['threshold']:g}"
+        for m in report.get("skew", {}).get("measurements", [])
+        if not m["passed"]
+    ]
+    return drift + skew
+
+
+def skew_line(report: dict) -> str:
+    """The run summary's skew line: the training split against the logged requests, each distance against its threshold."""
+    skew = report.get("skew") or {}
+    if not skew.get("compared"):
+        return "Skew: no logged requests given (mmtower run --requests LOG compares them with the training split)"
+    verdict = "PASS" if skew["passed"] else "FAIL"
+    if not skew["measurements"]:
+        return f"Skew: {verdict}, training vs {skew.get('requests', 0):,} logged requests: no feature of the schema declares a skew_comparator"
+    rows = ", ".join(
+        f"{m['feature']} {SHORT.get(m['measure'], m['measure'])} {m['distance']:.4g} {'<=' if m['passed'] else '>'} {m['threshold']:g}"
+        for m in skew["measurements"]
+    )
+    return f"Skew: {verdict}, training vs {skew.get('requests', 0):,} logged requests: {rows}"
 
 
 def summary_line(report: dict) -> str:
@@ -163,8 +208,10 @@ def DriftValidator(
     drift: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     baseline: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
     previous: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics] = None,
+    serving: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics] = None,
 ) -> None:
-    """Measures drift of `statistics` (of `examples`, whose span it names) against `previous` (the last accepted baseline; none on a first run)."""
+    """Measures drift of `statistics` (of `examples`, whose span it names) against `previous` (the last accepted
+    baseline; none on a first run), and skew of its training split against `serving` (logged requests), if given."""
     import tensorflow as tf
     import tensorflow_data_validation as tfdv
     from tfx.types import artifact_utils
@@ -178,6 +225,13 @@ def DriftValidator(
     curated = tfdv.load_schema_text(io_utils.get_only_uri_in_dir(schema.uri))
     report, anomalies = compare(current, before, curated)
     span = _span(examples)  # StatisticsGen leaves its own span property 0: ImportExampleGen records the span as a custom property
+    requests = None
+    if serving is not None:
+        requests = _read_statistics(serving, [SERVING_SPLIT])[SERVING_SPLIT]
+    report["skew"], skew_anomalies = compare_skew(current[TRAIN_SPLIT], requests, curated)
+    if requests is not None:
+        report["skew"]["requests"] = sum(d.num_examples for d in requests.datasets)
+        anomalies[SERVING_SPLIT] = skew_anomalies
     report.update(
         current_span=span,
         previous_span=_span(previous) if previous is not None else None,
@@ -193,7 +247,7 @@ def DriftValidator(
     with tf.io.gfile.GFile(os.path.join(drift.uri, DRIFT_FILE), "w") as f:
         json.dump(report, f, indent=1)
 
-    # The next run compares with this run's statistics only if they were accepted.
+    # The next run compares with this run's statistics only if they were accepted (drift; skew aside).
     source, source_span = (statistics, span) if report["passed"] else (previous, report["previous_span"])
     source_splits = artifact_utils.decode_split_names(source.split_names)
     baseline.split_names = artifact_utils.encode_split_names(source_splits)

@@ -44,7 +44,7 @@ def read_anomalies(artifact) -> dict[str, anomalies_pb2.Anomalies]:
 
 
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], drift: dict | None = None) -> None:
-    """Raises DataValidationError naming every schema anomaly and every drift measurement above its threshold.
+    """Raises DataValidationError naming every schema anomaly and every drift or skew measurement above its threshold.
 
     `drift`: the DriftValidator's report (drift.json); None where there is none.
     """
@@ -53,8 +53,10 @@ def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], drift: dict | 
     found = []
     if schema_lines:
         found.append("ExampleValidator found anomalies against the curated schema")
-    if drift_lines:
+    if any("drift since" in line for line in drift_lines):
         found.append(f"DriftValidator found drift since {drift_validator.since(drift)} beyond the schema's drift_comparator thresholds")
+    if any("skew between" in line for line in drift_lines):
+        found.append("DriftValidator found skew between training and the logged requests beyond the schema's skew_comparator thresholds")
     if found:
         raise DataValidationError(
             " and ".join(found) + "; stopping before Transform and Trainer:\n  " + "\n  ".join(schema_lines + drift_lines)

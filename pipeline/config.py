@@ -80,6 +80,8 @@ class PipelineConfig:
       ingest: a data contract's path (local or gs://) that the pipeline's DatasetGen builds into data_root
         with the pipeline's Beam runner (compiled pipelines); empty: data_root is built before the run
         and ImportExampleGen reads it (`mmtower run`).
+      requests_dir: a folder of logged requests as tf.Examples (mmdata.requests); their statistics are compared
+        with the training split's for skew (DriftValidator); empty: none.
     """
 
     dataset: str
@@ -92,6 +94,7 @@ class PipelineConfig:
     options: Options = field(default_factory=Options)
     beam_pipeline_args: tuple[str, ...] = ()
     ingest: str = ""
+    requests_dir: str = ""
 
     @property
     def pipeline_name(self) -> str:

@@ -37,6 +37,7 @@ class RunConfig:
       beam_pipeline_args: Beam options instead of the DirectRunner's (pipeline.beam_profiles: Dataflow, Flink, Spark).
       encoder_handles: modality -> encoder handle; default: the local exports
         (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
+      requests: a log of requests (mmdata.requests) to compare with the training split for skew.
     """
 
     dataset: str = registry.DEFAULT_DATASET
@@ -51,8 +52,11 @@ class RunConfig:
     direct_num_workers: int = 2
     beam_pipeline_args: list[str] | None = None
     encoder_handles: dict[str, str] | None = None
+    requests: str | None = None
 
     def __post_init__(self):
+        if self.requests and not os.path.exists(self.requests):
+            raise ValueError(f"--requests {self.requests}: file not found")
         span = self.options.span
         if self.spans < 1 or (span is not None and not 1 <= span <= self.spans):
             raise ValueError(f"--span must be between 1 and --spans ({self.spans}), and --spans at least 1")
@@ -79,6 +83,7 @@ def pipeline_config(config: RunConfig, paths: RunPaths) -> PipelineConfig:
         features=registry.get(config.dataset).features,
         options=config.options,
         beam_pipeline_args=tuple(config.beam_pipeline_args or beam_args(config.direct_num_workers)),
+        requests_dir=paths.requests_dir if config.requests else "",
     )
 
 
@@ -126,6 +131,8 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         f"✔ dataset: {f'span {span} of {manifest.spans}: ' if manifest.spans > 1 else ''}{train:,} train / {validation:,} validation / {evaluation:,} eval interactions, "
         f"{manifest.num_items:,} items ({manifest.num_cold_items} new in eval, {manifest.num_validation_cold_items} new in validation: no training interactions), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
+    if config.requests:
+        _write_requests(config.requests, paths, manifest.roles, handler)
     wall_times = {"dataset": time.monotonic() - started}
     from tfx import v1 as tfx
 
@@ -138,3 +145,21 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     wall_times.update(handler.wall_times)
     wall_times["total"] = time.monotonic() - started
     return paths, wall_times
+
+
+def _write_requests(log: str, paths: RunPaths, roles, handler) -> None:
+    """The log's query rows -> paths.requests_dir (RequestsExampleGen's input); its bad lines quarantined beside them."""
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    from mmdata import requests
+
+    shutil.rmtree(paths.requests_dir, ignore_errors=True)
+    count, quarantined = requests.write_requests(log, paths.requests_dir, roles)
+    with open(os.path.join(paths.requests_dir, QUARANTINE_FILE), "w") as f:
+        f.writelines(json.dumps(asdict(row)) + "\n" for row in quarantined)
+    handler.say(
+        f"✔ logged requests: {count:,} queries from {log} for the skew check, {len(quarantined)} values or lines with issues "
+        f"({os.path.join(paths.requests_dir, QUARANTINE_FILE)})"
+    )

@@ -2,7 +2,8 @@
 
 ImportExampleGen (or DatasetGen, which builds the dataset from a data contract inside the pipeline) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator and
 DriftValidator (this span's statistics against the last accepted run's, with the
-schema's drift comparators) -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
+schema's drift comparators, and, given logged requests, the training split against
+their statistics with its skew comparators) -> ValidationGate -> Transform -> Trainer (retrieval + ranking) -> Evaluator
 (TFMA, ranking) -> RetrievalEvaluator (retrieval; also requires the
 Evaluator's blessing) -> Pusher, both evaluators comparing with the last model
 the RetrievalEvaluator blessed. Baselines (most-popular, recently popular,
@@ -30,6 +31,7 @@ from components.dataset_gen import DatasetGen
 from components.drift_validator import DriftValidator
 from components.retrieval_evaluator.component import RetrievalEvaluator
 from components.validation_gate import ValidationGate
+from mmdata.requests import REQUESTS_FILE
 from pipeline import eval_config
 from pipeline.code_version import code_version
 from pipeline.config import PipelineConfig
@@ -40,6 +42,7 @@ from towers.contract import (
     DRIFT_VALIDATOR,
     EVAL_SPLIT,
     RETRIEVAL_EVALUATOR,
+    SERVING_SPLIT,
     SPAN_DIR,
     SPLITS,
     TRAIN_SPLIT,
@@ -102,11 +105,22 @@ def create_pipeline(
         ),
     ).with_id(DRIFT_BASELINE_RESOLVER)
     statistics_gen.add_upstream_node(drift_baseline)
+    requests = []  # logged requests: their statistics, for skew against the training split
+    if config.requests_dir:
+        requests_gen = tfx.components.ImportExampleGen(
+            input_base=config.requests_dir,
+            input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=SERVING_SPLIT, pattern=REQUESTS_FILE)]),
+            output_config=tfx.proto.Output(  # one split, not ExampleGen's default train/eval hash split of one input
+                split_config=tfx.proto.SplitConfig(splits=[tfx.proto.SplitConfig.Split(name=SERVING_SPLIT, hash_buckets=1)])
+            ),
+        ).with_id("RequestsExampleGen")
+        requests = [requests_gen, tfx.components.StatisticsGen(examples=requests_gen.outputs["examples"]).with_id("RequestsStatisticsGen")]
     drift_validator = DriftValidator(
         examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
         previous=drift_baseline.outputs["statistics"],
+        serving=requests[1].outputs["statistics"] if requests else None,
     ).with_id(DRIFT_VALIDATOR)
     validation_gate = ValidationGate(anomalies=example_validator.outputs["anomalies"], drift=drift_validator.outputs["drift"])
     transform = tfx.components.Transform(
@@ -181,6 +195,7 @@ def create_pipeline(
             schema_gen,
             example_validator,
             drift_baseline,
+            *requests,
             drift_validator,
             validation_gate,
             transform,

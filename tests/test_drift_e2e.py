@@ -69,3 +69,47 @@ def test_a_drifted_span_stops_the_pipeline_naming_the_feature(tmp_path, monkeypa
     ran = executed_nodes(paths)
     assert {"StatisticsGen", "ExampleValidator", "DriftValidator"} <= ran
     assert not ran & {"Transform", "Trainer", "Evaluator", "Pusher"}
+
+
+def test_logged_requests_skewed_from_training_stop_the_pipeline_naming_the_feature(tmp_path, monkeypatch):
+    """`mmtower run --requests LOG`: the training split against the requests' statistics, with the schema's skew comparator."""
+    import json
+
+    import tensorflow_data_validation as tfdv
+    from tfx import v1 as tfx
+    from tfx.orchestration.pipeline import RunOptions
+
+    from app import summary
+
+    dataset = "movielens-100k"
+    schema = tfdv.load_schema_text(schema_path(dataset))
+    tfdv.get_feature(schema, F.GENDER).skew_comparator.infinity_norm.threshold = 0.1
+    curated = str(tmp_path / "schema.pbtxt")
+    tfdv.write_schema_text(schema, curated)
+    monkeypatch.setattr(local_runner, "schema_path", lambda _: curated)
+    log = tmp_path / "requests.jsonl"  # every logged query is from a woman; training has both genders
+    queries = [{"user_id": str(k), "gender": "F", "age": 30 + k, "history": ["1", "2"]} for k in range(30)]
+    log.write_text(json.dumps({"instances": queries[:10]}) + "\n" + "".join(json.dumps(q) + "\n" for q in queries[10:]) + "{broken\n")
+
+    config = local_runner.RunConfig(
+        dataset=dataset, output=str(tmp_path), options=Options(hparams=HParams(epochs=1)), max_users=40, direct_num_workers=1, requests=str(log)
+    )
+    paths = RunPaths(str(tmp_path), dataset)
+    monkeypatch.setattr(tfx.orchestration.LocalDagRunner, "run", _up_to_the_gate(tfx.orchestration.LocalDagRunner.run, RunOptions))
+    with pytest.raises(DataValidationError, match=r"feature 'gender': skew between the training split and the logged requests: L-infinity"):
+        local_runner.run(config)
+    skew = summary.read(paths).drift["skew"]
+    assert skew["compared"] and not skew["passed"] and skew["requests"] == 30
+    assert [m["feature"] for m in skew["measurements"]] == [F.GENDER]
+    with open(os.path.join(paths.requests_dir, "quarantine.jsonl")) as f:
+        assert [json.loads(line)["line"] for line in f] == [22]
+    assert {"RequestsExampleGen", "RequestsStatisticsGen", "DriftValidator"} <= executed_nodes(paths)
+
+
+def _up_to_the_gate(run, run_options):
+    """LocalDagRunner.run stopping after the ValidationGate (the skew check needs nothing downstream)."""
+
+    def bounded(self, pipeline, run_options_=None, **kwargs):
+        return run(self, pipeline, run_options=run_options(to_nodes=["ValidationGate"]), **kwargs)
+
+    return bounded

@@ -17,6 +17,7 @@ TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"  # the latest part of the training period: choices are made on it, never on eval
 EVAL_SPLIT = "eval"
 SPLITS = (TRAIN_SPLIT, VALIDATION_SPLIT, EVAL_SPLIT)
+SERVING_SPLIT = "serving"  # logged requests (mmdata.requests), compared with the training split for skew
 CATALOG_SPLIT = "catalog"  # the CatalogExampleGen's input split (its output is hashed into train/eval splits)
 ITEMS_SPLIT = "items"  # the ContentEmbedder's output split: one record per catalog item
 
@@ -124,6 +125,7 @@ class RunPaths:
     """Layout of an output folder.
 
     <output>/data/<dataset>/            dataset build (ExampleGen input, catalog)
+    <output>/requests/<dataset>/        logged requests as tf.Examples (`mmtower run --requests`)
     <output>/pipeline/<pipeline_name>/  component outputs (pipeline root)
     <output>/metadata.sqlite            ML Metadata
     <output>/serving/<model_name>/<v>/  pushed SavedModels, TF Serving's layout (SERVED_MODELS)
@@ -141,6 +143,11 @@ class RunPaths:
     @property
     def data_dir(self) -> str:
         return os.path.join(self.output, "data", self.dataset)
+
+    @property
+    def requests_dir(self) -> str:
+        """Logged requests as tf.Examples (`mmtower run --requests`), for the skew check."""
+        return os.path.join(self.output, "requests", self.dataset)
 
     @property
     def pipeline_root(self) -> str:
