@@ -149,7 +149,9 @@ def skew_line(report: dict) -> str:
         return "Skew: no logged requests given (mmtower run --requests LOG compares them with the training split)"
     verdict = "PASS" if skew["passed"] else "FAIL"
     if not skew["measurements"]:
-        return f"Skew: {verdict}, training vs {skew.get('requests', 0):,} logged requests: no feature of the schema declares a skew_comparator"
+        return (
+            f"Skew: {verdict}, training vs {skew.get('requests', 0):,} logged requests: no feature of the schema declares a skew_comparator"
+        )
     rows = ", ".join(
         f"{m['feature']} {SHORT.get(m['measure'], m['measure'])} {m['distance']:.4g} {'<=' if m['passed'] else '>'} {m['threshold']:g}"
         for m in skew["measurements"]

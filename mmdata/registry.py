@@ -167,7 +167,9 @@ def build(
     if declared is None:  # a built-in dataset: its loader's frames (its first max_users users) written as a contract's files
         interactions, catalog, users, upstream = spec.loader(max_users=max_users)
         media_root, media = spec.media(catalog) if spec.media else (None, None)
-        path = export.write_contract(os.path.join(data_dir, SOURCE_DIR), name, spec.features, interactions, catalog, users, media_root, media)
+        path = export.write_contract(
+            os.path.join(data_dir, SOURCE_DIR), name, spec.features, interactions, catalog, users, media_root, media
+        )
         declared = contract.load(path)
     declared = dataclasses.replace(declared, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
     if split == TEMPORAL and spans == 1 and max_users is None:

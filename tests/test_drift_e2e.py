@@ -92,7 +92,12 @@ def test_logged_requests_skewed_from_training_stop_the_pipeline_naming_the_featu
     log.write_text(json.dumps({"instances": queries[:10]}) + "\n" + "".join(json.dumps(q) + "\n" for q in queries[10:]) + "{broken\n")
 
     config = local_runner.RunConfig(
-        dataset=dataset, output=str(tmp_path), options=Options(hparams=HParams(epochs=1)), max_users=40, direct_num_workers=1, requests=str(log)
+        dataset=dataset,
+        output=str(tmp_path),
+        options=Options(hparams=HParams(epochs=1)),
+        max_users=40,
+        direct_num_workers=1,
+        requests=str(log),
     )
     paths = RunPaths(str(tmp_path), dataset)
     monkeypatch.setattr(tfx.orchestration.LocalDagRunner, "run", _up_to_the_gate(tfx.orchestration.LocalDagRunner.run, RunOptions))
