@@ -229,7 +229,8 @@ def add_items(
             vector = rows[ids.index(item_id)]
             example.features.feature[F.CONTENT_EMBEDDINGS[m]].float_list.value[:] = vector.tolist()
         examples.append(example.SerializeToString())
-    embeddings = item_encoder.signatures[contract.EMBED_SIGNATURE](examples=tf.constant(examples))[contract.EMBEDDINGS_OUTPUT].numpy()
+    encoded = item_encoder.signatures[contract.EMBED_SIGNATURE](examples=tf.constant(examples))
+    embeddings = encoded[contract.EMBEDDINGS_OUTPUT].numpy()
 
     models = {}
     for name in (contract.RECOMMENDER, contract.RANKER):
@@ -238,6 +239,8 @@ def add_items(
         if getattr(model, "catalog_content_profile", None) is not None:
             profile_modalities = [m.decode() for m in model.profile_modalities.numpy()]
             items[F.CONTENT_PROFILE] = content_profile([per_modality[m] for m in profile_modalities])
+        if getattr(model, "catalog_modality_weights", None) is not None:  # what explains the new items' mix
+            items[contract.MODALITY_WEIGHTS_OUTPUT] = encoded[contract.MODALITY_WEIGHTS_OUTPUT]
         items[F.ITEM_POPULARITY] = tf.constant([COLD] * len(ids))
         items[F.ITEM_FRESHNESS] = tf.constant([COLD] * len(ids))
         items[F.ITEM_MODALITIES] = tf.constant(item_modalities(ids, content))

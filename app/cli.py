@@ -25,6 +25,7 @@ EPILOG = """examples:
   mmtower serve                                # TF Serving's gRPC (:8500) and REST (:8501) API on the pushed models
   mmtower recommend --server localhost:8500 --user u00001   # the same over gRPC
   mmtower recommend --user u00001 --history ITEM,ITEM    # after fresh clicks: the list follows them, no retraining
+  mmtower recommend --user u00001 --explain    # why each item: nearest history items, modality mix
   mmtower index add-items new_items.jsonl      # recommend new items from their content, no retraining
   mmtower compile --target kubeflow --image IMG --data-root gs://b/data --pipeline-root gs://b/root \
       --serving-dir gs://b/serving --beam-option project=P --beam-option region=R ...   # KFP v2 JSON
@@ -130,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
         "--server", default=None, help="ask a TF Serving (or `mmtower serve`) endpoint, HOST:PORT (gRPC) or http://HOST:PORT (REST)"
     )
     rec.add_argument("--rest", action="store_true", help="with --server HOST:PORT: use the REST API instead of gRPC")
+    rec.add_argument(
+        "--explain",
+        action="store_true",
+        help="under each item: the history items nearest it in the model's item space and its modality mix "
+        "(id, metadata, text, image, audio, video shares of its fused representation)",
+    )
     rec.add_argument(
         "--history",
         type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
@@ -499,6 +506,7 @@ def _recommend(args) -> int:
         server=args.server,
         protocol="rest" if args.rest else "grpc",
         history=args.history,
+        explain=args.explain,
     )
 
 

@@ -121,6 +121,11 @@ def recommend_remote(
     client, user: dict, k: int, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True
 ) -> list[tuple[str, float]]:
     """recommend() through a TF Serving API client (serving.client): the `recommender` model's signatures."""
+    return top_items(remote_outputs(client, user, timestamp, exclude_seen, rank), k)
+
+
+def remote_outputs(client, user: dict, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> dict:
+    """The `recommend` (rank) or `query` signature's outputs for one user from a server, as numpy arrays."""
     import numpy as np
 
     from towers.contract import RECOMMENDER
@@ -131,9 +136,28 @@ def recommend_remote(
     inputs = query_arrays(dtypes, user, int(timestamp or time.time()))
     if rank:
         inputs[contract.EXCLUDE_SEEN_INPUT] = np.array([exclude_seen])
-    outputs = client.predict(RECOMMENDER, inputs, signature=signature)
+    return dict(client.predict(RECOMMENDER, inputs, signature=signature))
+
+
+def top_items(outputs: dict, k: int) -> list[tuple[str, float]]:
+    """(item_id, score) of the first query's top k, from a recommend/query signature's outputs."""
     ids = [v.decode() for v in outputs[contract.ITEM_IDS_OUTPUT][0][:k]]
     return list(zip(ids, outputs[contract.SCORES_OUTPUT][0][:k].tolist()))
+
+
+def explanations(outputs: dict, k: int, titles: dict) -> list[str]:
+    """One line per item of the first query's top k: the history items nearest it and its modality mix
+    (towers.explanations), e.g. "because you had Toy Story (1995), Heat (1995); mostly metadata 48%, id 31%"."""
+    lines = []
+    for row in range(min(k, len(outputs[contract.ITEM_IDS_OUTPUT][0]))):
+        because = [v.decode() for v in outputs[contract.BECAUSE_ITEMS_OUTPUT][0][row] if v]
+        text = f"because you had {', '.join(titles.get(item) or item for item in because)}" if because else "no history item near it"
+        if contract.MODALITY_WEIGHTS_OUTPUT in outputs:
+            names = [v.decode() for v in outputs[contract.MODALITIES_OUTPUT][0]]
+            shares = sorted(zip(outputs[contract.MODALITY_WEIGHTS_OUTPUT][0][row].tolist(), names), reverse=True)
+            text += "; mostly " + ", ".join(f"{name} {share:.0%}" for share, name in shares if share >= 0.1)
+        lines.append(text)
+    return lines
 
 
 def _dtype(info):
@@ -154,6 +178,11 @@ def recommend(
 ) -> list[tuple[str, float]]:
     """(item_id, score) best first: the `recommend` signature (retrieve, then rank; score = sigmoid of the
     ranker's engagement logit + the item-graph score), or with rank=False the `query` signature (retrieval alone, dot-product score)."""
+    return top_items(recommend_outputs(model, user, timestamp, exclude_seen, rank), k)
+
+
+def recommend_outputs(model, user: dict, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> dict:
+    """The `recommend` (rank) or `query` signature's outputs for one user from a loaded model, as numpy arrays."""
     import tensorflow as tf
 
     if rank:
@@ -162,8 +191,7 @@ def recommend(
     else:
         signature = model.signatures[contract.QUERY_SIGNATURE]
         outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())))
-    ids = [v.decode() for v in outputs[contract.ITEM_IDS_OUTPUT].numpy()[0][:k]]
-    return list(zip(ids, outputs[contract.SCORES_OUTPUT].numpy()[0][:k].tolist()))
+    return {name: value.numpy() for name, value in outputs.items()}
 
 
 def _signature_dtypes(model) -> dict:
@@ -199,8 +227,11 @@ def main(
     server: str | None = None,
     protocol: str = "grpc",
     history: list[str] | None = None,
+    explain: bool = False,
 ) -> int:
     """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here.
+
+    `explain`: under each ranked item, the history items nearest it and its modality mix (towers.explanations).
 
     `history`: items the user interacted with since the data was built (oldest first); they join the stored
     history in the request, so the list follows them without retraining. A user the data does not know gets
@@ -230,13 +261,18 @@ def main(
         if history:
             print(f"  history in the request: {', '.join(user[F.HISTORY])}")
         if server:
-            results = recommend_remote(client, user, k, exclude_seen=exclude_seen, rank=rank)
+            outputs = remote_outputs(client, user, exclude_seen=exclude_seen, rank=rank)
         else:
-            results = recommend(model, user, k, exclude_seen=exclude_seen, rank=rank)
-        score_label = "engagement" if rank else "score"
+            outputs = recommend_outputs(model, user, exclude_seen=exclude_seen, rank=rank)
+        results, score_label = top_items(outputs, k), "engagement" if rank else "score"
+        why = explanations(outputs, k, titles) if explain and contract.BECAUSE_ITEMS_OUTPUT in outputs else []
+        if explain and not why:
+            print("  (no explanations: --retrieval-only, or a model exported before they existed)")
     else:
         print(f"User {user_id!r} is not in dataset {dataset} ({len(users)} users); showing the {k} most popular items instead.")
-        results, score_label = popular_items(paths, k), "interactions"
-    for rank, (item_id, score) in enumerate(results, start=1):
-        print(f"{rank:>3}. {titles.get(item_id, '?'):<60} {score_label} {score:.4f}  (item {item_id})")
+        results, score_label, why = popular_items(paths, k), "interactions", []
+    for position, (item_id, score) in enumerate(results, start=1):
+        print(f"{position:>3}. {titles.get(item_id, '?'):<60} {score_label} {score:.4f}  (item {item_id})")
+        if why:
+            print(f"     {why[position - 1]}")
     return 0

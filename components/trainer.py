@@ -188,12 +188,13 @@ def embed_catalog(
     oov_index: int,
     roles: F.FeatureRoles,
     batch_size: int = 1024,
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Raw catalog TFRecord + content embeddings by item id -> (item ids [N], candidate embeddings [N, dim],
-    content-only candidate embeddings [N, dim]: each item as if new, its id replaced by `oov_index`)."""
+    content-only candidate embeddings [N, dim]: each item as if new, its id replaced by `oov_index`,
+    fusion gate weights [N, M] over candidate_tower.modalities: what explains each item's mix)."""
     item_spec = {name: raw_spec[name] for name in roles.candidate_features}
     text_spec = {F.ITEM_TEXT: tf.io.FixedLenFeature([], tf.string, default_value="")} if candidate_tower.text_encoder is not None else {}
-    ids, embeddings, content_only = [], [], []
+    ids, embeddings, content_only, weights = [], [], [], []
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(catalog_path), compression_type="GZIP").batch(batch_size)
     for batch in records:
         raw = tf.io.parse_example(batch, {**item_spec, **text_spec})
@@ -202,9 +203,10 @@ def embed_catalog(
         ids.extend(batch_ids)
         inputs = {**tft_layer(raw), **content_features(batch_ids, content), **text}
         embeddings.append(candidate_tower(inputs).numpy())
+        weights.append(candidate_tower.modality_weights(inputs).numpy())
         inputs[F.ITEM_INDEX] = tf.fill(tf.shape(inputs[F.ITEM_INDEX]), tf.constant(oov_index, inputs[F.ITEM_INDEX].dtype))
         content_only.append(candidate_tower(inputs).numpy())
-    return ids, np.concatenate(embeddings), np.concatenate(content_only)
+    return ids, np.concatenate(embeddings), np.concatenate(content_only), np.concatenate(weights)
 
 
 def catalog_attributes(catalog_path: str, roles: F.FeatureRoles, catalog_ids: list[str]) -> list | None:
@@ -373,6 +375,7 @@ def catalog_tables(
     hp: HParams,
     fine_tuned_text: bool,
     graph: item_graph.ItemGraph | None = None,
+    modality_weights: np.ndarray | None = None,
 ) -> CatalogTables:
     index = {item: i for i, item in enumerate(item_vocab)}
     return CatalogTables(
@@ -385,6 +388,7 @@ def catalog_tables(
         graph_weights=None if graph is None else graph.weights,
         graph_kinds=None if graph is None else graph.kinds,
         oov_item_index=len(item_vocab),
+        modality_weights=modality_weights,
     )
 
 
@@ -467,7 +471,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    catalog_ids, catalog_embeddings, content_only = embed_catalog(
+    catalog_ids, catalog_embeddings, content_only, modality_weights = embed_catalog(
         fn_args.custom_config[CATALOG_PATH_KEY], tft_layer, model.candidate_tower, raw_spec, content, len(item_vocab), roles
     )
     fine_tuned_text = model.candidate_tower.text_encoder is not None
@@ -483,7 +487,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], roles, catalog_ids)
         graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
         absl.logging.info("item graph: %s edges", graph.edge_counts())
-    catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph)
+    catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph, modality_weights)
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
     ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())

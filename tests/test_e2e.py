@@ -592,6 +592,16 @@ def test_served_models_answer_over_grpc_and_rest_like_in_process(run, server):
     assert_same_ranking(items(["--server", f"127.0.0.1:{grpc_port}"]), local)
     assert_same_ranking(items(["--server", f"http://127.0.0.1:{rest_port}"]), local)
     assert_same_ranking(items(["--server", f"127.0.0.1:{grpc_port}", "--retrieval-only"]), items(["--retrieval-only"]))
+
+    def why(extra):
+        """The --explain lines under the items."""
+        out = subprocess.run(cli + ["--user", user, "--explain"] + extra, capture_output=True, text=True, check=True).stdout
+        return [line.strip() for line in out.splitlines() if line.startswith("     ")]
+
+    explained = why([])
+    assert len(explained) == 10 and all("mostly" in line for line in explained)
+    assert why(["--server", f"127.0.0.1:{grpc_port}"]) == explained  # the explanations travel in the served outputs
+    assert why(["--server", f"http://127.0.0.1:{rest_port}"]) == explained
     signatures = client.metadata("ranker")
     assert set(signatures) == {contract.SERVING_DEFAULT, contract.RANK_SIGNATURE}
     assert set(client.metadata("item_encoder")) == {contract.SERVING_DEFAULT, contract.EMBED_SIGNATURE}
@@ -667,3 +677,34 @@ def test_new_item_is_recommended_from_content_without_retraining(run, tmp_path, 
         contract.RANK_SIGNATURE,
     )[contract.SCORES_OUTPUT][0]
     assert ranked[0] > 0 and ranked[1] == 0
+
+
+def test_recommend_explains_each_item_by_history_and_modality_mix(run):
+    """`recommend` outputs, per item, the history items nearest it and its modality mix; `--explain` prints them."""
+    import numpy as np
+
+    from app.recommend import load_model, new_user, recommend_outputs
+
+    paths, _ = run
+    model, _ = load_model(paths)
+    catalog = read_catalog(paths)
+    category = {row[F.ITEM_ID]: row[F.GENRES][0] for row in catalog}
+    largest = max(set(category.values()), key=list(category.values()).count)
+    history = [item for item, c in category.items() if c == largest][:8]  # a history of one category
+    dtypes = {name: spec.dtype for name, spec in model.signatures[contract.RECOMMEND_SIGNATURE].structured_input_signature[1].items()}
+    outputs = recommend_outputs(model, {**new_user("someone-new", dtypes), F.HISTORY: history})
+    because = outputs[contract.BECAUSE_ITEMS_OUTPUT][0]
+    assert because.shape[0] == len(outputs[contract.ITEM_IDS_OUTPUT][0])
+    assert {v.decode() for v in because.ravel() if v} <= set(history)  # the top contributors come from that category
+    assert all(row[0] for row in because)  # every item is explained by at least one history item
+    weights = outputs[contract.MODALITY_WEIGHTS_OUTPUT][0]
+    names = [v.decode() for v in outputs[contract.MODALITIES_OUTPUT][0]]
+    assert names[:2] == ["id", "metadata"] and np.allclose(weights.sum(axis=1), 1.0, atol=1e-4)
+    cold = set(model.catalog_ids.numpy()[model.catalog_item_index.numpy() == model.oov_item_index.numpy()])
+    for item, row in zip(outputs[contract.ITEM_IDS_OUTPUT][0], weights):
+        if item in cold:
+            assert row[names.index("id")] == 0.0  # a new item: content only
+    cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset, "--explain"]
+    shown = subprocess.run(cli + ["--user", "someone-new", "--history", ",".join(history[:3]), "--k", "3"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert len(re.findall(r"because you had .*; mostly \w+ \d+%", shown.stdout)) == 3, shown.stdout

@@ -65,6 +65,7 @@ class ToyCandidateTower(tf.Module):
     """A fixed vector per item index: float32 [items + 1, dim]; one modality weighted 1."""
 
     text_encoder = None
+    modalities = ("id",)
 
     def __init__(self, vectors: np.ndarray):
         super().__init__()
@@ -100,10 +101,10 @@ class ToyRanker(tf.Module):
         }
 
 
-def catalog_tables(embeddings, new=(), content_profile=None, graph=None) -> CatalogTables:
+def catalog_tables(embeddings, new=(), content_profile=None, graph=None, modality_weights=None) -> CatalogTables:
     """Items i0, i1, ... with these embeddings [N, dim]; positions in `new` have the OOV index (N).
 
-    `graph`: (neighbours [N, K], weights [N, K], kinds [K]) or None.
+    `graph`: (neighbours [N, K], weights [N, K], kinds [K]) or None. `modality_weights`: [N, M] or None.
     """
     embeddings = np.asarray(embeddings, np.float32)
     n = len(embeddings)
@@ -119,4 +120,5 @@ def catalog_tables(embeddings, new=(), content_profile=None, graph=None) -> Cata
         graph_weights=weights,
         graph_kinds=kinds,
         oov_item_index=n,
+        modality_weights=modality_weights,
     )

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from towers import features as F
-from towers.contract import EMBEDDINGS_OUTPUT, ITEM_IDS_INPUT
+from towers.contract import EMBEDDINGS_OUTPUT, ITEM_IDS_INPUT, MODALITY_WEIGHTS_OUTPUT
 from towers.tables import growable, utf8
 
 UNKNOWN = "unknown"  # slice value of an item that is not in the catalog
@@ -34,6 +34,8 @@ class CatalogTables:
         graph_weights: float32 [N, K] their edge weights; graph_kinds: int [K] the edge kind
         of each column (components.item_graph). K = 0 or None: no graph.
       oov_item_index: the item vocabulary's OOV index (the ranker's id of an item unseen in training).
+      modality_weights: float32 [N, M] each item's fusion gate weights (the candidate tower's modalities);
+        None: the model explains no modality mix.
     """
 
     ids: list
@@ -45,6 +47,7 @@ class CatalogTables:
     graph_weights: np.ndarray | None = None
     graph_kinds: np.ndarray | None = None
     oov_item_index: int = 0
+    modality_weights: np.ndarray | None = None
 
 
 class Catalog(tf.Module):
@@ -58,6 +61,7 @@ class Catalog(tf.Module):
       content_profile: float32 [N, C], or None when the ranker reads no content.
       slices: slice name -> string [N].
       oov_item_index: int64 scalar variable.
+      modality_weights: float32 [N, M] fusion gate weights, or None.
     """
 
     def __init__(self, tables: CatalogTables):
@@ -73,6 +77,9 @@ class Catalog(tf.Module):
             self.content_profile = growable(np.asarray(tables.content_profile, np.float32), "catalog_content_profile")
         self.slices = {name: growable(utf8(values), name) for name, values in tables.slices.items()}
         self.oov_item_index = tf.Variable(tables.oov_item_index, dtype=tf.int64, trainable=False, name="oov_item_index")
+        self.modality_weights = None
+        if tables.modality_weights is not None:
+            self.modality_weights = growable(np.asarray(tables.modality_weights, np.float32), "catalog_modality_weights")
 
     def size(self) -> tf.Tensor:
         """int64 scalar: the number of items."""
@@ -122,13 +129,16 @@ class Catalog(tf.Module):
         return {name: tf.where(known, tf.gather(table.value(), tf.maximum(positions, 0)), UNKNOWN) for name, table in self.slices.items()}
 
     def added_items_spec(self) -> dict:
-        """What `append` takes: ids, candidate embeddings, content profiles (if the ranker reads them) and slices [n, ...]."""
+        """What `append` takes: ids, candidate embeddings, content profiles (if the ranker reads them), modality
+        weights (if the catalog has them) and slices [n, ...]."""
         spec = {
             ITEM_IDS_INPUT: tf.TensorSpec([None], tf.string),
             EMBEDDINGS_OUTPUT: tf.TensorSpec([None, self.embeddings.shape[1]], tf.float32),
         }
         if self.content_profile is not None:
             spec[F.CONTENT_PROFILE] = tf.TensorSpec([None, self.content_profile.shape[1]], tf.float32)
+        if self.modality_weights is not None:
+            spec[MODALITY_WEIGHTS_OUTPUT] = tf.TensorSpec([None, self.modality_weights.shape[1]], tf.float32)
         spec.update({name: tf.TensorSpec([None], tf.string) for name in self.slices})
         return spec
 
@@ -149,6 +159,8 @@ class Catalog(tf.Module):
         self.item_index.assign(tf.concat([self.item_index, tf.fill([count], self.oov_item_index)], 0))
         if self.content_profile is not None:
             self.content_profile.assign(tf.concat([self.content_profile, items[F.CONTENT_PROFILE]], 0))
+        if self.modality_weights is not None:
+            self.modality_weights.assign(tf.concat([self.modality_weights, items[MODALITY_WEIGHTS_OUTPUT]], 0))
         for name, table in self.slices.items():
             table.assign(tf.concat([table, items[name]], 0))
         return start + count

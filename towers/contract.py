@@ -103,6 +103,9 @@ PREDICTED_RATINGS_OUTPUT = "predicted_ratings"
 RETRIEVAL_SCORES_OUTPUT = "retrieval_scores"
 EMBEDDINGS_OUTPUT = "embeddings"
 MODALITY_WEIGHTS_OUTPUT = "modality_weights"
+MODALITIES_OUTPUT = "modalities"  # recommend: the names of modality_weights' columns
+BECAUSE_ITEMS_OUTPUT = "because_items"  # recommend: the history items nearest each recommended item
+BECAUSE_SCORES_OUTPUT = "because_scores"
 
 
 def trainer_model_dirs(serving_model_dir: str) -> dict[str, str]:

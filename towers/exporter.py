@@ -13,7 +13,10 @@ scored by brute force until the index is rebuilt. Signatures:
   `graph_mix` . the item-graph scores (each candidate's edges to the user's
   last `graph_history` history items, see graph_scores) + `new_item_boost` for
   new items -> `item_ids`, `scores` (sigmoid of that sum), `predicted_ratings`,
-  `retrieval_scores` [batch, K]. `exclude_seen` [batch] bool: leave out items
+  `retrieval_scores` [batch, K], and why (towers.explanations): `because_items`
+  / `because_scores` [batch, K, 3] (the history items nearest each item),
+  `modality_weights` [batch, K, M] and `modalities` [batch, M] (its fusion
+  gate's mix). `exclude_seen` [batch] bool: leave out items
   the user interacted with (in training, or in the query's `history`);
 - `query(<query features>)`: retrieval alone -> `item_ids`, `scores` [batch, K]
   (query features: user_id, timestamp, the user attributes the dataset has
@@ -78,7 +81,8 @@ from towers.contract import (
     trainer_model_dirs,
 )
 from towers.exclusions import SeenItems, for_rows, item_pairs
-from towers.fanout import RankingFanout
+from towers.explanations import explain
+from towers.fanout import POSITIONS, RankingFanout
 from towers.graph_scores import GraphTables, graph_scores  # noqa: F401 - graph_scores: re-exported (tests, docs)
 from towers.hparams import BRUTE_FORCE, INDEXES
 from towers.item_encoder import ItemEncoder
@@ -178,10 +182,10 @@ class ServingModule(tf.Module):
 
     Attributes (besides the pieces: catalog, graph, seen, retriever, fanout, item_encoder), under the names
     a loaded model is read by (app.add_items, bench/, the Trainer, the tests): catalog_ids,
-    catalog_embeddings, catalog_item_index, catalog_content_profile, catalog_slices, catalog_positions,
+    catalog_embeddings, catalog_item_index, catalog_content_profile, catalog_modality_weights, catalog_slices, catalog_positions,
     oov_item_index, graph_neighbours, graph_weights, graph_kinds, num_graph_kinds, graph_mix,
     graph_history, new_item_boost, seen_values, seen_row_splits, index_type, indexed_items,
-    scann_index, user_activity, profile_modalities.
+    scann_index, user_activity, profile_modalities, modality_names.
     """
 
     def __init__(self, models: TrainedModels, inputs: ModelInputs, catalog: CatalogTables, users: UserTables, options: ServingOptions):
@@ -209,9 +213,10 @@ class ServingModule(tf.Module):
         self.fanout = RankingFanout(models.ranker, self.catalog, self.graph, self.ranking_candidates, new_items)
         self.user_activity = tf.Variable(utf8(users.activity), trainable=False, name="user_activity")
         self.profile_modalities = string_list(inputs.profile_modalities, "profile_modalities")
+        self.modality_names = string_list(models.candidate_tower.modalities, "modality_names")
         self._expose_tables()
         self.query = self._query_signature([], self._top_k)
-        self.recommend = self._query_signature([tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], self._recommend)
+        self.recommend = self._query_signature([tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], self._explained)
         self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], self._rank_items)
         self.add_items = tf.function(self._add_items, input_signature=[self.catalog.added_items_spec()], autograph=False)
 
@@ -230,6 +235,7 @@ class ServingModule(tf.Module):
         self.catalog_embeddings = catalog.embeddings
         self.catalog_item_index = catalog.item_index
         self.catalog_content_profile = catalog.content_profile
+        self.catalog_modality_weights = catalog.modality_weights
         self.catalog_slices = catalog.slices
         self.oov_item_index = catalog.oov_item_index
         self.graph_neighbours = graph.neighbours
@@ -324,8 +330,15 @@ class ServingModule(tf.Module):
         return self.fanout.parts(transformed, queries, retrieved, raw[F.HISTORY], lengths)
 
     def _recommend(self, raw: dict, exclude_seen: tf.Tensor, k: int | None = None, seen=None) -> dict:
-        """The top `k` (default: the serving K) of the ranked `ranking_candidates` retrieved items."""
+        """The top `k` (default: the serving K) of the ranked `ranking_candidates` retrieved items (+ fanout.POSITIONS)."""
         return self.fanout.top(self.recommend_parts(raw, exclude_seen, seen), k or self.k)
+
+    def _explained(self, raw: dict, exclude_seen: tf.Tensor) -> dict:
+        """The `recommend` signature: _recommend's outputs and why each item (towers.explanations)."""
+        top = self._recommend(raw, exclude_seen)
+        positions = top.pop(POSITIONS)
+        history = tf.sparse.to_dense(raw[F.HISTORY], default_value="")
+        return {**top, **explain(self.catalog, self.modality_names, positions, history)}
 
     def _rank_items(self, raw: dict, item_ids: tf.Tensor) -> dict:
         """Ranking alone for `item_ids` string [batch, M] -> scores (engagement), predicted ratings [batch, M]."""

@@ -21,6 +21,7 @@ from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RAT
 
 GRAPH_HISTORY = 5  # the default history length for item-graph scores (the Trainer chooses it on validation)
 RANKED_OUTPUTS = (ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT)  # what `rank` returns
+POSITIONS = "positions"  # top's catalog positions of the items it returns
 
 
 class RankingFanout(tf.Module):
@@ -111,7 +112,8 @@ class RankingFanout(tf.Module):
 
         Returns:
           ITEM_IDS_OUTPUT string, SCORES_OUTPUT (sigmoid of the blended logit), PREDICTED_RATINGS_OUTPUT,
-          RETRIEVAL_SCORES_OUTPUT [batch, min(k, ranking_candidates)]. Excluded candidates come last.
+          RETRIEVAL_SCORES_OUTPUT [batch, min(k, ranking_candidates)], and POSITIONS: the items' catalog positions
+          (not a signature output). Excluded candidates come last.
         """
         positions, retrieval_scores, ranked = parts["positions"], parts["retrieval_scores"], parts["ranked"]
         excluded = retrieval_scores <= EXCLUDED_SCORE  # only when fewer than ranking_candidates remain
@@ -119,6 +121,7 @@ class RankingFanout(tf.Module):
         top_logits, order = tf.math.top_k(tf.where(excluded, -np.inf, logits), k=min(k, self.ranking_candidates))
         pick = lambda tensor: tf.gather(tensor, order, batch_dims=1)
         return {
+            POSITIONS: pick(positions),
             ITEM_IDS_OUTPUT: self.catalog.ids_at(pick(positions)),
             SCORES_OUTPUT: tf.sigmoid(top_logits),  # ordered by the logit: the sigmoid saturates
             PREDICTED_RATINGS_OUTPUT: pick(ranked[RATING_OUTPUT]),
