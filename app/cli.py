@@ -132,6 +132,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--rest", action="store_true", help="with --server HOST:PORT: use the REST API instead of gRPC")
     rec.add_argument(
+        "--diversity",
+        type=float,
+        default=None,
+        metavar="0..1",
+        help="re-order the ranked list by maximal marginal relevance: the weight on being unlike the items already "
+        "listed, against relevance (0: recommend's order; default: off)",
+    )
+    rec.add_argument(
+        "--max-per-category",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N items of one category (the dataset's first genre/category value) while others remain (default: no cap)",
+    )
+    rec.add_argument(
         "--explain",
         action="store_true",
         help="under each item: the history items nearest it in the model's item space and its modality mix "
@@ -507,6 +522,9 @@ def _recommend(args) -> int:
         protocol="rest" if args.rest else "grpc",
         history=args.history,
         explain=args.explain,
+        diversity=recommend.Diversity(args.diversity or 0.0, args.max_per_category or 0)
+        if args.diversity is not None or args.max_per_category is not None
+        else None,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from mmdata.records import Manifest, read_records, split_dir
 from towers import contract
@@ -124,19 +125,55 @@ def recommend_remote(
     return top_items(remote_outputs(client, user, timestamp, exclude_seen, rank), k)
 
 
-def remote_outputs(client, user: dict, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> dict:
-    """The `recommend` (rank) or `query` signature's outputs for one user from a server, as numpy arrays."""
+def remote_outputs(
+    client, user: dict, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True, diversity: Diversity | None = None
+) -> dict:
+    """The `recommend` (rank; `recommend_diverse` with `diversity`) or `query` signature's outputs for one user from
+    a server, as numpy arrays."""
     import numpy as np
 
     from towers.contract import RECOMMENDER
 
-    signature = contract.RECOMMEND_SIGNATURE if rank else contract.QUERY_SIGNATURE
-    signature_def = client.metadata(RECOMMENDER)[signature]
-    dtypes = {name: _dtype(info) for name, info in signature_def_inputs(signature_def).items()}
+    signature = _signature_name(rank, diversity)
+    signatures = client.metadata(RECOMMENDER)
+    if signature not in signatures:
+        raise RequestError(f"the served recommender has no {signature!r} signature (exported before it existed): push a new model")
+    dtypes = {name: _dtype(info) for name, info in signature_def_inputs(signatures[signature]).items()}
     inputs = query_arrays(dtypes, user, int(timestamp or time.time()))
     if rank:
         inputs[contract.EXCLUDE_SEEN_INPUT] = np.array([exclude_seen])
+    if diversity is not None:
+        inputs.update({name: np.array([value]) for name, value in diversity.inputs().items()})
     return dict(client.predict(RECOMMENDER, inputs, signature=signature))
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """recommend_diverse's controls (towers.diversity): MMR's weight on novelty (0..1) and items per category (0: no cap)."""
+
+    weight: float = 0.0
+    max_per_category: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0 or self.max_per_category < 0:
+            raise RequestError(f"diversity must be in [0, 1] and max per category >= 0, got {self.weight} and {self.max_per_category}")
+
+    def inputs(self) -> dict:
+        import numpy as np
+
+        return {contract.DIVERSITY_INPUT: np.float32(self.weight), contract.MAX_PER_CATEGORY_INPUT: np.int64(self.max_per_category)}
+
+
+def _signature_name(rank: bool, diversity: Diversity | None) -> str:
+    if diversity is not None and not rank:
+        raise RequestError("diversity re-orders the ranked list: it cannot be combined with --retrieval-only")
+    return (
+        contract.RECOMMEND_DIVERSE_SIGNATURE
+        if diversity is not None
+        else contract.RECOMMEND_SIGNATURE
+        if rank
+        else contract.QUERY_SIGNATURE
+    )
 
 
 def top_items(outputs: dict, k: int) -> list[tuple[str, float]]:
@@ -181,17 +218,22 @@ def recommend(
     return top_items(recommend_outputs(model, user, timestamp, exclude_seen, rank), k)
 
 
-def recommend_outputs(model, user: dict, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True) -> dict:
-    """The `recommend` (rank) or `query` signature's outputs for one user from a loaded model, as numpy arrays."""
+def recommend_outputs(
+    model, user: dict, timestamp: int | None = None, exclude_seen: bool = True, rank: bool = True, diversity: Diversity | None = None
+) -> dict:
+    """The `recommend` (rank; `recommend_diverse` with `diversity`) or `query` signature's outputs for one user from
+    a loaded model, as numpy arrays."""
     import tensorflow as tf
 
-    if rank:
-        signature = model.signatures[contract.RECOMMEND_SIGNATURE]
-        outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())), exclude_seen=tf.constant([exclude_seen]))
-    else:
-        signature = model.signatures[contract.QUERY_SIGNATURE]
-        outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())))
-    return {name: value.numpy() for name, value in outputs.items()}
+    name = _signature_name(rank, diversity)
+    if name not in model.signatures:
+        raise RequestError(f"the pushed recommender has no {name!r} signature (exported before it existed): run the pipeline again")
+    signature = model.signatures[name]
+    extra = {contract.EXCLUDE_SEEN_INPUT: tf.constant([exclude_seen])} if rank else {}
+    if diversity is not None:
+        extra.update({key: tf.constant([value]) for key, value in diversity.inputs().items()})
+    outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())), **extra)
+    return {key: value.numpy() for key, value in outputs.items()}
 
 
 def _signature_dtypes(model) -> dict:
@@ -228,10 +270,12 @@ def main(
     protocol: str = "grpc",
     history: list[str] | None = None,
     explain: bool = False,
+    diversity: Diversity | None = None,
 ) -> int:
     """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here.
 
     `explain`: under each ranked item, the history items nearest it and its modality mix (towers.explanations).
+    `diversity`: re-order the ranked list by MMR and cap items per category (the `recommend_diverse` signature).
 
     `history`: items the user interacted with since the data was built (oldest first); they join the stored
     history in the request, so the list follows them without retraining. A user the data does not know gets
@@ -260,10 +304,12 @@ def main(
         print(f"Top {k} for user {user_id} from {source} ({how}{', already seen items included' if not exclude_seen else ''}):")
         if history:
             print(f"  history in the request: {', '.join(user[F.HISTORY])}")
+        if diversity is not None:
+            print(f"  diversity {diversity.weight:g} (MMR), at most {diversity.max_per_category or 'any number of'} items per category")
         if server:
-            outputs = remote_outputs(client, user, exclude_seen=exclude_seen, rank=rank)
+            outputs = remote_outputs(client, user, exclude_seen=exclude_seen, rank=rank, diversity=diversity)
         else:
-            outputs = recommend_outputs(model, user, exclude_seen=exclude_seen, rank=rank)
+            outputs = recommend_outputs(model, user, exclude_seen=exclude_seen, rank=rank, diversity=diversity)
         results, score_label = top_items(outputs, k), "engagement" if rank else "score"
         why = explanations(outputs, k, titles) if explain and contract.BECAUSE_ITEMS_OUTPUT in outputs else []
         if explain and not why:

@@ -21,7 +21,7 @@ from components import item_graph, ranking_data, slices
 from components.content_embedder.embeddings import read_item_embeddings
 from towers import contract, exporter, warm_start
 from towers import features as F
-from towers.catalog import CatalogTables
+from towers.catalog import UNKNOWN_CATEGORY, CatalogTables
 from towers.contract import (
     CATALOG_PATH_KEY,
     FEATURE_ROLES_KEY,
@@ -225,6 +225,15 @@ def catalog_attributes(catalog_path: str, roles: F.FeatureRoles, catalog_ids: li
             (item, [v for per_column in row for v in per_column]) for item, *row in zip(_decode(parsed[F.ITEM_ID].numpy()), *values)
         )
     return [by_id.get(item, []) for item in catalog_ids]
+
+
+def category_ids(attributes: list | None) -> np.ndarray | None:
+    """Each item's category id for diversity caps (towers.diversity): its first metadata attribute (catalog_attributes),
+    numbered in sorted order; UNKNOWN_CATEGORY for an item without one; None without such columns."""
+    if attributes is None:
+        return None
+    index = {name: i for i, name in enumerate(sorted({values[0] for values in attributes if values}))}
+    return np.array([index[values[0]] if values else UNKNOWN_CATEGORY for values in attributes], np.int64)
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -482,12 +491,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     catalog_index = {item: i for i, item in enumerate(catalog_ids)}
     positions = item_positions(item_vocab, catalog_index)[train_data[F.ITEM_INDEX]]
     graph = None
+    attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], roles, catalog_ids)
     if hp.item_graph:
         content_rows = item_graph.item_content(len(catalog_ids), {item.encode(): i for item, i in catalog_index.items()}, content)
-        attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], roles, catalog_ids)
         graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
         absl.logging.info("item graph: %s edges", graph.edge_counts())
     catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph, modality_weights)
+    catalog.categories = category_ids(attributes)
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
     ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())

@@ -708,3 +708,32 @@ def test_recommend_explains_each_item_by_history_and_modality_mix(run):
     shown = subprocess.run(cli + ["--user", "someone-new", "--history", ",".join(history[:3]), "--k", "3"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert len(re.findall(r"because you had .*; mostly \w+ \d+%", shown.stdout)) == 3, shown.stdout
+
+
+def test_recommend_diverse_caps_categories_and_spreads_the_list(run):
+    """`recommend_diverse`: at most N items per category; MMR lowers the list's mean pairwise similarity."""
+    import numpy as np
+
+    from app.recommend import Diversity, load_model, recommend_outputs
+
+    paths, _ = run
+    model, _ = load_model(paths)
+    category = {row[F.ITEM_ID]: row[F.GENRES][0] for row in read_catalog(paths)}
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
+    plain = recommend_outputs(model, user)
+    capped = recommend_outputs(model, user, diversity=Diversity(0.0, 2))
+    ids = [v.decode() for v in capped[contract.ITEM_IDS_OUTPUT][0]]
+    counts = {c: [category[i] for i in ids].count(c) for c in set(map(category.get, ids))}
+    assert max(counts.values()) <= 2, counts
+    embeddings = {item.decode(): row for item, row in zip(model.catalog_ids.numpy(), model.catalog_embeddings.numpy())}
+
+    def similarity(outputs) -> float:
+        rows = np.array([embeddings[v.decode()] for v in outputs[contract.ITEM_IDS_OUTPUT][0]])
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        pairs = rows @ rows.T
+        return float((pairs.sum() - np.trace(pairs)) / (len(rows) * (len(rows) - 1)))
+
+    assert similarity(recommend_outputs(model, user, diversity=Diversity(0.8, 0))) < similarity(plain)
+    cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset, "--user", user[F.USER_ID]]
+    bad = subprocess.run(cli + ["--diversity", "1.5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "diversity must be in [0, 1]" in bad.stderr and "Traceback" not in bad.stderr

@@ -102,6 +102,23 @@ def test_recommend_ranks_the_retrieved_items_and_the_best_new_item(exported):
     np.testing.assert_allclose(out[PREDICTED_RATINGS_OUTPUT].numpy(), [[OOV, 2.0]] * 3)  # the toy ranker's rating: the item index
 
 
+def test_recommend_diverse_with_diversity_off_is_recommend_and_explains_too(exported):
+    _, model = exported
+    query = _query(["u0", "u1"], [["i1"], ["i0"]])
+    plain = model.signatures["recommend"](**query, exclude_seen=tf.constant([True, True]))
+    off = model.signatures["recommend_diverse"](
+        **query, exclude_seen=tf.constant([True, True]), diversity=tf.constant([0.0, 0.0]), max_per_category=tf.constant([0, 0], tf.int64)
+    )
+    assert set(off) == set(plain) and "because_items" in off
+    for name in plain:
+        assert off[name].numpy().tolist() == plain[name].numpy().tolist(), name
+    assert plain["because_items"].numpy().tolist()[0][0][0] == b"i1"  # the one history item explains both items
+    novel = model.signatures["recommend_diverse"](
+        **query, exclude_seen=tf.constant([True, True]), diversity=tf.constant([1.0, 0.0]), max_per_category=tf.constant([0, 0], tf.int64)
+    )
+    assert novel[ITEM_IDS_OUTPUT].numpy().tolist()[1] == plain[ITEM_IDS_OUTPUT].numpy().tolist()[1]  # the other row untouched
+
+
 def test_rank_scores_given_items_and_zero_for_unknown_ones(exported):
     _, model = exported
     out = model.signatures["rank"](**_query(["u2"], [[""]]), item_ids=tf.constant([["i2", "nope", "i3"]]))

@@ -18,6 +18,7 @@ from towers.contract import EMBEDDINGS_OUTPUT, ITEM_IDS_INPUT, MODALITY_WEIGHTS_
 from towers.tables import growable, utf8
 
 UNKNOWN = "unknown"  # slice value of an item that is not in the catalog
+UNKNOWN_CATEGORY = -1  # an item's category id when it has none (towers.diversity)
 
 
 @dataclass
@@ -36,6 +37,8 @@ class CatalogTables:
       oov_item_index: the item vocabulary's OOV index (the ranker's id of an item unseen in training).
       modality_weights: float32 [N, M] each item's fusion gate weights (the candidate tower's modalities);
         None: the model explains no modality mix.
+      categories: int64 [N] each item's category id for diversity caps (towers.diversity; -1: none);
+        None: all -1.
     """
 
     ids: list
@@ -48,6 +51,7 @@ class CatalogTables:
     graph_kinds: np.ndarray | None = None
     oov_item_index: int = 0
     modality_weights: np.ndarray | None = None
+    categories: np.ndarray | None = None
 
 
 class Catalog(tf.Module):
@@ -62,6 +66,7 @@ class Catalog(tf.Module):
       slices: slice name -> string [N].
       oov_item_index: int64 scalar variable.
       modality_weights: float32 [N, M] fusion gate weights, or None.
+      categories: int64 [N] category ids (-1: none; items appended later have none).
     """
 
     def __init__(self, tables: CatalogTables):
@@ -77,6 +82,8 @@ class Catalog(tf.Module):
             self.content_profile = growable(np.asarray(tables.content_profile, np.float32), "catalog_content_profile")
         self.slices = {name: growable(utf8(values), name) for name, values in tables.slices.items()}
         self.oov_item_index = tf.Variable(tables.oov_item_index, dtype=tf.int64, trainable=False, name="oov_item_index")
+        categories = np.full(len(ids), UNKNOWN_CATEGORY, np.int64) if tables.categories is None else tables.categories
+        self.categories = growable(np.asarray(categories, np.int64), "catalog_categories")
         self.modality_weights = None
         if tables.modality_weights is not None:
             self.modality_weights = growable(np.asarray(tables.modality_weights, np.float32), "catalog_modality_weights")
@@ -161,6 +168,7 @@ class Catalog(tf.Module):
             self.content_profile.assign(tf.concat([self.content_profile, items[F.CONTENT_PROFILE]], 0))
         if self.modality_weights is not None:
             self.modality_weights.assign(tf.concat([self.modality_weights, items[MODALITY_WEIGHTS_OUTPUT]], 0))
+        self.categories.assign(tf.concat([self.categories, tf.fill([count], tf.constant(UNKNOWN_CATEGORY, tf.int64))], 0))
         for name, table in self.slices.items():
             table.assign(tf.concat([table, items[name]], 0))
         return start + count

@@ -72,6 +72,7 @@ PUSH_LOG = "push_log.jsonl"  # one entry per publication (push or add-items), be
 # --- Signatures, their inputs and outputs ---------------------------------------------
 SERVING_DEFAULT = "serving_default"
 RECOMMEND_SIGNATURE = "recommend"
+RECOMMEND_DIVERSE_SIGNATURE = "recommend_diverse"  # recommend with MMR diversity and per-category caps
 QUERY_SIGNATURE = "query"
 RANK_SIGNATURE = "rank"
 EMBED_SIGNATURE = "embed_candidates"
@@ -83,6 +84,7 @@ EVALUATION_FEATURES_SIGNATURE = "evaluation_features"
 SIGNATURES = (
     SERVING_DEFAULT,
     RECOMMEND_SIGNATURE,
+    RECOMMEND_DIVERSE_SIGNATURE,
     QUERY_SIGNATURE,
     RANK_SIGNATURE,
     EMBED_SIGNATURE,
@@ -96,7 +98,10 @@ REQUIRED_SIGNATURES = {RECOMMENDER: (RECOMMEND_SIGNATURE,), RANKER: (RANK_SIGNAT
 EXAMPLES_INPUT = "examples"
 EXCLUDE_SEEN_INPUT = "exclude_seen"
 ITEM_IDS_INPUT = "item_ids"
-CALLER_INPUTS = (EXCLUDE_SEEN_INPUT, ITEM_IDS_INPUT)  # the query signatures' inputs that are not query features
+DIVERSITY_INPUT = "diversity"  # recommend_diverse: MMR's weight on novelty, 0 to 1
+MAX_PER_CATEGORY_INPUT = "max_per_category"  # recommend_diverse: items per category, 0 = no cap
+# the query signatures' inputs that are not query features
+CALLER_INPUTS = (EXCLUDE_SEEN_INPUT, ITEM_IDS_INPUT, DIVERSITY_INPUT, MAX_PER_CATEGORY_INPUT)
 ITEM_IDS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 PREDICTED_RATINGS_OUTPUT = "predicted_ratings"

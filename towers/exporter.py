@@ -18,6 +18,10 @@ scored by brute force until the index is rebuilt. Signatures:
   `modality_weights` [batch, K, M] and `modalities` [batch, M] (its fusion
   gate's mix). `exclude_seen` [batch] bool: leave out items
   the user interacted with (in training, or in the query's `history`);
+- `recommend_diverse(<query features>, exclude_seen, diversity, max_per_category)`:
+  the same, its top K re-ordered by MMR (`diversity` [batch] 0..1, the weight
+  on novelty against the items already listed) with at most
+  `max_per_category` [batch] items per category (0: no cap); towers.diversity;
 - `query(<query features>)`: retrieval alone -> `item_ids`, `scores` [batch, K]
   (query features: user_id, timestamp, the user attributes the dataset has
   [batch]; history: item ids [batch, None], '' pads); seen items excluded;
@@ -65,6 +69,7 @@ from towers import features as F
 from towers import metrics
 from towers.catalog import Catalog, CatalogTables
 from towers.contract import (
+    DIVERSITY_INPUT,
     EMBED_SIGNATURE,
     EMBEDDINGS_OUTPUT,
     EXAMPLES_INPUT,
@@ -72,6 +77,7 @@ from towers.contract import (
     ITEM_ENCODER,
     ITEM_IDS_INPUT,
     ITEM_IDS_OUTPUT,
+    MAX_PER_CATEGORY_INPUT,
     PREDICTED_RATINGS_OUTPUT,
     RANK_SIGNATURE,
     RANKER,
@@ -182,7 +188,8 @@ class ServingModule(tf.Module):
 
     Attributes (besides the pieces: catalog, graph, seen, retriever, fanout, item_encoder), under the names
     a loaded model is read by (app.add_items, bench/, the Trainer, the tests): catalog_ids,
-    catalog_embeddings, catalog_item_index, catalog_content_profile, catalog_modality_weights, catalog_slices, catalog_positions,
+    catalog_embeddings, catalog_item_index, catalog_content_profile, catalog_modality_weights, catalog_categories,
+    catalog_slices, catalog_positions,
     oov_item_index, graph_neighbours, graph_weights, graph_kinds, num_graph_kinds, graph_mix,
     graph_history, new_item_boost, seen_values, seen_row_splits, index_type, indexed_items,
     scann_index, user_activity, profile_modalities, modality_names.
@@ -216,7 +223,16 @@ class ServingModule(tf.Module):
         self.modality_names = string_list(models.candidate_tower.modalities, "modality_names")
         self._expose_tables()
         self.query = self._query_signature([], self._top_k)
-        self.recommend = self._query_signature([tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)], self._explained)
+        exclude_seen = tf.TensorSpec([None], tf.bool, name=EXCLUDE_SEEN_INPUT)
+        self.recommend = self._query_signature([exclude_seen], self._explained)
+        self.recommend_diverse = self._query_signature(
+            [
+                exclude_seen,
+                tf.TensorSpec([None], tf.float32, name=DIVERSITY_INPUT),
+                tf.TensorSpec([None], tf.int64, name=MAX_PER_CATEGORY_INPUT),
+            ],
+            self._explained,
+        )
         self.rank = self._query_signature([tf.TensorSpec([None, None], tf.string, name=ITEM_IDS_INPUT)], self._rank_items)
         self.add_items = tf.function(self._add_items, input_signature=[self.catalog.added_items_spec()], autograph=False)
 
@@ -236,6 +252,7 @@ class ServingModule(tf.Module):
         self.catalog_item_index = catalog.item_index
         self.catalog_content_profile = catalog.content_profile
         self.catalog_modality_weights = catalog.modality_weights
+        self.catalog_categories = catalog.categories
         self.catalog_slices = catalog.slices
         self.oov_item_index = catalog.oov_item_index
         self.graph_neighbours = graph.neighbours
@@ -333,9 +350,10 @@ class ServingModule(tf.Module):
         """The top `k` (default: the serving K) of the ranked `ranking_candidates` retrieved items (+ fanout.POSITIONS)."""
         return self.fanout.top(self.recommend_parts(raw, exclude_seen, seen), k or self.k)
 
-    def _explained(self, raw: dict, exclude_seen: tf.Tensor) -> dict:
-        """The `recommend` signature: _recommend's outputs and why each item (towers.explanations)."""
-        top = self._recommend(raw, exclude_seen)
+    def _explained(self, raw: dict, exclude_seen: tf.Tensor, diversity=None, max_per_category=None) -> dict:
+        """The `recommend` (and, with `diversity` and `max_per_category` [batch], `recommend_diverse`) signature:
+        the top K and why each item (towers.explanations)."""
+        top = self.fanout.top(self.recommend_parts(raw, exclude_seen), self.k, diversity, max_per_category)
         positions = top.pop(POSITIONS)
         history = tf.sparse.to_dense(raw[F.HISTORY], default_value="")
         return {**top, **explain(self.catalog, self.modality_names, positions, history)}

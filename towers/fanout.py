@@ -15,6 +15,7 @@ import tensorflow as tf
 from towers import features as F
 from towers.catalog import Catalog
 from towers.contract import ITEM_IDS_OUTPUT, PREDICTED_RATINGS_OUTPUT, RETRIEVAL_SCORES_OUTPUT, SCORES_OUTPUT
+from towers.diversity import rerank
 from towers.exclusions import EXCLUDED_SCORE
 from towers.graph_scores import GraphTables
 from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_OUTPUT, RATING_OUTPUT
@@ -107,8 +108,9 @@ class RankingFanout(tf.Module):
         blended += self.new_item_boost * tf.cast(is_new, tf.float32)
         return blended
 
-    def top(self, parts: dict, k: int) -> dict:
-        """The best `k` candidates of `parts` (the first graph length) by blended logit, as recommend returns them.
+    def top(self, parts: dict, k: int, diversity: tf.Tensor | None = None, max_per_category: tf.Tensor | None = None) -> dict:
+        """The best `k` candidates of `parts` (the first graph length) by blended logit, as recommend returns them;
+        with `diversity` float32 [batch] and `max_per_category` int64 [batch], in towers.diversity's MMR order.
 
         Returns:
           ITEM_IDS_OUTPUT string, SCORES_OUTPUT (sigmoid of the blended logit), PREDICTED_RATINGS_OUTPUT,
@@ -118,12 +120,20 @@ class RankingFanout(tf.Module):
         positions, retrieval_scores, ranked = parts["positions"], parts["retrieval_scores"], parts["ranked"]
         excluded = retrieval_scores <= EXCLUDED_SCORE  # only when fewer than ranking_candidates remain
         logits = self.blend(ranked[ENGAGEMENT_LOGIT], parts["graph"][0], parts["is_new"])
-        top_logits, order = tf.math.top_k(tf.where(excluded, -np.inf, logits), k=min(k, self.ranking_candidates))
+        logits = tf.where(excluded, -np.inf, logits)
+        count = min(k, self.ranking_candidates)
+        if diversity is None:
+            top_logits, order = tf.math.top_k(logits, k=count)
+        else:
+            embeddings = tf.gather(self.catalog.embeddings.value(), positions)
+            categories = tf.gather(self.catalog.categories.value(), positions)
+            order = rerank(logits, embeddings, categories, count, diversity, max_per_category)
+            top_logits = tf.gather(logits, order, batch_dims=1)
         pick = lambda tensor: tf.gather(tensor, order, batch_dims=1)
         return {
             POSITIONS: pick(positions),
             ITEM_IDS_OUTPUT: self.catalog.ids_at(pick(positions)),
-            SCORES_OUTPUT: tf.sigmoid(top_logits),  # ordered by the logit: the sigmoid saturates
+            SCORES_OUTPUT: tf.sigmoid(top_logits),  # ordered by the logit (the sigmoid saturates), or by MMR
             PREDICTED_RATINGS_OUTPUT: pick(ranked[RATING_OUTPUT]),
             RETRIEVAL_SCORES_OUTPUT: pick(retrieval_scores),
         }
