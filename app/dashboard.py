@@ -355,7 +355,7 @@ def _slices(report: dict, ranking: dict) -> list[Slice]:
 
 def _baselines(latest: run_summary.RunSummary) -> dict:
     """The model next to every simple baseline (eval split), per-user intervals, new vs warm items."""
-    names = list(metrics.METRIC_NAMES) + [ev.COVERAGE]
+    names = list(metrics.METRIC_NAMES) + list(ev.LIST_METRICS)
     baselines = latest.baselines.get("baselines", {})
     columns = {
         "two-tower retrieval": latest.model_metrics,

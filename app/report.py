@@ -22,7 +22,7 @@ def format_metrics_table(model: dict[str, float], recommend: dict[str, float], b
     columns.update({name: row["overall"] for name, row in baselines.get("baselines", {}).items()})
     width = max([14] + [len(title) + 2 for title in columns])
     rows = [f"{'metric':<16}" + "".join(f"{title:>{width}}" for title in columns)]
-    for name in metrics.METRIC_NAMES + (ev.COVERAGE,):
+    for name in metrics.METRIC_NAMES + ev.LIST_METRICS:
         rows.append(f"{name:<16}" + "".join(f"{_fmt(values.get(name)):>{width}}" for values in columns.values()))
     return "\n".join(rows)
 

@@ -19,6 +19,9 @@ from towers import features as F
 from towers import metrics
 
 COVERAGE = f"coverage_at_{metrics.NDCG_K}"
+DIVERSITY = f"diversity_at_{metrics.NDCG_K}"  # intra-list diversity: mean pairwise 1 - cosine within a top-10 list
+CATEGORY_COVERAGE = f"category_coverage_at_{metrics.NDCG_K}"  # share of the catalog's categories in some top-10 list
+LIST_METRICS = (COVERAGE, DIVERSITY, CATEGORY_COVERAGE)  # metrics of whole lists, beside metrics.METRIC_NAMES
 COLD, WARM = "cold", "warm"  # values of the F.ITEM_FRESHNESS slice
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -184,6 +187,28 @@ def hits(top_positions: np.ndarray, true_positions: np.ndarray) -> dict[str, np.
 def coverage(top_positions: np.ndarray, catalog_size: int) -> float:
     """Share of the catalog in at least one top-10 list."""
     return len(np.unique(top_positions[:, : metrics.NDCG_K])) / max(catalog_size, 1)
+
+
+def list_diversity(top_positions: np.ndarray, embeddings: np.ndarray) -> float:
+    """Intra-list diversity of top-10 lists: the mean over lists of the mean pairwise (1 - cosine) of their items'
+    embeddings. `top_positions` [n, k] catalog positions (-1: no item); `embeddings` [N, dim]."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    values = []
+    for row in top_positions[:, : metrics.NDCG_K]:
+        items = unit[row[row >= 0]]
+        if len(items) > 1:
+            pairs = items @ items.T
+            values.append(1.0 - (pairs.sum() - np.trace(pairs)) / (len(items) * (len(items) - 1)))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def category_coverage(top_positions: np.ndarray, categories: np.ndarray) -> float:
+    """Share of the catalog's categories (ids >= 0) of which some item is in a top-10 list; NaN without categories."""
+    known = set(categories[categories >= 0].tolist())
+    if not known:
+        return float("nan")
+    listed = top_positions[:, : metrics.NDCG_K]
+    return len(set(categories[listed[listed >= 0]].tolist()) & known) / len(known)
 
 
 def summarize(per_event: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, float]:

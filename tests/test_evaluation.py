@@ -72,3 +72,19 @@ def test_bootstrap_interval_excludes_a_clearly_worse_baseline():
     base = (rng.random(1000) < 0.2).astype(float)
     ratio = ev.ratio(ev.user_bootstrap({"model": model, "base": base}, users), "model", "base")
     assert ratio["per_event"]["ci"][0] > 1.5 and ratio["per_user"]["ci"][0] > 1.5
+
+
+def test_list_diversity_and_category_coverage():
+    import numpy as np
+
+    embeddings = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    same = np.array([[0, 1, -1]])  # two identical directions: diversity 0
+    spread = np.array([[0, 2, -1]])  # orthogonal: diversity 1
+    assert ev.list_diversity(same, embeddings) == pytest.approx(0.0)
+    assert ev.list_diversity(spread, embeddings) == pytest.approx(1.0)
+    assert ev.list_diversity(np.concatenate([same, spread]), embeddings) == pytest.approx(0.5)
+    assert np.isnan(ev.list_diversity(np.array([[3, -1, -1]]), embeddings))  # one item: no pair
+    categories = np.array([0, 0, 1, -1])
+    assert ev.category_coverage(same, categories) == pytest.approx(0.5)
+    assert ev.category_coverage(np.array([[0, 2, 3]]), categories) == pytest.approx(1.0)
+    assert np.isnan(ev.category_coverage(same, np.array([-1, -1, -1, -1])))

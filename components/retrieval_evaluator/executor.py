@@ -2,7 +2,8 @@
 
 Writes `metrics.json` to the evaluation artifact: Recall@10/50/100, NDCG@10
 and catalog coverage@10 of retrieval alone and of retrieve-then-rank
-(`recommend`), overall and per slice (the model's `evaluation_features`), the
+(`recommend`), overall (with intra-list diversity@10 and category coverage@10)
+and per slice (the model's `evaluation_features`), the
 same for the last blessed model, and each check with its verdict. Every eval
 example gets the user's full seen list (components.evaluation.SeenItems, the
 exclusion the baselines use too). With the Baselines' output it adds the
@@ -132,8 +133,22 @@ def evaluate_model(
         if not outputs[key]:
             result[key] = {"overall": {"count": 0}, "by_slice": {}}
             continue
-        result[key] = {"overall": summarize(outputs[key], catalog_size), "by_slice": by_slice(outputs[key], slices, catalog_size)}
+        overall = {**summarize(outputs[key], catalog_size), **list_metrics(model, outputs[key][contract.ITEM_IDS_OUTPUT])}
+        result[key] = {"overall": overall, "by_slice": by_slice(outputs[key], slices, catalog_size)}
     return result, problems, outputs, kept
+
+
+def list_metrics(model, top_ids: np.ndarray) -> dict[str, float]:
+    """Intra-list diversity and category coverage of the top-10 lists `top_ids` [n, 10], from the model's catalog
+    embeddings and categories (a model exported before it had categories: NaN)."""
+    ids = model.catalog_ids.numpy()
+    position = {item: i for i, item in enumerate(ids.tolist())}
+    positions = np.vectorize(lambda item: position.get(item, -1), otypes=[np.int64])(top_ids) if top_ids.size else top_ids
+    categories = getattr(model, "catalog_categories", None)
+    return {
+        ev.DIVERSITY: ev.list_diversity(positions, model.catalog_embeddings.numpy()),
+        ev.CATEGORY_COVERAGE: ev.category_coverage(positions, categories.numpy()) if categories is not None else float("nan"),
+    }
 
 
 def among_own_kind(
