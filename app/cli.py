@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         help="build the dataset as N cumulative snapshots examples/span-1..N, for incremental runs (default: 1)",
     )
     run.add_argument(
+        "--no-pseudonymize",
+        action="store_true",
+        help="keep raw user ids (default: each user id is replaced by a keyed hash as the data is read; docs/privacy.md)",
+    )
+    _key_argument(run)
+    run.add_argument(
         "--requests",
         default=None,
         metavar="LOG",
@@ -131,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--server", default=None, help="ask a TF Serving (or `mmtower serve`) endpoint, HOST:PORT (gRPC) or http://HOST:PORT (REST)"
     )
     rec.add_argument("--rest", action="store_true", help="with --server HOST:PORT: use the REST API instead of gRPC")
+    _key_argument(rec)
     rec.add_argument(
         "--diversity",
         type=float,
@@ -177,6 +184,13 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new model versions (default: 1)")
     srv.add_argument("--max-batch", type=int, default=1024, help="largest batch a request may send (default: 1024)")
     srv.add_argument("--max-message-mib", type=int, default=16, help="largest request or response in MiB (default: 16)")
+    srv.add_argument(
+        "--pseudonymize",
+        action="store_true",
+        help="pseudonymise raw user_id inputs at this edge with the run's key before the model sees them "
+        "(for callers that send raw ids; values that are pseudonyms already pass unchanged)",
+    )
+    _key_argument(srv)
     comp = sub.add_parser(
         "compile",
         help="write the pipeline for an orchestrator: a KFP v2 JSON spec for Kubeflow Pipelines / Vertex AI",
@@ -282,6 +296,16 @@ def _list_length(most: int):
         return value
 
     return parse
+
+
+def _key_argument(parser) -> None:
+    parser.add_argument(
+        "--pseudonym-key",
+        default=None,
+        metavar="FILE",
+        help="the user-id pseudonymisation key (default: $MMTOWER_PSEUDONYM_KEY, else ~/.config/mmtower/pseudonym.key, "
+        "created on first use); it is never written into the data, models or logs",
+    )
 
 
 def _pipeline_arguments(parser, defaults) -> None:
@@ -482,6 +506,8 @@ def _run(args) -> int:
             direct_num_workers=args.workers,
             beam_pipeline_args=_beam_args(args),
             requests=args.requests,
+            pseudonymize=not args.no_pseudonymize,
+            pseudonym_key=args.pseudonym_key,
         )
     except ValueError as error:
         print(f"mmtower: {error}", file=sys.stderr)
@@ -522,6 +548,7 @@ def _recommend(args) -> int:
         protocol="rest" if args.rest else "grpc",
         history=args.history,
         explain=args.explain,
+        pseudonym_key=args.pseudonym_key,
         diversity=recommend.Diversity(args.diversity or 0.0, args.max_per_category or 0)
         if args.diversity is not None or args.max_per_category is not None
         else None,
@@ -530,6 +557,7 @@ def _recommend(args) -> int:
 
 def _serve(args) -> int:
     from serving import predict, server
+    from towers import privacy
     from towers.contract import RunPaths
 
     config_path = args.model_config or os.path.join(RunPaths(os.path.abspath(args.output), "").serving_dir, contract.MODEL_CONFIG_FILE)
@@ -539,7 +567,7 @@ def _serve(args) -> int:
         rest_port=args.rest_port,
         poll_seconds=args.poll_seconds,
         max_message_mib=args.max_message_mib,
-        limits=predict.Limits(max_batch=args.max_batch),
+        limits=predict.Limits(max_batch=args.max_batch, pseudonym_key=privacy.load_key(args.pseudonym_key) if args.pseudonymize else None),
     )
     try:
         return server.main(config_path, options)

@@ -249,6 +249,22 @@ def query_dtypes(client) -> dict:
     return {name: _dtype(info) for name, info in signature_def_inputs(signature_def).items()}
 
 
+def stored_user_id(manifest: Manifest, user_id: str, key_file: str | None = None) -> str:
+    """The id the data and the model know `user_id` by: itself, or, when the data holds pseudonyms and it is not
+    one of them already, its pseudonym with the run's key (towers.privacy)."""
+    from towers import privacy
+
+    if not manifest.pseudonym_key_id or privacy.is_pseudonym(user_id):
+        return user_id
+    key = privacy.load_key(key_file)
+    if privacy.key_id(key) != manifest.pseudonym_key_id:
+        raise SetupError(
+            "the data's user ids were pseudonymised with another key than this one "
+            f"(${privacy.KEY_ENV} or --pseudonym-key): give the run's key, or run again to rebuild with this one"
+        )
+    return privacy.pseudonym(key, user_id)
+
+
 def popular_items(paths: RunPaths, k: int) -> list[tuple[str, float]]:
     """Most-popular fallback: (item_id, training interactions) best first."""
     from components.evaluation import read_events
@@ -271,11 +287,14 @@ def main(
     history: list[str] | None = None,
     explain: bool = False,
     diversity: Diversity | None = None,
+    pseudonym_key: str | None = None,
 ) -> int:
     """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here.
 
     `explain`: under each ranked item, the history items nearest it and its modality mix (towers.explanations).
     `diversity`: re-order the ranked list by MMR and cap items per category (the `recommend_diverse` signature).
+    `pseudonym_key`: the key file, when the data holds pseudonyms (towers.privacy): `user_id` may be the raw id
+    (this command is then the serving edge: only the pseudonym reaches the model or the server) or the pseudonym.
 
     `history`: items the user interacted with since the data was built (oldest first); they join the stored
     history in the request, so the list follows them without retraining. A user the data does not know gets
@@ -290,13 +309,15 @@ def main(
     else:
         model, source = load_model(paths)
     users = {row[F.USER_ID]: row for row in _read(paths, USERS_FILE)}
-    display = Manifest.read(paths.data_dir).roles.display_name
+    manifest = Manifest.read(paths.data_dir)
+    display = manifest.roles.display_name
     titles = {row[F.ITEM_ID]: row.get(display, "") for row in _read(paths, CATALOG_FILE)}
-    if user_id in users or history:
-        user = users.get(user_id)
+    stored_id = stored_user_id(manifest, user_id, pseudonym_key)
+    if stored_id in users or history:
+        user = users.get(stored_id)
         if user is None:
             dtypes = query_dtypes(client) if server else _signature_dtypes(model)
-            user = new_user(user_id, dtypes)
+            user = new_user(stored_id, dtypes)
             print(f"User {user_id!r} is not in dataset {dataset}: recommending from the --history items alone.")
         if history:
             user = with_fresh_history(user, history, titles)

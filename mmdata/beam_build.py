@@ -128,7 +128,7 @@ def read_small_tables(contract: DataContract, upstream: tuple[QuarantinedRow, ..
     quarantined: list[QuarantinedRow] = list(upstream)
     catalog = files.read_items(contract.items, quarantined)
     items_count = len(quarantined)
-    users = files.read_users(contract.users, quarantined).to_dict("records") if contract.users else []
+    users = files.read_users(contract.users, quarantined, contract.privacy_key).to_dict("records") if contract.users else []
     order = [(-1 if i < len(upstream) else 0 if i < items_count else 1, i, 0, 0) for i in range(len(quarantined))]
     return {"catalog": catalog.to_dict("records"), "users": users, "quarantine": list(zip(order, quarantined))}
 
@@ -269,9 +269,10 @@ def _pipeline(p, contract: DataContract, out: str, upstream: tuple[QuarantinedRo
     def check(row, items):
         if len(row) == 3:  # a row that could not be read at all
             line, reason, raw = row
+            raw = "" if contract.privacy_key is not None else raw  # it may hold a user's raw id
             yield pvalue.TaggedOutput(QUARANTINE, ((2, 0, line, 0), QuarantinedRow(source, line, files.ROW_FIELD, reason, raw)))
             return
-        event, problems = files.check_event(spec, items, items_file, source, *row)
+        event, problems = files.check_event(spec, items, items_file, source, *row, key=contract.privacy_key)
         for k, problem in enumerate(problems):
             yield pvalue.TaggedOutput(QUARANTINE, ((2, 1, problem.line, k), problem))
         if event is not None:
@@ -489,6 +490,7 @@ def build(
     upstream: tuple[QuarantinedRow, ...] = (),
     source: str | None = None,
     pipeline: beam.Pipeline | None = None,
+    pseudonym_key_id: str = "",
 ) -> Manifest:
     """Builds a contract's dataset into `data_dir` with Beam: the files write_dataset writes (temporal split, one span).
 
@@ -501,6 +503,8 @@ def build(
       source: what the manifest records as the build's source (default: the contract's fingerprint).
       pipeline: a Beam pipeline to run it in instead (a TFX component's, built from the pipeline's Beam
         options; beam_args is then unused); it is run here.
+      pseudonym_key_id: recorded in the manifest: the user ids are pseudonyms (contract.privacy_key's, or the
+        files already held pseudonyms).
 
     Returns:
       The Manifest, as write_dataset returns it.
@@ -545,6 +549,7 @@ def build(
         span_sizes=[[stats["num_train"], stats["num_validation"], stats["num_eval"]]],
         features=json.loads(contract.roles.to_json()),
         source=contract.fingerprint() if source is None else source,
+        pseudonym_key_id=pseudonym_key_id,
     )
     with gfile.GFile(os.path.join(out, MANIFEST_FILE), "w") as f:
         json.dump(asdict(manifest), f, indent=2)

@@ -161,6 +161,9 @@ class DataContract:
     users: UsersSpec | None = None
     split: SplitSpec = field(default_factory=SplitSpec)
     file: str = CONTRACT_FILE
+    # Set by the build, never read from the YAML: user ids are replaced by their pseudonyms (towers.privacy) as they
+    # are read, and rows that failed to parse are quarantined without their raw text. None: raw ids are kept.
+    privacy_key: bytes | None = field(default=None, repr=False, compare=False)
 
     def fingerprint(self) -> str:
         """Changes when the contract or one of its files changes (size or modification time): a new build is due."""

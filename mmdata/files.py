@@ -26,6 +26,7 @@ import pandas as pd
 from mmdata.contract import DataContract, EventsSpec, ItemsSpec, Table, UsersSpec, parse_timestamp, read_table, short
 from mmdata.records import Manifest, QuarantinedRow, write_dataset
 from towers import features as F
+from towers import privacy
 from towers.encoders import media
 
 ROW_FIELD = "*"  # the quarantine field of a row that could not be read at all
@@ -73,10 +74,11 @@ def load(contract: DataContract, max_users: int | None = None) -> tuple[pd.DataF
       ContractError: a file cannot be parsed at all.
     """
     quarantined: list[QuarantinedRow] = []
+    key = contract.privacy_key
     catalog = read_items(contract.items, quarantined)
-    users = read_users(contract.users, quarantined) if contract.users else pd.DataFrame({F.USER_ID: pd.Series([], dtype=object)})
+    users = read_users(contract.users, quarantined, key) if contract.users else pd.DataFrame({F.USER_ID: pd.Series([], dtype=object)})
     items_file = os.path.basename(contract.items.path)
-    events, first_lines = read_events(contract.events, set(catalog[F.ITEM_ID]), items_file, quarantined)
+    events, first_lines = read_events(contract.events, set(catalog[F.ITEM_ID]), items_file, quarantined, key)
     users = _add_missing_users(contract, users, events, first_lines, quarantined)
     if max_users is not None:
         keep = sorted(events[F.USER_ID].unique())[:max_users]
@@ -127,11 +129,14 @@ def read_items(spec: ItemsSpec, quarantined: list[QuarantinedRow]) -> pd.DataFra
     return pd.DataFrame(catalog)
 
 
-def read_users(spec: UsersSpec, quarantined: list[QuarantinedRow]) -> pd.DataFrame:
-    """The users file -> F.USER_ID and the user feature columns; rows without an id and later duplicates are dropped."""
+def read_users(spec: UsersSpec, quarantined: list[QuarantinedRow], key: bytes | None = None) -> pd.DataFrame:
+    """The users file -> F.USER_ID and the user feature columns; rows without an id and later duplicates are dropped.
+
+    `key`: user ids become their pseudonyms (towers.privacy), in the messages too; unreadable rows lose their raw text.
+    """
     table = read_table(spec.path)
-    _quarantine_bad_rows(table, quarantined)
-    table, ids = _unique_ids(table, spec.id, "user", quarantined)
+    _quarantine_bad_rows(table, quarantined, scrub=key is not None)
+    table, ids = _unique_ids(table, spec.id, "user", quarantined, key)
     users = {F.USER_ID: ids}
     for column in spec.categorical:
         users[column] = [_text(value) for value in table.columns[column]]
@@ -141,7 +146,7 @@ def read_users(spec: UsersSpec, quarantined: list[QuarantinedRow]) -> pd.DataFra
 
 
 def read_events(
-    spec: EventsSpec, items: set[str], items_file: str, quarantined: list[QuarantinedRow]
+    spec: EventsSpec, items: set[str], items_file: str, quarantined: list[QuarantinedRow], key: bytes | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The events file -> (F.USER_ID, F.ITEM_ID, F.TIMESTAMP, F.RATING rows, each user's first line in the file).
 
@@ -153,15 +158,16 @@ def read_events(
       items: the catalog's item ids.
       items_file: the items file's name, for messages.
       quarantined: problems are appended here.
+      key: user ids become their pseudonyms (towers.privacy); unreadable rows lose their raw text.
     """
     table = read_table(spec.path)
-    _quarantine_bad_rows(table, quarantined)
+    _quarantine_bad_rows(table, quarantined, scrub=key is not None)
 
     rows = {F.USER_ID: [], F.ITEM_ID: [], F.TIMESTAMP: [], F.RATING: []}
     first_lines: dict[str, int] = {}
     names = [spec.user, spec.item, spec.timestamp] + ([spec.rating] if spec.rating else [])
     for line, *values in zip(table.lines, *(table.columns[name] for name in names)):
-        event, problems = check_event(spec, items, items_file, table.file, line, dict(zip(names, values)))
+        event, problems = check_event(spec, items, items_file, table.file, line, dict(zip(names, values)), key)
         quarantined.extend(problems)
         if event is not None:
             user, item, timestamp, rating, _ = event
@@ -173,16 +179,19 @@ def read_events(
 
 
 def check_event(
-    spec: EventsSpec, items: set, items_file: str, source: str, line: int, values: dict
+    spec: EventsSpec, items: set, items_file: str, source: str, line: int, values: dict, key: bytes | None = None
 ) -> tuple[tuple | None, list[QuarantinedRow]]:
     """One events row (column -> raw value) -> ((user, item, timestamp, rating, line) or None, its quarantine rows).
 
     The row is dropped when its user or item id is empty, its item is not in the items file, or its
-    timestamp or rating (when declared) cannot be read; each problem is one quarantine row.
+    timestamp or rating (when declared) cannot be read; each problem is one quarantine row. `key`: the
+    user id is returned as its pseudonym (towers.privacy).
     """
     raw_user, raw_item, raw_time = values[spec.user], values[spec.item], values[spec.timestamp]
     raw_rating = values[spec.rating] if spec.rating else DEFAULT_RATING
     user, item = _text(raw_user), _text(raw_item)
+    if key is not None:
+        user = privacy.pseudonym(key, user)
     timestamp, rating = parse_timestamp(raw_time), _number(raw_rating)
     problems = [
         (spec.user, "empty user id", raw_user) if not user else None,
@@ -195,17 +204,22 @@ def check_event(
     return (None if rows else (user, item, timestamp, rating, line)), rows
 
 
-def _quarantine_bad_rows(table: Table, quarantined: list[QuarantinedRow]) -> None:
+def _quarantine_bad_rows(table: Table, quarantined: list[QuarantinedRow], scrub: bool = False) -> None:
+    """Rows that could not be read at all; `scrub`: without their raw text (it may hold a user's id)."""
     for line, reason, raw in table.bad_rows:
-        quarantined.append(QuarantinedRow(table.file, line, ROW_FIELD, reason, raw))
+        quarantined.append(QuarantinedRow(table.file, line, ROW_FIELD, reason, "" if scrub else raw))
 
 
-def _unique_ids(table: Table, column: str, kind: str, quarantined: list[QuarantinedRow]) -> tuple[Table, list[str]]:
-    """The rows with a non-empty id seen for the first time, and their ids; the others are quarantined."""
+def _unique_ids(
+    table: Table, column: str, kind: str, quarantined: list[QuarantinedRow], privacy_key: bytes | None = None
+) -> tuple[Table, list[str]]:
+    """The rows with a non-empty id seen for the first time, and their ids (`privacy_key`: pseudonyms); the others are quarantined."""
     first: dict[str, int] = {}
     rows = []
     for row, (line, value) in enumerate(zip(table.lines, table.columns[column])):
         key = _text(value)
+        if privacy_key is not None:
+            key, value = privacy.pseudonym(privacy_key, key), ""
         if not key:
             quarantined.append(QuarantinedRow(table.file, line, column, f"empty {kind} id; row dropped", short(value)))
         elif key in first:

@@ -75,6 +75,7 @@ class Manifest:
     num_validation: int = 0
     features: dict = field(default_factory=dict)  # the dataset's FeatureRoles, as a dict
     source: str = ""  # a user's dataset: the fingerprint of its contract and files (DataContract.fingerprint)
+    pseudonym_key_id: str = ""  # user ids are pseudonyms made with the key of this id (towers.privacy.key_id); "": raw ids
 
     @property
     def roles(self) -> F.FeatureRoles:
@@ -304,6 +305,7 @@ def write_dataset(
     spans: int = 1,
     validation_fraction: float = 0.1,
     source: str = "",
+    pseudonym_key_id: str = "",
 ) -> Manifest:
     """Splits and writes a dataset: examples/span-<k>/{train,validation,eval}, catalog, users, quarantine, manifest.
 
@@ -330,6 +332,7 @@ def write_dataset(
         time; random ones for RANDOM) written as the validation split, on
         which early stopping, settings and baseline parameters are chosen.
       source: recorded in the manifest (a user's dataset: the fingerprint of its contract and files).
+      pseudonym_key_id: recorded in the manifest: the user ids are pseudonyms of that key (towers.privacy).
       spans: number of cumulative snapshots (snapshot_spans), each split by
         time on its own; spans 1..spans-1 stand for the data of earlier
         scheduled runs, the last span is the whole dataset. Temporal split only.
@@ -408,6 +411,7 @@ def write_dataset(
         span_sizes=span_sizes,
         features=json.loads(roles.to_json()),
         source=source,
+        pseudonym_key_id=pseudonym_key_id,
     )
     manifest.write(data_dir)
     return manifest

@@ -11,6 +11,7 @@ from typing import Any
 from mmdata import export, movielens, tuxpaint
 from mmdata.records import TEMPORAL, Manifest, span_dir, write_dataset
 from towers import features as F
+from towers import privacy
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def build(
     validation_fraction: float | None = None,
     beam_args: list[str] | None = None,
     beam_pipeline=None,
+    privacy_key: bytes | None = None,
 ) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
@@ -134,6 +136,9 @@ def build(
       build is reused, unless the contract or its files changed. `beam_pipeline`: a beam.Pipeline to
       build it in instead (components.dataset_gen: a TFX component's).
 
+    `privacy_key`: user ids are replaced by their pseudonyms (towers.privacy) as they are read; the manifest
+    records the key's id, never the key. None: raw ids.
+
     Every dataset is built from a data contract's files: a user's from theirs; a built-in one's loader
     writes its files and contract into <data_dir>/source/ first (mmdata.export), its media left where they are.
     """
@@ -142,6 +147,7 @@ def build(
     cold_item_fraction = spec.cold_item_fraction if cold_item_fraction is None else cold_item_fraction
     validation_fraction = spec.validation_fraction if validation_fraction is None else validation_fraction
     source = spec.contract.fingerprint() if spec.contract is not None else BUILT_IN_SOURCE
+    key_id = privacy.key_id(privacy_key) if privacy_key is not None else ""
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
         same = (
@@ -154,26 +160,28 @@ def build(
             manifest.validation_fraction,
             manifest.roles,
             manifest.source,
+            manifest.pseudonym_key_id,
         )
-        if (
-            same == (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction, spec.features, source)
-            and os.path.isdir(span_dir(data_dir, spans))
-            and manifest.span_sizes
-        ):
+        wanted = (name, eval_fraction, max_users, cold_item_fraction, split, spans, validation_fraction, spec.features, source, key_id)
+        if same == wanted and os.path.isdir(span_dir(data_dir, spans)) and manifest.span_sizes:
             return manifest
     from mmdata import beam_build, contract, files
 
     upstream, declared = [], spec.contract
     if declared is None:  # a built-in dataset: its loader's frames (its first max_users users) written as a contract's files
         interactions, catalog, users, upstream = spec.loader(max_users=max_users)
+        if privacy_key is not None:  # its files hold pseudonyms already: raw ids are not written out
+            interactions, users = (_pseudonymised(frame, privacy_key) for frame in (interactions, users))
         media_root, media = spec.media(catalog) if spec.media else (None, None)
         path = export.write_contract(
             os.path.join(data_dir, SOURCE_DIR), name, spec.features, interactions, catalog, users, media_root, media
         )
         declared = contract.load(path)
+    elif privacy_key is not None:
+        declared = dataclasses.replace(declared, privacy_key=privacy_key)
     declared = dataclasses.replace(declared, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
     if split == TEMPORAL and spans == 1 and max_users is None:
-        return beam_build.build(declared, data_dir, beam_args, tuple(upstream), source, beam_pipeline)
+        return beam_build.build(declared, data_dir, beam_args, tuple(upstream), source, beam_pipeline, key_id)
     interactions, catalog, users, quarantined = files.load(declared, max_users=max_users if spec.contract is not None else None)
     os.makedirs(data_dir, exist_ok=True)
     return write_dataset(
@@ -191,4 +199,10 @@ def build(
         spans,
         validation_fraction,
         source,
+        key_id,
     )
+
+
+def _pseudonymised(frame, key: bytes):
+    """`frame` with its F.USER_ID column replaced by the pseudonyms (towers.privacy)."""
+    return frame.assign(**{F.USER_ID: [privacy.pseudonym(key, user) for user in frame[F.USER_ID]]})

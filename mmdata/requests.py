@@ -16,6 +16,7 @@ its line and field and the rest is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,13 +24,18 @@ import os
 from mmdata.contract import short
 from mmdata.records import QuarantinedRow, to_example
 from towers import features as F
+from towers import privacy
 
 REQUESTS_FILE = "requests.tfrecord.gz"
 JSON_SUFFIXES = (".jsonl", ".json")
 
 
-def read_requests(path: str, roles: F.FeatureRoles) -> tuple[list[dict], list[QuarantinedRow]]:
-    """The query rows of a request log (see the module), each holding the query features it carried."""
+def read_requests(path: str, roles: F.FeatureRoles, key: bytes | None = None) -> tuple[list[dict], list[QuarantinedRow]]:
+    """The query rows of a request log (see the module), each holding the query features it carried.
+
+    `key`: raw user ids become their pseudonyms (towers.privacy), as in the dataset build; unreadable lines
+    are quarantined without their text.
+    """
     import tensorflow as tf
 
     quarantined: list[QuarantinedRow] = []
@@ -51,12 +57,17 @@ def read_requests(path: str, roles: F.FeatureRoles) -> tuple[list[dict], list[Qu
                 quarantined.append(QuarantinedRow(source, number, "*", f"not a PredictionLog: {error}", ""))
                 continue
             rows += _columns_to_rows(source, number, inputs, roles, quarantined)
+    if key is not None:
+        for row in rows:
+            if row.get(F.USER_ID) and not privacy.is_pseudonym(row[F.USER_ID]):
+                row[F.USER_ID] = privacy.pseudonym(key, row[F.USER_ID])
+        quarantined = [dataclasses.replace(row, raw="") for row in quarantined]
     return rows, quarantined
 
 
-def write_requests(path: str, out_dir: str, roles: F.FeatureRoles) -> tuple[int, list[QuarantinedRow]]:
+def write_requests(path: str, out_dir: str, roles: F.FeatureRoles, key: bytes | None = None) -> tuple[int, list[QuarantinedRow]]:
     """Writes the log's query rows to `out_dir`/REQUESTS_FILE (ImportExampleGen's input); -> (rows, quarantined)."""
-    rows, quarantined = read_requests(path, roles)
+    rows, quarantined = read_requests(path, roles, key)
     if not rows:
         raise ValueError(f"{path}: no request could be read ({len(quarantined)} quarantined); skew needs at least one")
     import tensorflow as tf

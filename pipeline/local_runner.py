@@ -10,6 +10,7 @@ from mmdata import registry
 from mmdata.records import TEMPORAL
 from pipeline import progress
 from pipeline.config import Options, PipelineConfig, schema_path
+from towers import privacy
 from towers.contract import QUARANTINE_FILE, RunPaths
 from towers.encoders import registry as encoders
 from towers.hparams import SCANN
@@ -38,6 +39,8 @@ class RunConfig:
       encoder_handles: modality -> encoder handle; default: the local exports
         (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
       requests: a log of requests (mmdata.requests) to compare with the training split for skew.
+      pseudonymize: replace user ids by keyed hashes as the data is read (towers.privacy; default on).
+      pseudonym_key: the key's file (None: $MMTOWER_PSEUDONYM_KEY, else the default key file).
     """
 
     dataset: str = registry.DEFAULT_DATASET
@@ -53,6 +56,8 @@ class RunConfig:
     beam_pipeline_args: list[str] | None = None
     encoder_handles: dict[str, str] | None = None
     requests: str | None = None
+    pseudonymize: bool = True
+    pseudonym_key: str | None = None
 
     def __post_init__(self):
         if self.requests and not os.path.exists(self.requests):
@@ -107,6 +112,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     handler = progress.install(paths.log_file)
     started = time.monotonic()
     handler.say(f"building dataset {config.dataset} -> {paths.data_dir}")
+    key = privacy.load_key(config.pseudonym_key) if config.pseudonymize else None
     manifest = registry.build(
         config.dataset,
         paths.data_dir,
@@ -117,6 +123,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         spans=config.spans,
         validation_fraction=config.validation_fraction,
         beam_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),
+        privacy_key=key,
     )
     span = config.options.span or manifest.spans
     spec = registry.get(config.dataset)
@@ -132,7 +139,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         f"{manifest.num_items:,} items ({manifest.num_cold_items} new in eval, {manifest.num_validation_cold_items} new in validation: no training interactions), {manifest.num_quarantined} source rows with issues ({os.path.join(paths.data_dir, QUARANTINE_FILE)})"
     )
     if config.requests:
-        _write_requests(config.requests, paths, manifest.roles, handler)
+        _write_requests(config.requests, paths, manifest.roles, handler, key)
     wall_times = {"dataset": time.monotonic() - started}
     from tfx import v1 as tfx
 
@@ -147,7 +154,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     return paths, wall_times
 
 
-def _write_requests(log: str, paths: RunPaths, roles, handler) -> None:
+def _write_requests(log: str, paths: RunPaths, roles, handler, key: bytes | None) -> None:
     """The log's query rows -> paths.requests_dir (RequestsExampleGen's input); its bad lines quarantined beside them."""
     import json
     import shutil
@@ -156,7 +163,7 @@ def _write_requests(log: str, paths: RunPaths, roles, handler) -> None:
     from mmdata import requests
 
     shutil.rmtree(paths.requests_dir, ignore_errors=True)
-    count, quarantined = requests.write_requests(log, paths.requests_dir, roles)
+    count, quarantined = requests.write_requests(log, paths.requests_dir, roles, key)
     with open(os.path.join(paths.requests_dir, QUARANTINE_FILE), "w") as f:
         f.writelines(json.dumps(asdict(row)) + "\n" for row in quarantined)
     handler.say(

@@ -6,27 +6,45 @@ to and from {input name: numpy array}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from serving.errors import ServingError, StatusCode
 from serving.models import Servable
+from towers import features as F
+from towers import privacy
 
 DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for.
+    """What one request may ask for, and what the edge does to it.
 
     Attributes:
       max_batch: largest leading dimension of any input.
       max_elements: largest number of values in one input tensor.
+      pseudonym_key: the serving edge pseudonymises `user_id` inputs with this key (towers.privacy) before the
+        model sees them, as the dataset build did; a value that is already a pseudonym passes unchanged. None: as sent.
     """
 
     max_batch: int = 1024
     max_elements: int = 1 << 20
+    pseudonym_key: bytes | None = field(default=None, repr=False)
+
+
+def pseudonymised(inputs: dict[str, np.ndarray], key: bytes) -> dict[str, np.ndarray]:
+    """`inputs` with every raw `user_id` value replaced by its pseudonym (towers.privacy)."""
+    if F.USER_ID not in inputs:
+        return inputs
+    values = inputs[F.USER_ID]
+
+    def edge(value):
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        return (text if privacy.is_pseudonym(text) else privacy.pseudonym(key, text)).encode()
+
+    return {**inputs, F.USER_ID: np.vectorize(edge, otypes=[object])(values) if values.size else values}
 
 
 def _dtype_name(dtype) -> str:
@@ -88,6 +106,8 @@ def run(
 
     name, signature = signature_def(servable, signature_name)
     check_inputs(name, signature, inputs, limits)
+    if limits.pseudonym_key is not None:
+        inputs = pseudonymised(inputs, limits.pseudonym_key)
     unknown = sorted(set(output_filter) - set(signature.outputs))
     if unknown:
         raise ServingError(

@@ -45,7 +45,7 @@ recommend = model.signatures[contract.RECOMMEND_SIGNATURE]
 lists = {}
 for exclude in (True, False):
     got = recommend(**query_inputs(recommend, user, 893286638), exclude_seen=tf.constant([exclude]))
-    lists[exclude] = {name: value.numpy()[0].tolist() for name, value in got.items()}
+    lists[exclude] = {name: got[name].numpy()[0].tolist() for name in (contract.ITEM_IDS_OUTPUT, contract.SCORES_OUTPUT)}
 model.graph_mix.assign(tf.zeros_like(model.graph_mix))  # the ranker alone orders recommend's candidates
 model.new_item_boost.assign(0.0)
 neutral = recommend(**query_inputs(recommend, user, 893286638), exclude_seen=tf.constant([True]))

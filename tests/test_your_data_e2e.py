@@ -68,6 +68,11 @@ def _mp4(colour, frequency: float) -> bytes:
     return out.getvalue()
 
 
+def customer(u: int) -> str:
+    """A raw user id distinctive enough to find in any file of a run (none may hold it: ids are pseudonymised)."""
+    return f"customer{u:02d}.lee@shop.example"
+
+
 def write_files(folder) -> dict:
     """A shop: 48 items (title, description, brand, tags, price, photo; every third a sound, every fourth a video
     clip), 30 users (country, age) and ~600 events where each user prefers one brand; plus 4 broken event rows,
@@ -100,7 +105,7 @@ def write_files(folder) -> dict:
     (media / "v1.mp4").write_bytes((media / "v1.mp4").read_bytes()[:300])  # truncated: quarantined by the encoders
     items[-1]["photo"] = "../outside.png"  # refused: outside the media folder; the item is kept without a photo
     (folder / "outside.png").write_bytes(b"SECRET-CONTENT")
-    users = [{"customer": f"c{u:02d}", "country": ["fr", "de", "us"][u % 3], "age": str(20 + u)} for u in range(30)]
+    users = [{"customer": customer(u), "country": ["fr", "de", "us"][u % 3], "age": str(20 + u)} for u in range(30)]
     events = []
     start = 1_700_000_000
     for u in range(30):
@@ -110,7 +115,7 @@ def write_files(folder) -> dict:
         times = start + np.sort(rng.integers(0, 60 * 86400, size=20))
         for t in times:
             sku = rng.choice(pool) if rng.random() < 0.85 else rng.choice(others)
-            events.append({"customer": f"c{u:02d}", "sku": sku, "when": str(int(t)), "stars": str(int(rng.integers(3, 6)))})
+            events.append({"customer": customer(u), "sku": sku, "when": str(int(t)), "stars": str(int(rng.integers(3, 6)))})
     events[5]["when"] = "yesterday-ish"  # unparseable timestamp
     events[9]["sku"] = "sku-999"  # an item the catalog does not have
     events[13]["customer"] = ""  # no user
@@ -202,7 +207,7 @@ def test_the_pushed_model_recommends_your_items_to_your_users(shop):
     folder, files, spec, _, paths = shop
     assert latest_version_dir(paths.serving_model_dir()) is not None
     cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", spec.name]
-    out = subprocess.run(cli + ["--user", "c01"], capture_output=True, text=True)
+    out = subprocess.run(cli + ["--user", customer(1)], capture_output=True, text=True)  # the raw id: pseudonymised here
     assert out.returncode == 0, out.stderr
     listed = re.findall(r"\(item (sku-\d+)\)", out.stdout)
     assert len(listed) == 10 and set(listed) <= {row["sku"] for row in files["items"]}
@@ -234,3 +239,25 @@ def test_served_signatures_take_your_columns(shop):
     inputs = set(model.signatures[contract.RECOMMEND_SIGNATURE].structured_input_signature[1])
     assert {"country", "age"} <= inputs and not {"gender", "occupation", "zip_code"} & inputs
     assert RunPaths(paths.output, spec.name).pipeline_name == f"mmtower-{spec.name}"
+
+
+def test_no_raw_user_id_is_left_in_any_file_of_the_run(shop):
+    """Privacy by default: data, statistics, vocabularies, ML Metadata, models and logs hold pseudonyms only."""
+    import gzip
+
+    from towers import privacy
+
+    _, _, _, _, paths = shop
+    raw_ids = [customer(u).encode() for u in range(30)]
+    scanned = 0
+    for folder, _, names in os.walk(paths.output):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            if name.endswith(".gz"):
+                data = gzip.decompress(data)
+            found = [raw for raw in raw_ids if raw in data or b"shop.example" in data]
+            assert not found, f"{os.path.join(folder, name)} holds {found[:2]}"
+            scanned += 1
+    assert scanned > 100  # the data, the pipeline's artifacts, metadata.sqlite, the served models, the logs
+    assert Manifest.read(paths.data_dir).pseudonym_key_id == privacy.key_id(privacy.load_key())
