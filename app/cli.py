@@ -26,6 +26,7 @@ EPILOG = """examples:
   mmtower recommend --server localhost:8500 --user u00001   # the same over gRPC
   mmtower recommend --user u00001 --history ITEM,ITEM    # after fresh clicks: the list follows them, no retraining
   mmtower recommend --user u00001 --explain    # why each item: nearest history items, modality mix
+  mmtower forget --user u00001                 # erase a user from the next build and model (--purge: older artifacts)
   mmtower index add-items new_items.jsonl      # recommend new items from their content, no retraining
   mmtower compile --target kubeflow --image IMG --data-root gs://b/data --pipeline-root gs://b/root \
       --serving-dir gs://b/serving --beam-option project=P --beam-option region=R ...   # KFP v2 JSON
@@ -237,6 +238,19 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--media-root", default=None, help="folder the media path columns are relative to (default: the contract's folder)")
     init.add_argument("--out", default="mmtower.yaml", help="where to write the contract (default: ./mmtower.yaml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing contract")
+    fgt = sub.add_parser(
+        "forget",
+        help="erase a user: left out of every later build and model; --purge deletes older artifacts that hold them",
+        description="Records the user (by raw id or pseudonym) in <output>/forgotten/<dataset>.txt: every later build "
+        "leaves their events and attributes out, so the next `mmtower run` trains and serves a model without them. "
+        "Lists every artifact of the output that still holds them; --purge deletes those (after that run) and marks "
+        "them DELETED in ML Metadata. docs/privacy.md",
+    )
+    fgt.add_argument("--user", required=True, help="the user's id, raw or pseudonymised")
+    fgt.add_argument("--dataset", default=DEFAULT_DATASET, help="the dataset (default: tuxpaint)")
+    fgt.add_argument("--output", default="output", help="the --output of the runs (default: ./output)")
+    fgt.add_argument("--purge", action="store_true", help="delete the older artifacts that still hold the user")
+    _key_argument(fgt)
     sch = sub.add_parser("schedule", help="create a recurring run of a compiled pipeline on Kubeflow Pipelines (kfp client)")
     sch.add_argument("--spec", default="mmtower-pipeline.json", help="the compiled JSON (mmtower compile)")
     sch.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint")
@@ -555,6 +569,12 @@ def _recommend(args) -> int:
     )
 
 
+def _forget(args) -> int:
+    from app import forget
+
+    return forget.main(args.output, args.dataset, args.user, purge=args.purge, key_file=args.pseudonym_key)
+
+
 def _serve(args) -> int:
     from serving import predict, server
     from towers import privacy
@@ -625,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             "compile": _compile,
             "schedule": _schedule,
             "init": _init,
+            "forget": _forget,
         }
         return commands[args.command](args)
     except (DataValidationError, SetupError, RequestError, ContractError, FileNotFoundError, ServingError) as error:

@@ -129,6 +129,7 @@ def read_small_tables(contract: DataContract, upstream: tuple[QuarantinedRow, ..
     catalog = files.read_items(contract.items, quarantined)
     items_count = len(quarantined)
     users = files.read_users(contract.users, quarantined, contract.privacy_key).to_dict("records") if contract.users else []
+    users = [row for row in users if row[F.USER_ID] not in contract.forgotten]  # `mmtower forget`
     order = [(-1 if i < len(upstream) else 0 if i < items_count else 1, i, 0, 0) for i in range(len(quarantined))]
     return {"catalog": catalog.to_dict("records"), "users": users, "quarantine": list(zip(order, quarantined))}
 
@@ -275,7 +276,7 @@ def _pipeline(p, contract: DataContract, out: str, upstream: tuple[QuarantinedRo
         event, problems = files.check_event(spec, items, items_file, source, *row, key=contract.privacy_key)
         for k, problem in enumerate(problems):
             yield pvalue.TaggedOutput(QUARANTINE, ((2, 1, problem.line, k), problem))
-        if event is not None:
+        if event is not None and event[USER] not in contract.forgotten:  # `mmtower forget`: left out
             yield event
 
     checked = rows | "CheckEvents" >> beam.FlatMap(check, items=pvalue.AsSingleton(item_ids)).with_outputs(QUARANTINE, main=EVENTS)

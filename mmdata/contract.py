@@ -164,6 +164,8 @@ class DataContract:
     # Set by the build, never read from the YAML: user ids are replaced by their pseudonyms (towers.privacy) as they
     # are read, and rows that failed to parse are quarantined without their raw text. None: raw ids are kept.
     privacy_key: bytes | None = field(default=None, repr=False, compare=False)
+    # Set by the build: users to leave out entirely (`mmtower forget`), by their stored id (the pseudonym, if any).
+    forgotten: frozenset = field(default=frozenset(), repr=False, compare=False)
 
     def fingerprint(self) -> str:
         """Changes when the contract or one of its files changes (size or modification time): a new build is due."""

@@ -79,6 +79,9 @@ def load(contract: DataContract, max_users: int | None = None) -> tuple[pd.DataF
     users = read_users(contract.users, quarantined, key) if contract.users else pd.DataFrame({F.USER_ID: pd.Series([], dtype=object)})
     items_file = os.path.basename(contract.items.path)
     events, first_lines = read_events(contract.events, set(catalog[F.ITEM_ID]), items_file, quarantined, key)
+    if contract.forgotten:  # `mmtower forget`: their rows are left out as if never there
+        users = users[~users[F.USER_ID].isin(contract.forgotten)]
+        events = events[~events[F.USER_ID].isin(contract.forgotten)]
     users = _add_missing_users(contract, users, events, first_lines, quarantined)
     if max_users is not None:
         keep = sorted(events[F.USER_ID].unique())[:max_users]

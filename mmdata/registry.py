@@ -125,6 +125,7 @@ def build(
     beam_args: list[str] | None = None,
     beam_pipeline=None,
     privacy_key: bytes | None = None,
+    forgotten: frozenset = frozenset(),
 ) -> Manifest:
     """Builds dataset `name` into `data_dir` unless an identical build is already there (None: the dataset's default).
 
@@ -138,6 +139,8 @@ def build(
 
     `privacy_key`: user ids are replaced by their pseudonyms (towers.privacy) as they are read; the manifest
     records the key's id, never the key. None: raw ids.
+    `forgotten`: users (their stored ids: pseudonyms when `privacy_key`) whose events and attributes are left
+    out (`mmtower forget`); a change of this set rebuilds.
 
     Every dataset is built from a data contract's files: a user's from theirs; a built-in one's loader
     writes its files and contract into <data_dir>/source/ first (mmdata.export), its media left where they are.
@@ -148,6 +151,8 @@ def build(
     validation_fraction = spec.validation_fraction if validation_fraction is None else validation_fraction
     source = spec.contract.fingerprint() if spec.contract is not None else BUILT_IN_SOURCE
     key_id = privacy.key_id(privacy_key) if privacy_key is not None else ""
+    if forgotten:
+        source += f"; forgotten {privacy.digest(sorted(forgotten))}"
     if os.path.exists(os.path.join(data_dir, "manifest.json")):
         manifest = Manifest.read(data_dir)
         same = (
@@ -172,6 +177,7 @@ def build(
         interactions, catalog, users, upstream = spec.loader(max_users=max_users)
         if privacy_key is not None:  # its files hold pseudonyms already: raw ids are not written out
             interactions, users = (_pseudonymised(frame, privacy_key) for frame in (interactions, users))
+        interactions, users = (frame[~frame[F.USER_ID].isin(forgotten)] for frame in (interactions, users))
         media_root, media = spec.media(catalog) if spec.media else (None, None)
         path = export.write_contract(
             os.path.join(data_dir, SOURCE_DIR), name, spec.features, interactions, catalog, users, media_root, media
@@ -179,7 +185,9 @@ def build(
         declared = contract.load(path)
     elif privacy_key is not None:
         declared = dataclasses.replace(declared, privacy_key=privacy_key)
-    declared = dataclasses.replace(declared, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction))
+    declared = dataclasses.replace(
+        declared, split=contract.SplitSpec(eval_fraction, validation_fraction, cold_item_fraction), forgotten=frozenset(forgotten)
+    )
     if split == TEMPORAL and spans == 1 and max_users is None:
         return beam_build.build(declared, data_dir, beam_args, tuple(upstream), source, beam_pipeline, key_id)
     interactions, catalog, users, quarantined = files.load(declared, max_users=max_users if spec.contract is not None else None)

@@ -124,6 +124,7 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         validation_fraction=config.validation_fraction,
         beam_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),
         privacy_key=key,
+        forgotten=forgotten_users(paths),
     )
     span = config.options.span or manifest.spans
     spec = registry.get(config.dataset)
@@ -152,6 +153,14 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
     wall_times.update(handler.wall_times)
     wall_times["total"] = time.monotonic() - started
     return paths, wall_times
+
+
+def forgotten_users(paths: RunPaths) -> frozenset:
+    """The stored ids `mmtower forget` listed for this output and dataset (none: empty)."""
+    if not os.path.exists(paths.forget_file):
+        return frozenset()
+    with open(paths.forget_file) as f:
+        return frozenset(line.strip() for line in f if line.strip())
 
 
 def _write_requests(log: str, paths: RunPaths, roles, handler, key: bytes | None) -> None:

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from mmdata import registry
-from mmdata.records import Manifest
+from mmdata.records import Manifest, read_records
 from pipeline import local_runner
 from pipeline.config import Options
 from towers import contract
-from towers.contract import QUARANTINE_FILE, RunPaths, latest_version_dir
+from towers.contract import QUARANTINE_FILE, USERS_FILE, RunPaths, latest_version_dir
 from towers.hparams import HParams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -261,3 +261,42 @@ def test_no_raw_user_id_is_left_in_any_file_of_the_run(shop):
             scanned += 1
     assert scanned > 100  # the data, the pipeline's artifacts, metadata.sqlite, the served models, the logs
     assert Manifest.read(paths.data_dir).pseudonym_key_id == privacy.key_id(privacy.load_key())
+
+
+def test_a_forgotten_user_leaves_the_data_and_the_next_model_then_older_artifacts(shop):
+    """`mmtower forget`: listed, refused to purge while served, gone from the next run's data and model, then purged.
+
+    Runs last in this module: it changes the shared run's output."""
+    import dataclasses
+
+    from app.forget import holding
+    from towers import privacy
+
+    _, _, spec, config, paths = shop
+    stored = privacy.pseudonym(privacy.load_key(), customer(3))
+    cli = [sys.executable, "-m", "app.cli", "forget", "--output", paths.output, "--dataset", spec.name, "--user", customer(3)]
+    listed = subprocess.run(cli, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "left out of every build" in listed.stdout and "serving/recommender/" in listed.stdout
+    refused = subprocess.run(cli + ["--purge"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "still holds this user" in refused.stderr
+
+    before = latest_version_dir(paths.serving_model_dir())
+    options = dataclasses.replace(config.options, max_regression=1.0, max_auc_regression=1.0)  # one user fewer may move metrics
+    local_runner.run(dataclasses.replace(config, options=options))
+    newest = latest_version_dir(paths.serving_model_dir())
+    assert newest != before
+    users = {row["user_id"] for row in read_records(os.path.join(paths.data_dir, USERS_FILE))}
+    assert stored not in users and len(users) == 29
+    assert not [root for root in holding(paths, stored) if root.startswith(newest) or root.startswith(paths.data_dir)]
+
+    purged = subprocess.run(cli + ["--purge"], capture_output=True, text=True)
+    assert purged.returncode == 0 and "Deleted" in purged.stdout, purged.stderr
+    assert holding(paths, stored) == []
+    assert os.path.isdir(newest) and not os.path.exists(before)
+    served = subprocess.run(
+        [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", spec.name, "--user", customer(1)],
+        capture_output=True,
+        text=True,
+    )
+    assert served.returncode == 0 and len(re.findall(r"\(item sku-\d+\)", served.stdout)) == 10, served.stderr

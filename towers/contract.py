@@ -134,6 +134,7 @@ class RunPaths:
 
     <output>/data/<dataset>/            dataset build (ExampleGen input, catalog)
     <output>/requests/<dataset>/        logged requests as tf.Examples (`mmtower run --requests`)
+    <output>/forgotten/<dataset>.txt    users to leave out of every build (`mmtower forget`)
     <output>/pipeline/<pipeline_name>/  component outputs (pipeline root)
     <output>/metadata.sqlite            ML Metadata
     <output>/serving/<model_name>/<v>/  pushed SavedModels, TF Serving's layout (SERVED_MODELS)
@@ -151,6 +152,11 @@ class RunPaths:
     @property
     def data_dir(self) -> str:
         return os.path.join(self.output, "data", self.dataset)
+
+    @property
+    def forget_file(self) -> str:
+        """The users `mmtower forget` named, one stored id (pseudonym) per line: every build leaves them out."""
+        return os.path.join(self.output, "forgotten", f"{self.dataset}.txt")
 
     @property
     def requests_dir(self) -> str:

@@ -70,6 +70,11 @@ def is_pseudonym(value: str) -> bool:
     return len(value) == 1 + DIGITS and value.startswith(PREFIX) and all(c in "0123456789abcdef" for c in value[1:])
 
 
+def digest(values: list[str]) -> str:
+    """A short hash of a list of ids (e.g. the forgotten users, in a manifest: it names the set without listing it)."""
+    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:12]
+
+
 def key_id(key: bytes) -> str:
     """A short hash naming the key (recorded in manifests to notice a new key), from which the key cannot be found."""
     return hashlib.sha256(b"mmtower key id\x00" + key).hexdigest()[:12]
