@@ -141,3 +141,36 @@ def test_recommend_finds_a_user_by_raw_id_or_pseudonym_and_refuses_another_key(m
     monkeypatch.setenv(privacy.KEY_ENV, "another key, long enough")
     with pytest.raises(SetupError, match="another key"):
         stored_user_id(manifest, "alice")
+
+
+@pytest.mark.parametrize("max_users", [None, 10])
+def test_forgotten_users_are_left_out_of_the_build(tmp_path, max_users):
+    spec = registry.from_contract(_write(tmp_path))
+    data_dir = str(tmp_path / "data")
+    gone = privacy.pseudonym(KEY, EMAILS[1])
+    kept = registry.build(spec.name, data_dir, max_users=max_users, privacy_key=KEY)
+    assert gone.encode() in _contents(data_dir)
+    manifest = registry.build(spec.name, data_dir, max_users=max_users, privacy_key=KEY, forgotten=frozenset({gone}))
+    assert manifest.source != kept.source  # a new forget list rebuilds
+    assert gone.encode() not in _contents(data_dir)
+    assert manifest.num_train + manifest.num_validation + manifest.num_eval == kept.num_train + kept.num_validation + kept.num_eval - 20
+
+
+def test_forget_lists_the_artifacts_that_hold_a_user(tmp_path):
+    from app import forget
+    from towers.contract import RunPaths
+
+    paths = RunPaths(str(tmp_path), "shop")
+    version = tmp_path / "serving" / "recommender" / "7" / "assets"
+    version.mkdir(parents=True)
+    (version / "vocab.txt").write_text("p0123456789abcdef\n")
+    transformed = tmp_path / "pipeline" / "mmtower-shop" / "Transform" / "transformed_examples" / "12" / "Split-train"
+    transformed.mkdir(parents=True)
+    (transformed / "part.gz").write_bytes(gzip.compress(b"..p0123456789abcdef.."))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "run.log").write_text("nothing here")
+    assert forget.record(paths, "p0123456789abcdef") and not forget.record(paths, "p0123456789abcdef")
+    assert forget.holding(paths, "p0123456789abcdef") == [
+        str(tmp_path / "pipeline" / "mmtower-shop" / "Transform" / "transformed_examples" / "12"),
+        str(tmp_path / "serving" / "recommender" / "7"),
+    ]
