@@ -9,6 +9,7 @@ from components import evaluation as ev
 from components.baselines import label
 from components.drift_validator import skew_line
 from components.drift_validator import summary_line as drift_line
+from towers import features as F
 from towers import metrics
 
 RECALL_10, RECALL_50 = metrics.recall_name(10), metrics.recall_name(50)
@@ -98,6 +99,21 @@ def format_check(check: dict) -> str:
     return f"  {verdict}  {check['check']}  ({check['detail']})"
 
 
+def format_attribution(report: dict) -> str:
+    """One line: the modality mix of recommend's top-10 items (towers.explanations), overall and for new items."""
+    found = report.get("recommend", {}).get("attribution") or {}
+    if not found:
+        return ""
+
+    def mix(weights) -> str:
+        return ", ".join(f"{name} {share:.0%}" for share, name in sorted(zip(weights, found["modalities"]), reverse=True) if share >= 0.005)
+
+    line = f"Why (modality mix of recommend's top-10 items): {mix(found['overall'])}"
+    for value, row in found.get("by_slice", {}).get(F.ITEM_FRESHNESS, {}).items():
+        line += f"; {value} items ({row['items']:,}): {mix(row['weights'])}"
+    return line
+
+
 def format_item_graph(graph: dict) -> str:
     """How `recommend` blends the ranker with the item graph and a new-item boost, as the Trainer chose it on
     the validation split ('' when it did not choose)."""
@@ -146,6 +162,8 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
             f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})"
         )
     if line := format_item_graph(summary.item_graph):
+        lines.append(line)
+    if line := format_attribution(summary.retrieval_report):
         lines.append(line)
     lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
     lines += [f"  FAIL  ranking (TFMA): {failure}" for failure in summary.ranking_failures]

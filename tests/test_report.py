@@ -91,3 +91,26 @@ def test_the_run_summary_prints_missing_and_nan_metrics_as_n_a_never_nan():
     assert "n/a" in printed and "0.4000" in printed and "1.20x [1.00-1.40] per user" in printed
     assert "vs most_popular n/a [n/a-1.50] per event" in printed and "like/auc n/a, like/ndcg@10 0.5000" in printed
     assert "two-tower n/a/0.5000" in printed  # cold items: Recall@10 missing, Recall@50 present
+
+
+def test_attribution_line_names_the_mix_overall_and_for_new_items():
+    from app.report import format_attribution
+
+    report = {
+        "recommend": {
+            "attribution": {
+                "modalities": ["id", "metadata", "image"],
+                "overall": [0.5, 0.3, 0.2],
+                "by_slice": {
+                    "item_freshness": {
+                        "cold": {"items": 12, "weights": [0.0, 0.4, 0.6]},
+                        "warm": {"items": 988, "weights": [0.5, 0.3, 0.2]},
+                    }
+                },
+            }
+        }
+    }
+    line = format_attribution(report)
+    assert line.startswith("Why (modality mix of recommend's top-10 items): id 50%, metadata 30%, image 20%")
+    assert "cold items (12): image 60%, metadata 40%" in line and "cold items (12): image 60%, metadata 40%, id" not in line
+    assert format_attribution({}) == ""

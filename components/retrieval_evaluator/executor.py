@@ -135,15 +135,43 @@ def evaluate_model(
             continue
         overall = {**summarize(outputs[key], catalog_size), **list_metrics(model, outputs[key][contract.ITEM_IDS_OUTPUT])}
         result[key] = {"overall": overall, "by_slice": by_slice(outputs[key], slices, catalog_size)}
+    if outputs[RECOMMEND]:
+        result[RECOMMEND]["attribution"] = attribution(model, outputs[RECOMMEND][contract.ITEM_IDS_OUTPUT])
     return result, problems, outputs, kept
+
+
+def _positions(model, top_ids: np.ndarray) -> np.ndarray:
+    """Catalog positions of the ids in `top_ids` (-1: not in the catalog or no item)."""
+    position = {item: i for i, item in enumerate(model.catalog_ids.numpy().tolist())}
+    return np.vectorize(lambda item: position.get(item, -1), otypes=[np.int64])(top_ids) if top_ids.size else top_ids.astype(np.int64)
+
+
+def attribution(model, top_ids: np.ndarray) -> dict:
+    """The mean modality weights (towers.explanations) of the items in the top-10 lists, overall and per item slice
+    (new items: content only); {} for a model without them."""
+    weights = getattr(model, "catalog_modality_weights", None)
+    if weights is None:
+        return {}
+    weights = weights.numpy()
+    positions = _positions(model, top_ids[:, : metrics.NDCG_K]).reshape(-1)
+    positions = positions[positions >= 0]
+    if not len(positions):
+        return {}
+    out = {"modalities": [m.decode() for m in model.modality_names.numpy()], "overall": weights[positions].mean(axis=0).tolist()}
+    out["by_slice"] = {}
+    for name, table in model.catalog_slices.items():
+        values = table.numpy()[positions]
+        out["by_slice"][name] = {
+            value.decode(): {"items": int((values == value).sum()), "weights": weights[positions[values == value]].mean(axis=0).tolist()}
+            for value in sorted(set(values.tolist()))
+        }
+    return out
 
 
 def list_metrics(model, top_ids: np.ndarray) -> dict[str, float]:
     """Intra-list diversity and category coverage of the top-10 lists `top_ids` [n, 10], from the model's catalog
     embeddings and categories (a model exported before it had categories: NaN)."""
-    ids = model.catalog_ids.numpy()
-    position = {item: i for i, item in enumerate(ids.tolist())}
-    positions = np.vectorize(lambda item: position.get(item, -1), otypes=[np.int64])(top_ids) if top_ids.size else top_ids
+    positions = _positions(model, top_ids)
     categories = getattr(model, "catalog_categories", None)
     return {
         ev.DIVERSITY: ev.list_diversity(positions, model.catalog_embeddings.numpy()),
