@@ -708,8 +708,8 @@ def test_recommend_explains_each_item_by_history_and_modality_mix(run):
 
     found = summary.read(paths).retrieval_report["recommend"]["attribution"]  # per run, by item slice
     assert found["modalities"] == names and abs(sum(found["overall"]) - 1.0) < 1e-4
-    cold = found["by_slice"]["item_freshness"].get("cold")
-    assert cold is None or cold["weights"][0] == 0.0  # new items in the lists: content only
+    new_items_mix = found["by_slice"]["item_freshness"].get("cold")
+    assert new_items_mix is None or new_items_mix["weights"][0] == 0.0  # new items in the lists: content only
     cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset, "--explain"]
     shown = subprocess.run(cli + ["--user", "someone-new", "--history", ",".join(history[:3]), "--k", "3"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
