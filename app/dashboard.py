@@ -440,6 +440,23 @@ def _baselines(latest: run_summary.RunSummary) -> dict:
     return out
 
 
+def _attribution(report: dict) -> dict | None:
+    """The modality mix of recommend's top-10 items per item slice (the RetrievalEvaluator's `attribution`), as a table
+    and a bar chart (one bar group per slice value, one bar per modality); None when the model has none."""
+    found = report.get("recommend", {}).get("attribution") or {}
+    if not found:
+        return None
+    rows = [["all", "", sum(r["items"] for r in found["by_slice"].get(F.ITEM_FRESHNESS, {}).values()), *found["overall"]]]
+    for name in (F.ITEM_FRESHNESS, F.ITEM_POPULARITY, F.ITEM_MODALITIES):
+        rows += [[name, value, row["items"], *row["weights"]] for value, row in found["by_slice"].get(name, {}).items()]
+    modalities = found["modalities"]
+    labels = [f"{row[0]}={row[1]}" if row[1] else "all" for row in rows]
+    return {
+        "table": table(["slice", "value", "listed items", *modalities], rows),
+        "chart": bar_chart("Modality mix per item slice", labels, {m: [row[3 + k] for row in rows] for k, m in enumerate(modalities)}),
+    }
+
+
 def _round(value, digits: int) -> str:
     return MISSING if _missing(value) else f"{value:.{digits}f}"
 
@@ -482,6 +499,7 @@ def render_page(
             if ranking.get(("", ""))
             else None,
             "slices": _slices(report, ranking),
+            "attribution": _attribution(report),
         }
     if runs:
         labels = [time.strftime("%m-%d %H:%M", time.gmtime(m.when)) for m in runs]

@@ -83,7 +83,15 @@ def _fake_run() -> tuple[summary.RunSummary, dict]:
             "by_freshness": {ev.COLD: {"count": 4, R50: NAN}, ev.WARM: {"count": 16, R50: 0.5}},
             "among_own_kind": {ev.COLD: {"count": 4, R50: 0.25}, ev.WARM: {"count": 16, R50: 0.5}},
         },
-        "recommend": {"overall": recommend, "by_slice": {F.ITEM_POPULARITY: {"head": {R10: 0.45}}}},
+        "recommend": {
+            "overall": recommend,
+            "by_slice": {F.ITEM_POPULARITY: {"head": {R10: 0.45}}},
+            "attribution": {
+                "modalities": ["id", "metadata", "image"],
+                "overall": [0.5, 0.3, 0.2],
+                "by_slice": {F.ITEM_FRESHNESS: {"cold": {"items": 3, "weights": [0.0, 0.4, 0.6]}, "warm": {"items": 7, "weights": [0.6, 0.3, 0.1]}}},
+            },
+        },
         "comparison": {
             R10: {
                 "users": 1500,
@@ -139,12 +147,21 @@ def test_the_page_never_shows_nan_and_marks_missing_values():
 def test_the_page_escapes_what_it_shows_and_keeps_its_sections():
     page = _page(_runs(0.2))
     assert "/out/&lt;a&amp;b&gt;" in page and "/models/&lt;1&gt;" in page and "<a&b>" not in page
-    for heading in ("Latest model: BLESSED and pushed", "Overall, eval split", "1,500 users", "12,345 events", "Per slice", "Across runs"):
+    for heading in (
+        "Latest model: BLESSED and pushed",
+        "Overall, eval split",
+        "1,500 users",
+        "12,345 events",
+        "Why: the modality mix",
+        "item_freshness=cold",
+        "Per slice",
+        "Across runs",
+    ):
         assert heading in page, heading
     assert "document.body.dataset.plotsRendered" in page and "document.body.dataset.tableRows" in page
     svgs = Svgs(page).svgs
-    # overall bars, one bar chart per slice feature with values, the across-runs line chart: what the self-check counts
-    assert len(svgs) == 2 + 2
+    # overall bars, the modality mix, one bar chart per slice feature with values, the across-runs line chart
+    assert len(svgs) == 2 + 3
     assert all(svg[0][0] == "svg" and svg[0][1]["class"] == "plot" for svg in svgs)
 
 
