@@ -99,6 +99,21 @@ def format_check(check: dict) -> str:
     return f"  {verdict}  {check['check']}  ({check['detail']})"
 
 
+def format_privacy(found: dict) -> str:
+    """One line: pseudonymous or raw user ids, and the users' k-anonymity over their attributes (summary.privacy_report)."""
+    if not found:
+        return ""
+    ids = (
+        f"user ids pseudonymised (key id {found['pseudonym_key_id']})" if found["pseudonym_key_id"] else "raw user ids (--no-pseudonymize)"
+    )
+    if not found["quasi_identifiers"]:
+        return f"Privacy: {ids}; no user attributes"
+    return (
+        f"Privacy: {ids}; k-anonymity over {', '.join(found['quasi_identifiers'])}: smallest group {found['smallest_group']}, "
+        f"{found['users_below_k']:,} of {found['users']:,} users in groups under {found['k']}"
+    )
+
+
 def format_attribution(report: dict) -> str:
     """One line: the modality mix of recommend's top-10 items (towers.explanations), overall and for new items."""
     found = report.get("recommend", {}).get("attribution") or {}
@@ -164,6 +179,8 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
     if line := format_item_graph(summary.item_graph):
         lines.append(line)
     if line := format_attribution(summary.retrieval_report):
+        lines.append(line)
+    if line := format_privacy(summary.privacy):
         lines.append(line)
     lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
     lines += [f"  FAIL  ranking (TFMA): {failure}" for failure in summary.ranking_failures]

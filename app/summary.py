@@ -28,6 +28,34 @@ class RunSummary:
     item_graph: dict = field(default_factory=dict)  # the Trainer's item_graph.json: edges, the weights chosen on validation
     ranking_failures: list[str] = field(default_factory=list)  # TFMA's failed thresholds, readable (ranking_failures)
     drift: dict = field(default_factory=dict)  # the DriftValidator's drift.json: features compared, distance, threshold, verdict
+    privacy: dict = field(default_factory=dict)  # pseudonymisation and k-anonymity of the built users (privacy_report)
+
+
+K_ANONYMITY = 5  # the group size under which a combination of user attributes is reported as identifying
+
+
+def privacy_report(data_dir: str) -> dict:
+    """Whether the built users are pseudonymous, and their k-anonymity over the dataset's user attributes (the
+    quasi-identifiers): the smallest group of users sharing one combination, and how many users are in groups under
+    K_ANONYMITY. {} when there is no build."""
+    from collections import Counter
+
+    from mmdata.records import Manifest, read_records
+
+    if not os.path.exists(os.path.join(data_dir, contract.MANIFEST_FILE)):
+        return {}
+    manifest = Manifest.read(data_dir)
+    columns = manifest.roles.user_features
+    rows = read_records(os.path.join(data_dir, contract.USERS_FILE))
+    groups = Counter(tuple(str(row.get(column)) for column in columns) for row in rows)
+    return {
+        "pseudonym_key_id": manifest.pseudonym_key_id,
+        "quasi_identifiers": list(columns),
+        "users": len(rows),
+        "k": K_ANONYMITY,
+        "smallest_group": min(groups.values()) if columns and groups else None,
+        "users_below_k": sum(n for n in groups.values() if n < K_ANONYMITY) if columns else 0,
+    }
 
 
 def _latest(store, type_name: str, component: str, pipeline_name: str):
@@ -112,6 +140,7 @@ def read(paths: RunPaths) -> RunSummary:
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     store = metadata_store.MetadataStore(config)
     summary = RunSummary()
+    summary.privacy = privacy_report(paths.data_dir)
     name = paths.pipeline_name
     if drift := _latest(store, "ExampleAnomalies", DRIFT_VALIDATOR, name):
         from components.drift_validator import read_report

@@ -89,7 +89,9 @@ def _fake_run() -> tuple[summary.RunSummary, dict]:
             "attribution": {
                 "modalities": ["id", "metadata", "image"],
                 "overall": [0.5, 0.3, 0.2],
-                "by_slice": {F.ITEM_FRESHNESS: {"cold": {"items": 3, "weights": [0.0, 0.4, 0.6]}, "warm": {"items": 7, "weights": [0.6, 0.3, 0.1]}}},
+                "by_slice": {
+                    F.ITEM_FRESHNESS: {"cold": {"items": 3, "weights": [0.0, 0.4, 0.6]}, "warm": {"items": 7, "weights": [0.6, 0.3, 0.1]}}
+                },
             },
         },
         "comparison": {

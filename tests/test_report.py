@@ -114,3 +114,18 @@ def test_attribution_line_names_the_mix_overall_and_for_new_items():
     assert line.startswith("Why (modality mix of recommend's top-10 items): id 50%, metadata 30%, image 20%")
     assert "cold items (12): image 60%, metadata 40%" in line and "cold items (12): image 60%, metadata 40%, id" not in line
     assert format_attribution({}) == ""
+
+
+def test_privacy_line_reports_pseudonyms_and_k_anonymity(tmp_path):
+    from app.report import format_privacy
+    from app.summary import privacy_report
+    from mmdata import registry
+
+    registry.build("movielens-100k", str(tmp_path), max_users=30, privacy_key=b"k" * 32)
+    found = privacy_report(str(tmp_path))
+    assert found["users"] == 943 and found["quasi_identifiers"] == ["gender", "occupation", "zip_code", "age"]
+    assert found["smallest_group"] == 1 and 0 < found["users_below_k"] <= 943  # zip prefix x age x occupation: often unique
+    line = format_privacy(found)
+    assert line.startswith(f"Privacy: user ids pseudonymised (key id {found['pseudonym_key_id']}); k-anonymity over gender")
+    assert "of 943 users in groups under 5" in line
+    assert format_privacy({}) == "" and privacy_report(str(tmp_path / "none")) == {}
