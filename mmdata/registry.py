@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,7 @@ def build(
         interactions, catalog, users, upstream = spec.loader(max_users=max_users)
         if privacy_key is not None:  # its files hold pseudonyms already: raw ids are not written out
             interactions, users = (_pseudonymised(frame, privacy_key) for frame in (interactions, users))
+            upstream = [_scrubbed(row) for row in upstream]
         interactions, users = (frame[~frame[F.USER_ID].isin(forgotten)] for frame in (interactions, users))
         media_root, media = spec.media(catalog) if spec.media else (None, None)
         path = export.write_contract(
@@ -209,6 +211,12 @@ def build(
         source,
         key_id,
     )
+
+
+def _scrubbed(row):
+    """A loader's quarantine row without what may hold a raw user id: its raw text, and a user id quoted in its reason."""
+    reason = re.sub(r"'[^']*'", "'(withheld)'", row.reason) if row.field == F.USER_ID else row.reason
+    return dataclasses.replace(row, raw="", reason=reason)
 
 
 def _pseudonymised(frame, key: bytes):
