@@ -231,7 +231,8 @@ def recommend_outputs(
     signature = model.signatures[name]
     extra = {contract.EXCLUDE_SEEN_INPUT: tf.constant([exclude_seen])} if rank else {}
     if diversity is not None:
-        extra.update({key: tf.constant([value]) for key, value in diversity.inputs().items()})
+        specs = signature.structured_input_signature[1]
+        extra.update({key: tf.constant([value], dtype=specs[key].dtype) for key, value in diversity.inputs().items()})
     outputs = signature(**query_inputs(signature, user, int(timestamp or time.time())), **extra)
     return {key: value.numpy() for key, value in outputs.items()}
 

@@ -146,7 +146,7 @@ def _parse_item(raw: dict, keep_with_issue) -> dict:
 def _parse_user(raw: dict, keep_with_issue) -> dict:
     return {
         F.USER_ID: _nonempty(raw, F.USER_ID),
-        F.AGE: _as_int(raw, F.AGE, 1, 120),
+        F.AGE: float(_as_int(raw, F.AGE, 1, 120)),  # a numeric column: a float, as a data contract reads it
         F.GENDER: _nonempty(raw, F.GENDER),
         F.OCCUPATION: _nonempty(raw, F.OCCUPATION),
         F.ZIP_CODE: _nonempty(raw, F.ZIP_CODE)[:ZIP_PREFIX_LENGTH],

@@ -26,7 +26,7 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
             elif isinstance(left, list | tuple):
                 assert list(left) == list(right), column
             else:
-                assert left == right, (column, left, right)
+                assert left == right and isinstance(right, float) == isinstance(left, float), (column, left, right)
 
 
 def _round_trip(tmp_path, name, roles, loaded, media_root=None, media=None):

@@ -69,7 +69,7 @@ def test_query_features_alone_transform(transform_output):
     raw = {
         F.USER_ID: tf.constant([[b"1"], [b"unknown"]]),
         F.TIMESTAMP: tf.constant([[0], [6 * 3600]], tf.int64),
-        F.AGE: tf.constant([[24], [53]], tf.int64),
+        F.AGE: tf.constant([[24.0], [53.0]], tf.float32),
         F.GENDER: tf.constant([[b"M"], [b"F"]]),
         F.OCCUPATION: tf.constant([[b"technician"], [b"other"]]),
         F.ZIP_CODE: tf.constant([[b"85711"], [b"94043"]]),
