@@ -377,8 +377,8 @@ def test_report_renders_plots_and_tables_in_headless_chromium(run, tmp_path):
         check=True,
     )
     rendered = dict(re.findall(r'data-(plots-rendered|table-rows)="(\d+)"', browser.stdout))
-    # overall bars, one bar chart per slice feature, the across-runs line chart
-    assert int(rendered["plots-rendered"]) == 2 + len(F.EVAL_SLICE_FEATURES)
+    # overall bars, the modality mix per item slice, one bar chart per slice feature, the across-runs line chart
+    assert int(rendered["plots-rendered"]) == 3 + len(F.EVAL_SLICE_FEATURES)
     assert int(rendered["table-rows"]) > 20
 
 
