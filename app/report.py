@@ -22,9 +22,11 @@ def format_metrics_table(model: dict[str, float], recommend: dict[str, float], b
     columns = {PATHS["retrieval"]: model, PATHS["recommend"]: recommend}
     columns.update({name: row["overall"] for name, row in baselines.get("baselines", {}).items()})
     width = max([14] + [len(title) + 2 for title in columns])
-    rows = [f"{'metric':<16}" + "".join(f"{title:>{width}}" for title in columns)]
-    for name in metrics.METRIC_NAMES + ev.LIST_METRICS:
-        rows.append(f"{name:<16}" + "".join(f"{_fmt(values.get(name)):>{width}}" for values in columns.values()))
+    names = metrics.METRIC_NAMES + ev.LIST_METRICS
+    label = max(len(name) for name in names) + 1
+    rows = [f"{'metric':<{label}}" + "".join(f"{title:>{width}}" for title in columns)]
+    for name in names:
+        rows.append(f"{name:<{label}}" + "".join(f"{_fmt(values.get(name)):>{width}}" for values in columns.values()))
     return "\n".join(rows)
 
 

@@ -122,7 +122,9 @@ def run(config: RunConfig) -> tuple[RunPaths, dict[str, float]]:
         eval_fraction=config.eval_fraction,
         spans=config.spans,
         validation_fraction=config.validation_fraction,
-        beam_args=config.beam_pipeline_args or beam_args(config.direct_num_workers),
+        # A profile's runner (Dataflow, Flink, Spark) builds it there; the local DirectRunner builds it in memory: its
+        # worker processes would only add their start-up (it keeps every PCollection in memory in either mode).
+        beam_args=config.beam_pipeline_args or beam_args(1),
         privacy_key=key,
         forgotten=forgotten_users(paths),
     )
