@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from bench import results  # noqa: E402
 from components import evaluation as ev  # noqa: E402
+from components.retrieval_evaluator import executor  # noqa: E402
 from mmdata.records import read_records, split_dir  # noqa: E402
 from towers import contract, metrics  # noqa: E402
 from towers import features as F  # noqa: E402
@@ -71,19 +72,16 @@ def score(model, batches: list[dict], truth: list[bytes], weight: float, cap: in
             max_per_category=tf.fill([n], tf.constant(cap, tf.int64)),
         )
         listed.append(out[contract.ITEM_IDS_OUTPUT].numpy()[:, : metrics.NDCG_K])
-    top = np.concatenate(listed)
-    ids = model.catalog_ids.numpy().tolist()
-    position = {item: i for i, item in enumerate(ids)}
-    positions = np.vectorize(lambda item: position.get(item, -1), otypes=[np.int64])(top)
-    truth_positions = np.array([position.get(item, -2) for item in truth], np.int64)
-    hits = positions == truth_positions[:, None]
-    ranks = np.argmax(hits, axis=1)
+    index = executor.catalog_index(model)
+    positions = executor.positions_of(index, np.concatenate(listed))
+    truth_positions = np.array([index.get(item, -3) for item in truth], np.int64)  # -3: matches neither an item nor padding
+    per_event = ev.hits(positions, truth_positions)
+    recall, ndcg = metrics.recall_name(10), metrics.ndcg_name(10)
     return {
-        "recall_at_10": float(hits.any(axis=1).mean()),
-        "ndcg_at_10": float(np.where(hits.any(axis=1), 1.0 / np.log2(ranks + 2), 0.0).mean()),
-        ev.DIVERSITY: ev.list_diversity(positions, model.catalog_embeddings.numpy()),
-        ev.CATEGORY_COVERAGE: ev.category_coverage(positions, model.catalog_categories.numpy()),
-        ev.COVERAGE: ev.coverage(positions, len(ids)),
+        recall: float(per_event[recall].mean()),
+        ndcg: float(per_event[ndcg].mean()),
+        **executor.list_metrics(model, positions),
+        ev.COVERAGE: ev.coverage(positions, len(index)),
     }
 
 
@@ -108,7 +106,7 @@ def main() -> int:
             row = {"weight": weight, "cap": cap, **score(model, batches, truth, weight, cap), "seconds": time.monotonic() - started}
             rows.append(row)
             print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
-    names = ["recall_at_10", "ndcg_at_10", ev.DIVERSITY, ev.CATEGORY_COVERAGE, ev.COVERAGE]
+    names = [metrics.recall_name(10), metrics.ndcg_name(10), ev.DIVERSITY, ev.CATEGORY_COVERAGE, ev.COVERAGE]
     lines = [
         f"# Accuracy / diversity of `recommend_diverse` ({args.dataset}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 2 cores)",
         "",

@@ -21,7 +21,7 @@ class DatasetSpec:
 
     name: str
     description: str
-    loader: Callable  # (max_users) -> (interactions, catalog, users, quarantined); a user's dataset: files.load
+    loader: Callable | None  # a built-in dataset: (max_users) -> (interactions, catalog, users, quarantined); a user's: None
     schema_name: str  # folder under schemas/ (built-in datasets)
     modalities: tuple[str, ...] = ("text",)  # item content the catalog carries (encoder names)
     eval_fraction: float = 0.1
@@ -85,7 +85,7 @@ def from_contract(path: str) -> DatasetSpec:
 
     Its schema is `schema/schema.pbtxt` beside the contract: inferred by the first run, curated by the user.
     """
-    from mmdata import contract, files
+    from mmdata import contract
 
     declared = contract.load(path)
     name = declared.dataset
@@ -94,7 +94,7 @@ def from_contract(path: str) -> DatasetSpec:
     spec = DatasetSpec(
         name=name,
         description=f"your dataset, declared in {path}",
-        loader=lambda max_users=None: files.load(declared, max_users=max_users),
+        loader=None,  # build() reads the contract's files
         schema_name="",
         schema_file=os.path.join(os.path.dirname(os.path.abspath(path)), SCHEMA_DIR, SCHEMA_FILE),
         modalities=declared.modalities,

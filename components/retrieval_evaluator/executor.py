@@ -129,31 +129,39 @@ def evaluate_model(
     catalog_size = int(tf.size(model.catalog_ids))
     slices = {name: outputs["slices"][name] for name in F.EVAL_SLICE_FEATURES} if with_slices and outputs["slices"] else {}
     result = {}
+    position = catalog_index(model)
     for key in SIGNATURES:
         if not outputs[key]:
             result[key] = {"overall": {"count": 0}, "by_slice": {}}
             continue
-        overall = {**summarize(outputs[key], catalog_size), **list_metrics(model, outputs[key][contract.ITEM_IDS_OUTPUT])}
-        result[key] = {"overall": overall, "by_slice": by_slice(outputs[key], slices, catalog_size)}
-    if outputs[RECOMMEND]:
-        result[RECOMMEND]["attribution"] = attribution(model, outputs[RECOMMEND][contract.ITEM_IDS_OUTPUT])
+        top = positions_of(position, outputs[key][contract.ITEM_IDS_OUTPUT])
+        result[key] = {
+            "overall": {**summarize(outputs[key], catalog_size), **list_metrics(model, top)},
+            "by_slice": by_slice(outputs[key], slices, catalog_size),
+        }
+        if key == RECOMMEND:
+            result[key]["attribution"] = attribution(model, top)
     return result, problems, outputs, kept
 
 
-def _positions(model, top_ids: np.ndarray) -> np.ndarray:
-    """Catalog positions of the ids in `top_ids` (-1: not in the catalog or no item)."""
-    position = {item: i for i, item in enumerate(model.catalog_ids.numpy().tolist())}
-    return np.vectorize(lambda item: position.get(item, -1), otypes=[np.int64])(top_ids) if top_ids.size else top_ids.astype(np.int64)
+def catalog_index(model) -> dict[bytes, int]:
+    """Item id -> catalog position of a loaded model."""
+    return {item: i for i, item in enumerate(model.catalog_ids.numpy().tolist())}
 
 
-def attribution(model, top_ids: np.ndarray) -> dict:
-    """The mean modality weights (towers.explanations) of the items in the top-10 lists, overall and per item slice
-    (new items: content only); {} for a model without them."""
+def positions_of(index: dict[bytes, int], top_ids: np.ndarray) -> np.ndarray:
+    """Catalog positions of the ids in `top_ids` (-1: not in the catalog, or no item)."""
+    return np.vectorize(lambda item: index.get(item, -1), otypes=[np.int64])(top_ids) if top_ids.size else top_ids.astype(np.int64)
+
+
+def attribution(model, top_positions: np.ndarray) -> dict:
+    """The mean modality weights (towers.explanations) of the items in the top-10 lists (catalog positions), overall
+    and per item slice (new items: content only); {} for a model without them."""
     weights = getattr(model, "catalog_modality_weights", None)
     if weights is None:
         return {}
     weights = weights.numpy()
-    positions = _positions(model, top_ids[:, : metrics.NDCG_K]).reshape(-1)
+    positions = top_positions[:, : metrics.NDCG_K].reshape(-1)
     positions = positions[positions >= 0]
     if not len(positions):
         return {}
@@ -168,10 +176,9 @@ def attribution(model, top_ids: np.ndarray) -> dict:
     return out
 
 
-def list_metrics(model, top_ids: np.ndarray) -> dict[str, float]:
-    """Intra-list diversity and category coverage of the top-10 lists `top_ids` [n, 10], from the model's catalog
-    embeddings and categories (a model exported before it had categories: NaN)."""
-    positions = _positions(model, top_ids)
+def list_metrics(model, positions: np.ndarray) -> dict[str, float]:
+    """Intra-list diversity and category coverage of the top-10 lists (catalog positions [n, >= 10]), from the model's
+    catalog embeddings and categories (a model exported before it had categories: NaN)."""
     categories = getattr(model, "catalog_categories", None)
     return {
         ev.DIVERSITY: ev.list_diversity(positions, model.catalog_embeddings.numpy()),
