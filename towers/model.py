@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from towers import dp as dp_lib
 from towers import features as F
 from towers.hparams import HParams
 from towers.towers import CandidateTower, QueryTower, shared_content_projection
@@ -38,6 +39,9 @@ class TwoTowerModel(tfrs.Model):
     `history_content`: optional content table for the query tower (see towers.HistoryContent).
     `text_encoder`: optional trainable text encoder for the candidate tower (fine-tuning).
     `roles`: the dataset's declared user and item features (towers.features.FeatureRoles).
+    `dp`: differentially private training (towers.dp): each example's gradient is clipped and noised, and its
+    softmax is over `dp.negatives` items drawn uniformly from `item_table` (item index -> candidate inputs)
+    instead of the other examples' items; None: the usual in-batch softmax.
     """
 
     def __init__(
@@ -49,9 +53,15 @@ class TwoTowerModel(tfrs.Model):
         history_content=None,
         text_encoder=None,
         roles: F.FeatureRoles = F.NO_FEATURES,
+        dp: dp_lib.Budget | None = None,
+        item_table: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.hp = hp
+        self.dp = dp
+        self.item_table = {name: tf.constant(values) for name, values in (item_table or {}).items()}
+        if dp is not None and not self.item_table:
+            raise ValueError("differentially private training needs the item table its negatives are drawn from")
         # the shared content coordinates compare the history's content with the item's: only with a history in the query
         shared = shared_content_projection(hp) if history_content is not None and "history" in hp.query_features else None
         self.query_tower = QueryTower(vocab_sizes, hp, history_content, shared, roles)
@@ -72,3 +82,45 @@ class TwoTowerModel(tfrs.Model):
             compute_metrics=False,
             training=training,
         )
+
+    def example_losses(self, features: dict, negatives: dict, training: bool = False) -> tf.Tensor:
+        """float32 [batch]: each example's softmax loss over its item and `negatives` (candidate inputs [S, ...]),
+        a negative equal to the example's item left out; one example's loss reads no other example."""
+        queries = self.query_tower(features, training=training)
+        positive = tf.reduce_sum(queries * self.candidate_tower(features, training=training), axis=1, keepdims=True)
+        negative = tf.matmul(queries, self.candidate_tower(negatives, training=training), transpose_b=True)
+        hit = tf.equal(features[F.ITEM_INDEX][:, tf.newaxis], negatives[F.ITEM_INDEX][tf.newaxis, :])
+        logits = tf.concat([positive, tf.where(hit, -1e9, negative)], axis=1) / self.hp.temperature
+        return tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
+
+    def sample_negatives(self) -> dict:
+        """`dp.negatives` items drawn uniformly (with replacement) from the vocabulary: their candidate inputs."""
+        items = tf.shape(self.item_table[F.ITEM_INDEX], out_type=tf.int64)[0] - F.NUM_OOV_BUCKETS
+        drawn = tf.random.uniform([self.dp.negatives], 0, items, dtype=tf.int64)
+        return {name: tf.gather(values, drawn) for name, values in self.item_table.items()}
+
+    def train_step(self, features):
+        if self.dp is None:
+            return super().train_step(features)
+        variables = self.trainable_variables
+        summed = [tf.zeros_like(v) for v in variables]
+        losses = []
+        batch = tf.shape(features[F.ITEM_INDEX])[0]
+        for start in range(0, self.dp.batch_size, dp_lib.CHUNK):  # per-example gradients a chunk at a time
+            chunk = {name: values[start : start + dp_lib.CHUNK] for name, values in features.items()}
+            with tf.GradientTape() as tape:
+                loss = self.example_losses(chunk, self.sample_negatives(), training=True)
+            per_example = tape.jacobian(loss, variables, experimental_use_pfor=True)
+            rows = tf.shape(loss)[:1]
+            per_example = [tf.zeros(tf.concat([rows, tf.shape(v)], 0)) if g is None else g for g, v in zip(per_example, variables)]
+            summed = [s + c for s, c in zip(summed, dp_lib.clipped_sum(per_example, self.dp.clip))]
+            losses.append(loss)
+        with tf.control_dependencies([tf.debugging.assert_equal(batch, self.dp.batch_size, message="DP-SGD needs full batches")]):
+            gradients = dp_lib.noisy_mean(summed, self.dp.clip, self.dp.noise_multiplier, self.dp.batch_size)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return {"loss": tf.reduce_mean(tf.concat(losses, axis=0))}
+
+    def test_step(self, features):
+        if self.dp is None:
+            return super().test_step(features)
+        return {"loss": tf.reduce_mean(self.example_losses(features, self.sample_negatives()))}
