@@ -377,6 +377,27 @@ def _pipeline_arguments(parser, defaults) -> None:
         f"(the ScaNN-enabled image; for large catalogs) (default: {defaults.retrieval_index})",
     )
     parser.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=defaults.dp_epsilon,
+        metavar="EPSILON",
+        help="train the two towers with differential privacy (DP-SGD, per training event): the noise is calibrated so the "
+        "whole training is (EPSILON, delta)-DP; the query tower then reads no user id, recommend ranks by the retrieval "
+        "score and no co-occurrence graph is built; about 5-10x slower training (docs/privacy.md) (default: off)",
+    )
+    parser.add_argument(
+        "--dp-delta",
+        type=float,
+        default=defaults.dp_delta,
+        help="the delta of --dp-epsilon (default: 1 / (10 x training events), rounded down)",
+    )
+    parser.add_argument(
+        "--dp-clip",
+        type=float,
+        default=defaults.dp_clip,
+        help=f"L2 norm each example's gradient is clipped to (default: {defaults.dp_clip})",
+    )
+    parser.add_argument(
         "--min-recall",
         type=float,
         default=base.min_recall_at_100,
@@ -420,6 +441,9 @@ def _options(args):
         fusion=args.fusion,
         fine_tune_text=args.fine_tune_text,
         retrieval_index=args.retrieval_index,
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+        dp_clip=args.dp_clip,
     )
     return Options(
         hparams=hparams,

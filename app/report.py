@@ -116,6 +116,18 @@ def format_privacy(found: dict) -> str:
     )
 
 
+def format_differential_privacy(budget: dict) -> str:
+    """One line: the (epsilon, delta) the two towers were trained to (towers.dp.Budget), or that they were not."""
+    if not budget:
+        return "Differential privacy: off (--dp-epsilon to train with it)"
+    return (
+        f"Differential privacy: the two towers are ({budget['epsilon']:.2f}, {budget['delta']:.0e})-DP per training event "
+        f"(DP-SGD: noise {budget['noise_multiplier']:.3f} x clip {budget['clip']:g}, {budget['steps']:,} steps of "
+        f"{budget['batch_size']:,} of {budget['examples']:,} events, {budget['negatives']} sampled negatives); "
+        "recommend ranks by the retrieval score"
+    )
+
+
 def format_attribution(report: dict) -> str:
     """One line: the modality mix of recommend's top-10 items (towers.explanations), overall and for new items."""
     found = report.get("recommend", {}).get("attribution") or {}
@@ -184,6 +196,8 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
         lines.append(line)
     if line := format_privacy(summary.privacy):
         lines.append(line)
+    if summary.model_uri:
+        lines.append(format_differential_privacy(summary.differential_privacy))
     lines += [format_check(check) for check in summary.retrieval_report.get("checks", [])]
     lines += [f"  FAIL  ranking (TFMA): {failure}" for failure in summary.ranking_failures]
     if summary.blessed is None:

@@ -29,6 +29,7 @@ class RunSummary:
     ranking_failures: list[str] = field(default_factory=list)  # TFMA's failed thresholds, readable (ranking_failures)
     drift: dict = field(default_factory=dict)  # the DriftValidator's drift.json: features compared, distance, threshold, verdict
     privacy: dict = field(default_factory=dict)  # pseudonymisation and k-anonymity of the built users (privacy_report)
+    differential_privacy: dict = field(default_factory=dict)  # the Trainer's DP budget (towers.dp.Budget); empty: trained without DP
 
 
 K_ANONYMITY = 5  # the group size under which a combination of user attributes is reported as identifying
@@ -178,11 +179,14 @@ def read(paths: RunPaths) -> RunSummary:
         summary.content_items = {modality: len(items) for modality, items in read_item_embeddings(content.uri).items()}
     if model := _latest(store, "Model", TRAINER, name):
         summary.model_uri = model.uri
-        from towers.contract import ITEM_GRAPH_FILE
+        from towers.contract import DP_FILE, ITEM_GRAPH_FILE
 
         if os.path.exists(graph_file := os.path.join(model.uri, ITEM_GRAPH_FILE)):
             with open(graph_file) as f:
                 summary.item_graph = json.load(f)
+        if os.path.exists(dp_file := os.path.join(model.uri, DP_FILE)):
+            with open(dp_file) as f:
+                summary.differential_privacy = json.load(f)
     if pushed := _latest(store, "PushedModel", PUSHER, name):
         if pushed.custom_properties["pushed"].int_value:
             summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

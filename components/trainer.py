@@ -20,10 +20,12 @@ from components import evaluation as ev
 from components import item_graph, ranking_data, slices
 from components.content_embedder.embeddings import read_item_embeddings
 from towers import contract, exporter, warm_start
+from towers import dp as dp_lib
 from towers import features as F
 from towers.catalog import UNKNOWN_CATEGORY, CatalogTables
 from towers.contract import (
     CATALOG_PATH_KEY,
+    DP_FILE,
     FEATURE_ROLES_KEY,
     HPARAMS_KEY,
     ITEM_EMBEDDINGS_URI_KEY,
@@ -34,8 +36,8 @@ from towers.contract import (
 )
 from towers.hparams import HParams
 from towers.model import TwoTowerModel, item_sampling_probability
-from towers.ranking import ENGAGEMENT_LOGIT, RankingModel
-from towers.towers import content_profile, profile_modalities
+from towers.ranking import ENGAGEMENT_LOGIT, RankingModel, RetrievalScoreRanker
+from towers.towers import candidate_inputs, content_profile, profile_modalities
 
 RETRIEVAL_STATE, RANKING_STATE = "retrieval", "ranking"
 TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the model was trained on
@@ -281,8 +283,13 @@ def train(
         texts = catalog_texts(fn_args.custom_config[CATALOG_PATH_KEY])
         content_by_index[F.ITEM_TEXT] = np.array([texts.get(item, "") for item in item_vocab] + [""] * F.NUM_OOV_BUCKETS, dtype=object)
         absl.logging.info("fine-tuning the text encoder %s", fn_args.custom_config[TEXT_ENCODER_KEY])
+    budget, item_table = None, None
+    if hp.dp_epsilon > 0:
+        budget, item_table = private_training(fn_args, tft_output, hp, roles, content, content_by_index, fine_tune or base is not None)
     with distribution_strategy(hp.distribution).scope():
-        model = TwoTowerModel(vocab_sizes(tft_output, roles), probability, hp, content_dims(content), history_content, text_encoder, roles)
+        model = TwoTowerModel(
+            vocab_sizes(tft_output, roles), probability, hp, content_dims(content), history_content, text_encoder, roles, budget, item_table
+        )
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
     train_ds = _dataset(
         fn_args, fn_args.train_files, tft_output, hp.batch_size, shuffle=True, seed=hp.seed, content_by_index=content_by_index, after=after
@@ -308,6 +315,22 @@ def train(
         )
     model.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=callbacks, verbose=2)
     return model, report
+
+
+def private_training(
+    fn_args, tft_output, hp: HParams, roles: F.FeatureRoles, content: dict, content_by_index: dict, refused: bool
+) -> tuple[dp_lib.Budget, dict[str, np.ndarray]]:
+    """DP-SGD's budget for hp.dp_epsilon (the noise for the training's steps) and the item table its negatives are drawn from."""
+    if refused:
+        raise ValueError(
+            "differentially private training starts from scratch with a frozen text encoder: drop --warm-start / --fine-tune-text"
+        )
+    rows = len(_decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))) + F.NUM_OOV_BUCKETS
+    batches = _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
+    item_table, examples = dp_lib.item_feature_table(batches, candidate_inputs(roles, content_dims(content)), rows)
+    budget = dp_lib.Budget.plan(hp.dp_epsilon, hp.dp_delta, hp.dp_clip, examples, hp.batch_size, hp.epochs, hp.dp_negatives)
+    absl.logging.info("differentially private training: %s", budget)
+    return budget, item_table
 
 
 def train_ranker(
@@ -467,6 +490,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     saved beside the export, for the next run to start from.
     """
     hp = HParams.from_json(fn_args.custom_config.get(HPARAMS_KEY))
+    if hp.dp_epsilon > 0:
+        hp = dp_lib.private(hp)
     roles = feature_roles(fn_args.custom_config)
     absl.logging.info("hyperparameters: %s; features: %s", hp, roles)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -499,7 +524,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph, modality_weights)
     catalog.categories = category_ids(attributes)
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
-    ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after)
+    if model.dp is None:
+        ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after)
+    else:  # a ranker trained on the events would not be covered by the budget
+        ranker = RetrievalScoreRanker(hp.temperature)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
 
     module = exporter.ServingModule(
@@ -526,6 +554,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), ITEM_GRAPH_FILE), "w") as f:
             json.dump({"edges": graph.edge_counts() if graph else {}, **choice}, f, indent=1)
     exporter.export(module, fn_args.serving_model_dir)
+    if model.dp is not None:
+        with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), DP_FILE), "w") as f:
+            json.dump(model.dp.to_dict(), f, indent=1)
     facts = {
         TRAINED_UNTIL: int(train_data[F.TIMESTAMP].max()),
         "warm_started_from": fn_args.base_model if base else None,

@@ -40,6 +40,7 @@ def test_budget_plan_and_default_delta():
     assert dp.default_delta(30_000) == pytest.approx(2e-6)
     budget = dp.Budget.plan(4.0, 0.0, 1.0, examples=80_000, batch_size=512, epochs=2, negatives=64)
     assert budget.steps == 2 * (80_000 // 512) and budget.delta == 1e-6 and budget.epsilon <= 4.0
+    assert dp.Budget.plan(math.inf, 0.0, 1.0, examples=80_000, batch_size=512, epochs=2, negatives=64).noise_multiplier == 0.0
     with pytest.raises(ValueError, match="full batch"):
         dp.Budget.plan(4.0, 0.0, 1.0, examples=100, batch_size=512, epochs=1, negatives=64)
 
@@ -59,7 +60,7 @@ def test_noise_has_the_calibrated_scale():
 
 
 # no dropout: a training step computes what the test computes in inference mode
-DETERMINISTIC = HP.replace(temperature=1.0, id_dropout=0.0, modality_dropout=0.0, history_encoder="mean")
+DETERMINISTIC = HP.replace(temperature=1.0, id_dropout=0.0, modality_dropout=0.0, history_encoder="mean", dp_uniformity=0.0)
 
 
 def _dp_model(noise_multiplier: float = 0.0, clip: float = 1e6, batch_size: int = 3):
@@ -84,7 +85,7 @@ def test_item_table_holds_each_items_inputs_by_index():
 
 def test_an_examples_loss_reads_no_other_example():
     model, batch = _dp_model()
-    negatives = model.sample_negatives()
+    negatives = model.embed_negatives(model.sample_negatives())
     together = model.example_losses(batch, negatives).numpy()
     for row in range(3):
         alone = model.example_losses({name: values[row : row + 1] for name, values in batch.items()}, negatives).numpy()
@@ -93,7 +94,7 @@ def test_an_examples_loss_reads_no_other_example():
 
 def test_negatives_equal_to_the_examples_item_do_not_count():
     model, batch = _dp_model()
-    negatives = {name: tf.gather(values, [0, 0]) for name, values in model.item_table.items()}  # item 0 twice
+    negatives = model.embed_negatives({name: tf.gather(values, [0, 0]) for name, values in model.item_table.items()})  # item 0 twice
     losses = model.example_losses(batch, negatives).numpy()
     assert losses[0] == pytest.approx(0.0, abs=1e-6)  # example 0's item is 0: no negative left, loss log(1) = 0
     assert losses[1] > 0
@@ -104,14 +105,15 @@ def test_dp_step_applies_the_mean_of_clipped_per_example_gradients():
     clip = 0.05
     model, batch = _dp_model(clip=clip)
     model.compile(optimizer=tf.keras.optimizers.SGD(1.0))
-    model.example_losses(batch, model.sample_negatives())  # builds the weights
+    model.example_losses(batch, model.embed_negatives(model.sample_negatives()))  # builds the weights
     before = [v.numpy() for v in model.trainable_variables]
-    tf.random.set_seed(7)
-    negatives = model.sample_negatives()
+    negatives = {name: tf.gather(values, [0, 1, 2, 3]) for name, values in model.item_table.items()}  # each vocabulary item
     expected = [np.zeros_like(b) for b in before]
     for row in range(3):
         with tf.GradientTape() as tape:
-            loss = model.example_losses({name: values[row : row + 1] for name, values in batch.items()}, negatives)[0]
+            loss = model.example_losses({name: values[row : row + 1] for name, values in batch.items()}, model.embed_negatives(negatives))[
+                0
+            ]
         grads = [
             np.zeros_like(v.numpy()) if g is None else tf.convert_to_tensor(g).numpy()
             for g, v in zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
@@ -119,7 +121,6 @@ def test_dp_step_applies_the_mean_of_clipped_per_example_gradients():
         norm = math.sqrt(sum(float((g**2).sum()) for g in grads))
         assert norm > clip  # the clip is in play
         expected = [e + g * min(1.0, clip / norm) / 3 for e, g in zip(expected, grads)]
-    tf.random.set_seed(7)
     model.sample_negatives = lambda: negatives  # the same draw as above
     model.train_step(batch)
     for b, v, e in zip(before, model.trainable_variables, expected):
@@ -132,9 +133,25 @@ def test_dp_training_runs_and_noise_moves_weights_more():
     moved = []
     for model in (quiet, loud):
         model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
-        model.example_losses(batch, model.sample_negatives())
+        model.example_losses(batch, model.embed_negatives(model.sample_negatives()))
         before = [v.numpy() for v in model.trainable_variables]
         history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0)
         assert np.isfinite(history.history["loss"]).all()
         moved.append(sum(float(np.abs(b - v.numpy()).sum()) for b, v in zip(before, model.trainable_variables)))
     assert moved[1] > 5 * moved[0]
+
+
+def test_the_public_uniformity_term_trains_only_the_item_tower():
+    """With every example's gradient clipped to ~0, what moves is the uniformity term's gradient on catalog items:
+    the item tower's weights, never the query tower's."""
+    model, batch = _dp_model(clip=1e-12)
+    model.hp = model.hp.replace(dp_uniformity=1.0)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
+    model.example_losses(batch, model.embed_negatives(model.sample_negatives()))
+    query = [v.numpy() for v in model.query_tower.trainable_variables]
+    items = [v.numpy() for v in model.candidate_tower.trainable_variables]
+    outputs = model.train_step(batch)
+    assert np.isfinite(outputs["uniformity"].numpy())
+    for before, v in zip(query, model.query_tower.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), before, atol=1e-9)
+    assert any(not np.allclose(v.numpy(), before) for before, v in zip(items, model.candidate_tower.trainable_variables))

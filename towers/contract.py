@@ -40,6 +40,7 @@ ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's anomalies, per split (and
 STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen's statistics, per split (a DatasetFeatureStatisticsList)
 DRIFT_FILE = "drift.json"  # the DriftValidator's report: features compared, distance, threshold, verdict
 WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what the next run can warm-start from
+DP_FILE = "differential_privacy.json"  # beside Format-Serving when trained with DP: towers.dp.Budget
 ITEM_GRAPH_FILE = "item_graph.json"  # beside Format-Serving: the graph's edges and the weights chosen on validation
 
 # --- Components whose outputs the app reads back from ML Metadata (their node ids) ----

@@ -28,11 +28,18 @@ import numpy as np
 import tensorflow as tf
 
 from towers import features as F
+from towers.hparams import HParams
 
 DEFAULT_CLIP = 1.0
 DEFAULT_NEGATIVES = 512
 CHUNK = 128  # examples whose per-example gradients are held at once (memory: CHUNK x weights)
 MAX_NOISE_MULTIPLIER = 1000.0
+
+
+def private(hp: HParams) -> HParams:
+    """`hp` as DP training runs it: the query tower reads no user id (a user's own embedding row would be
+    learned from their events alone) and no co-occurrence item graph is built (its counts are not noised)."""
+    return hp.replace(query_features=tuple(f for f in hp.query_features if f != "id"), item_graph=False)
 
 
 def default_delta(examples: int) -> float:
@@ -86,12 +93,13 @@ class Budget:
 
     @classmethod
     def plan(cls, target_epsilon: float, delta: float, clip: float, examples: int, batch_size: int, epochs: int, negatives: int) -> Budget:
-        """The noise for `target_epsilon` over `epochs` passes (batches of `batch_size`, the last partial one dropped)."""
+        """The noise for `target_epsilon` (inf: none) over `epochs` passes (batches of `batch_size`, the last partial one dropped)."""
         if batch_size > examples:
             raise ValueError(f"differentially private training needs at least one full batch: {examples} examples, batch {batch_size}")
         steps = epochs * (examples // batch_size)
         delta = delta or default_delta(examples)
-        sigma = noise_multiplier_for(target_epsilon, batch_size / examples, steps, delta)
+        # epsilon inf: the same clipped training without noise (what DP costs, measured apart from the noise)
+        sigma = 0.0 if math.isinf(target_epsilon) else noise_multiplier_for(target_epsilon, batch_size / examples, steps, delta)
         spent = epsilon(sigma, batch_size / examples, steps, delta)
         return cls(spent, delta, sigma, clip, examples, batch_size, steps, negatives)
 

@@ -80,6 +80,15 @@ class HParams:
       liked_rating: an interaction rated at or above it counts as liked.
       engagement_loss_weight, like_loss_weight, rating_loss_weight: the
         ranking tasks' weights.
+      dp_epsilon: differentially private training of the two towers (towers.dp): the epsilon that
+        DP-SGD's noise is calibrated to, over all epochs (0: off). With it the query tower reads no user
+        id, the served ranking is the retrieval score (the ranker is not trained on the events) and there
+        is no co-occurrence item graph: what the events teach reaches the model only through the noised steps.
+      dp_delta: the delta of (epsilon, delta); 0: 1 / (10 x training events) (towers.dp.default_delta).
+      dp_clip: the L2 norm each example's gradient is clipped to.
+      dp_negatives: items drawn uniformly from the vocabulary per step for the DP softmax.
+      dp_uniformity: weight of the item embeddings' uniformity on the public catalog in DP training
+        (TwoTowerModel.public_loss).
       distribution: tf.distribute strategy: "auto" (MirroredStrategy on several
         GPUs, else one device), "mirrored" or "default".
       seed: seed for initialisers and shuffling.
@@ -122,6 +131,11 @@ class HParams:
     engagement_loss_weight: float = 1.0
     like_loss_weight: float = 0.5
     rating_loss_weight: float = 0.5
+    dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
+    dp_clip: float = 1.0
+    dp_negatives: int = 512
+    dp_uniformity: float = 1.0
     distribution: str = "auto"
     seed: int = 42
 

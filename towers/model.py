@@ -83,15 +83,36 @@ class TwoTowerModel(tfrs.Model):
             training=training,
         )
 
-    def example_losses(self, features: dict, negatives: dict, training: bool = False) -> tf.Tensor:
-        """float32 [batch]: each example's softmax loss over its item and `negatives` (candidate inputs [S, ...]),
-        a negative equal to the example's item left out; one example's loss reads no other example."""
-        queries = self.query_tower(features, training=training)
+    def example_losses(self, features: dict, negatives: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """float32 [batch]: each example's softmax loss over its item and the `negatives` (item indices [S], their
+        embeddings [S, dim], constants: embed_negatives), a negative equal to the example's item left out; one
+        example's loss reads no other example."""
+        negative_items, negative_embeddings = negatives
+        # the query tower's attention dropout is off: its random ops would make pfor run them one example at a
+        # time; DP-SGD's noise regularises instead
+        queries = self.query_tower(features, training=False)
         positive = tf.reduce_sum(queries * self.candidate_tower(features, training=training), axis=1, keepdims=True)
-        negative = tf.matmul(queries, self.candidate_tower(negatives, training=training), transpose_b=True)
-        hit = tf.equal(features[F.ITEM_INDEX][:, tf.newaxis], negatives[F.ITEM_INDEX][tf.newaxis, :])
-        logits = tf.concat([positive, tf.where(hit, -1e9, negative)], axis=1) / self.hp.temperature
+        hit = tf.equal(features[F.ITEM_INDEX][:, tf.newaxis], negative_items[tf.newaxis, :])
+        negative = tf.where(hit, -1e9, tf.matmul(queries, negative_embeddings, transpose_b=True))
+        logits = tf.concat([positive, negative], axis=1) / self.hp.temperature
         return tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
+
+    def embed_negatives(self, items: dict, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Candidate inputs of sampled items -> (their item indices, their embeddings as constants): an example's
+        gradient then costs one pass over its own query and item, not one over every negative (the item tower is
+        spread by public_loss instead)."""
+        return items[F.ITEM_INDEX], tf.stop_gradient(self.candidate_tower(items, training=training))
+
+    def public_loss(self, items: dict, training: bool = False) -> tf.Tensor:
+        """hp.dp_uniformity x the uniformity of the embeddings of catalog `items` (log of the mean Gaussian potential
+        exp(-2 |e_j - e_k|^2) over pairs; Wang & Isola 2020, DirectAU): it keeps the item tower from collapsing
+        under DP, where items are pulled only towards their users' queries; it reads no user data, so its
+        gradient is added to DP-SGD's without clipping or noise."""
+        embeddings = self.candidate_tower(items, training=training)
+        distances = tf.reduce_sum(tf.square(embeddings[:, tf.newaxis] - embeddings[tf.newaxis]), axis=-1)
+        pairs = tf.cast(tf.shape(embeddings)[0], tf.float32)
+        mean = (tf.reduce_sum(tf.exp(-2.0 * distances)) - pairs) / (pairs * (pairs - 1.0))  # j != k
+        return self.hp.dp_uniformity * tf.math.log(mean + 1e-12)
 
     def sample_negatives(self) -> dict:
         """`dp.negatives` items drawn uniformly (with replacement) from the vocabulary: their candidate inputs."""
@@ -102,25 +123,34 @@ class TwoTowerModel(tfrs.Model):
     def train_step(self, features):
         if self.dp is None:
             return super().train_step(features)
+        negatives = self.embed_negatives(self.sample_negatives(), training=True)
+        self.example_losses({name: values[:1] for name, values in features.items()}, negatives)  # creates the weights
         variables = self.trainable_variables
-        summed = [tf.zeros_like(v) for v in variables]
-        losses = []
-        batch = tf.shape(features[F.ITEM_INDEX])[0]
-        for start in range(0, self.dp.batch_size, dp_lib.CHUNK):  # per-example gradients a chunk at a time
-            chunk = {name: values[start : start + dp_lib.CHUNK] for name, values in features.items()}
+
+        def example_gradient(example: dict):
             with tf.GradientTape() as tape:
-                loss = self.example_losses(chunk, self.sample_negatives(), training=True)
-            per_example = tape.jacobian(loss, variables, experimental_use_pfor=True)
-            rows = tf.shape(loss)[:1]
-            per_example = [tf.zeros(tf.concat([rows, tf.shape(v)], 0)) if g is None else g for g, v in zip(per_example, variables)]
-            summed = [s + c for s, c in zip(summed, dp_lib.clipped_sum(per_example, self.dp.clip))]
+                loss = self.example_losses({name: values[tf.newaxis] for name, values in example.items()}, negatives, training=True)[0]
+            gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return [tf.convert_to_tensor(g) for g in gradients], loss  # embedding rows: dense
+
+        summed, losses = None, []
+        batch = tf.shape(features[F.ITEM_INDEX])[0]
+        for start in range(0, self.dp.batch_size, dp_lib.CHUNK):  # per-example gradients a chunk at a time (memory)
+            per_example, loss = tf.vectorized_map(
+                example_gradient, {name: values[start : start + dp_lib.CHUNK] for name, values in features.items()}
+            )
+            clipped = dp_lib.clipped_sum(per_example, self.dp.clip)
+            summed = clipped if summed is None else [s + c for s, c in zip(summed, clipped)]
             losses.append(loss)
         with tf.control_dependencies([tf.debugging.assert_equal(batch, self.dp.batch_size, message="DP-SGD needs full batches")]):
             gradients = dp_lib.noisy_mean(summed, self.dp.clip, self.dp.noise_multiplier, self.dp.batch_size)
+        with tf.GradientTape() as tape:
+            public = self.public_loss(self.sample_negatives(), training=True)
+        gradients = [g if p is None else g + p for g, p in zip(gradients, tape.gradient(public, variables))]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return {"loss": tf.reduce_mean(tf.concat(losses, axis=0))}
+        return {"loss": tf.reduce_mean(tf.concat(losses, axis=0)), "uniformity": public}
 
     def test_step(self, features):
         if self.dp is None:
             return super().test_step(features)
-        return {"loss": tf.reduce_mean(self.example_losses(features, self.sample_negatives()))}
+        return {"loss": tf.reduce_mean(self.example_losses(features, self.embed_negatives(self.sample_negatives())))}

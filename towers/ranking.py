@@ -129,3 +129,23 @@ class RankingModel(tfrs.Model):
         )
         hp = self.hp
         return hp.engagement_loss_weight * engagement + hp.like_loss_weight * like + hp.rating_loss_weight * rating
+
+
+class RetrievalScoreRanker(tf.keras.Model):
+    """A ranker with no weights: the retrieval score (query . candidate / temperature) is the engagement and like
+    logit; no rating is predicted (NaN). What differentially private training serves instead of a RankingModel
+    trained on the events (towers.dp). Same call inputs and outputs as RankingModel."""
+
+    def __init__(self, temperature: float):
+        super().__init__(name="retrieval_score_ranker")
+        self.temperature = temperature
+
+    def call(self, inputs: dict, training=None) -> dict[str, tf.Tensor]:
+        logit = tf.reduce_sum(inputs[F.QUERY_EMBEDDING] * inputs[F.CANDIDATE_EMBEDDING], axis=1) / self.temperature
+        return {
+            ENGAGEMENT_LOGIT: logit,
+            ENGAGEMENT_OUTPUT: tf.sigmoid(logit),
+            LIKE_LOGIT: logit,
+            LIKE_OUTPUT: tf.sigmoid(logit),
+            RATING_OUTPUT: tf.fill(tf.shape(logit), float("nan")),
+        }

@@ -272,6 +272,17 @@ class QueryTower(tf.keras.Model):
 ITEM_MODALITIES = ("id", "metadata") + tuple(F.CONTENT_EMBEDDINGS)
 
 
+def candidate_inputs(roles: F.FeatureRoles, content_dims: dict[str, int]) -> tuple[str, ...]:
+    """The transformed features and content embeddings a CandidateTower reads (a fine-tuned text encoder's text aside)."""
+    return (
+        (F.ITEM_INDEX,)
+        + tuple(map(F.tokens_feature, roles.item_text + roles.item_multivalued))
+        + tuple(map(F.index_feature, roles.item_categorical))
+        + tuple(map(F.z_feature, roles.item_numeric))
+        + tuple(F.CONTENT_EMBEDDINGS[m] for m in content_dims)
+    )
+
+
 class CandidateTower(tf.keras.Model):
     """Item id + metadata + pretrained content embeddings -> candidate embedding [batch, embedding_dim].
 
