@@ -10,7 +10,7 @@ and are cached, each row re-runs the Trainer and the evaluators):
   RDP accountant for the training's steps; delta = 1 / (10 x training events)).
 
 Quality is the RetrievalEvaluator's on the eval split (the same events, the same
-exclusions as bench/quality), with the best simple baseline beside it; "train s"
+exclusions as bench/quality), with the best simple baseline beside it; "run s"
 is the wall time of the Trainer and the evaluators.
 
 Writes bench/results/privacy-<dataset>.md.

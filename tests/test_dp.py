@@ -155,3 +155,28 @@ def test_the_public_uniformity_term_trains_only_the_item_tower():
     for before, v in zip(query, model.query_tower.trainable_variables):
         np.testing.assert_allclose(v.numpy(), before, atol=1e-9)
     assert any(not np.allclose(v.numpy(), before) for before, v in zip(items, model.candidate_tower.trainable_variables))
+
+
+def test_the_dp_ranker_is_the_retrieval_score():
+    from towers.ranking import ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, RATING_OUTPUT, RetrievalScoreRanker
+
+    queries, candidates = tf.constant([[1.0, 0.0], [0.6, 0.8]]), tf.constant([[0.5, 0.5], [0.0, 1.0]])
+    out = RetrievalScoreRanker(temperature=0.5)({F.QUERY_EMBEDDING: queries, F.CANDIDATE_EMBEDDING: candidates})
+    np.testing.assert_allclose(out[ENGAGEMENT_LOGIT].numpy(), [1.0, 1.6], rtol=1e-6)
+    np.testing.assert_allclose(out[ENGAGEMENT_OUTPUT].numpy(), 1 / (1 + np.exp([-1.0, -1.6])), rtol=1e-6)
+    assert np.isnan(out[RATING_OUTPUT].numpy()).all()
+
+
+def test_private_hparams_drop_the_user_id_and_the_cooccurrence_graph():
+    private = dp.private(HP)
+    assert "id" not in private.query_features and "history" in private.query_features and not private.item_graph
+
+
+def test_summary_line_states_the_guarantee():
+    from app.report import format_differential_privacy
+
+    budget = dp.Budget.plan(4.0, 0.0, 1.0, examples=38_972, batch_size=512, epochs=3, negatives=512)
+    line = format_differential_privacy(budget.to_dict())
+    assert line.startswith("Differential privacy: the two towers are (3.99, 2e-06)-DP per training event")
+    assert "228 steps of 512 of 38,972 events" in line
+    assert format_differential_privacy({}).startswith("Differential privacy: off")

@@ -749,3 +749,38 @@ def test_recommend_diverse_caps_categories_and_spreads_the_list(run):
     cli = [sys.executable, "-m", "app.cli", "recommend", "--output", paths.output, "--dataset", paths.dataset, "--user", user[F.USER_ID]]
     bad = subprocess.run(cli + ["--diversity", "1.5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "diversity must be in [0, 1]" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_dp_training_reports_its_budget_and_ranks_by_the_retrieval_score(run, tmp_path):
+    """--dp-epsilon end to end: the budget in the summary and beside the model; the DP model's recommend orders the
+    retrieved items by their retrieval score (no ranker trained on the events) and predicts no rating."""
+    if run[0].dataset != "tuxpaint":
+        pytest.skip("one dataset is enough")
+    import tensorflow as tf
+
+    from app.recommend import query_inputs
+
+    paths = own_copy(run, tmp_path)
+    config = _config(paths.dataset, paths.output, epochs=2)
+    config.options = dataclasses.replace(config.options, hparams=config.options.hparams.replace(dp_epsilon=4.0))
+    local_runner.run(config)
+    found = summary.read(paths)
+    budget = found.differential_privacy
+    assert 3.5 < budget["epsilon"] <= 4.0 and budget["noise_multiplier"] > 0
+    assert budget["steps"] == 2 * (budget["examples"] // 128) and budget["delta"] < 1 / budget["examples"]
+    assert "Differential privacy: the two towers are (" in report.format_run(found, {})
+    assert found.item_graph["edges"] == {}  # no co-occurrence graph under DP
+    model = tf.saved_model.load(os.path.join(found.model_uri, "Format-Serving"))
+    model.new_item_boost.assign(0.0)
+    user = read_records(os.path.join(paths.data_dir, USERS_FILE))[0]
+    query = {k: user[k] for k in Manifest.read(paths.data_dir).roles.query_features if k != F.TIMESTAMP}
+    recommend, retrieve = model.signatures[contract.RECOMMEND_SIGNATURE], model.signatures[contract.SERVING_DEFAULT]
+    served = recommend(**query_inputs(recommend, query, 893286638), exclude_seen=tf.constant([False]))
+    from mmdata.records import to_example
+
+    example = to_example({**query, F.TIMESTAMP: 893286638}).SerializeToString()
+    retrieved = retrieve(examples=tf.constant([example]))
+    assert served[contract.ITEM_IDS_OUTPUT].numpy()[0][:10].tolist() == retrieved[contract.ITEM_IDS_OUTPUT].numpy()[0][:10].tolist()
+    rank = model.signatures[contract.RANK_SIGNATURE]
+    ranked = rank(**query_inputs(rank, query, 893286638), item_ids=served[contract.ITEM_IDS_OUTPUT][:, :3])
+    assert all(rating != rating for rating in ranked[contract.PREDICTED_RATINGS_OUTPUT].numpy()[0])  # NaN: no rating model
