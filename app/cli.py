@@ -381,7 +381,7 @@ def _pipeline_arguments(parser, defaults) -> None:
         type=float,
         default=defaults.dp_epsilon,
         metavar="EPSILON",
-        help="train the two towers with differential privacy (DP-SGD, per training event): the noise is calibrated so the "
+        help="train the two towers with differential privacy (DP-SGD, per training example): the noise is calibrated so the "
         "whole training is (EPSILON, delta)-DP; the query tower then reads no user id, recommend ranks by the retrieval "
         "score and no co-occurrence graph is built; about 5-10x slower training (docs/privacy.md) (default: off)",
     )

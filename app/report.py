@@ -121,7 +121,7 @@ def format_differential_privacy(budget: dict) -> str:
     if not budget:
         return "Differential privacy: off (--dp-epsilon to train with it)"
     return (
-        f"Differential privacy: the two towers are ({budget['epsilon']:.2f}, {budget['delta']:.0e})-DP per training event "
+        f"Differential privacy: the two towers are ({budget['epsilon']:.2f}, {budget['delta']:.0e})-DP per training example "
         f"(DP-SGD: noise {budget['noise_multiplier']:.3f} x clip {budget['clip']:g}, {budget['steps']:,} steps of "
         f"{budget['batch_size']:,} of {budget['examples']:,} events, {budget['negatives']} sampled negatives); "
         "recommend ranks by the retrieval score"

@@ -71,7 +71,7 @@ def dataset_table(dataset: str, output: str, epsilons: list[float], epochs: int)
     lines += [
         "",
         "run s: the Trainer and the evaluators (the first row also runs every upstream component).",
-        "The DP rows protect each training event (group privacy for a user's k events: about k x epsilon); "
+        "The DP rows protect each training example (an event with its history; an event or a user is covered by group privacy only); "
         "what DP covers and what it does not: docs/privacy.md.",
     ]
     return lines

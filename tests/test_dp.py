@@ -177,6 +177,6 @@ def test_summary_line_states_the_guarantee():
 
     budget = dp.Budget.plan(4.0, 0.0, 1.0, examples=38_972, batch_size=512, epochs=3, negatives=512)
     line = format_differential_privacy(budget.to_dict())
-    assert line.startswith("Differential privacy: the two towers are (3.99, 2e-06)-DP per training event")
+    assert line.startswith("Differential privacy: the two towers are (3.99, 2e-06)-DP per training example")
     assert "228 steps of 512 of 38,972 events" in line
     assert format_differential_privacy({}).startswith("Differential privacy: off")

@@ -13,9 +13,11 @@ One example's loss must depend on no other example, so the in-batch softmax
 (whose negatives are the other examples' items) is replaced by a softmax over
 `negatives` items sampled uniformly from the vocabulary (public, no user data).
 
-The unit protected is one training event (one interaction); a user with k
-events is protected by group privacy only (at most about k times the epsilon):
-docs/privacy.md says what is and is not covered.
+The unit protected is one training example: an event with the history that
+precedes it. An event is also in the history of up to HISTORY_LENGTH later
+examples of the same user, so one event is covered by group privacy over at
+most HISTORY_LENGTH + 1 examples, and a user over all their examples (roughly
+that many times epsilon): docs/privacy.md says what is and is not covered.
 """
 
 from __future__ import annotations
