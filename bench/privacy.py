@@ -3,7 +3,7 @@
 Rows (one pipeline output folder per dataset: the upstream components run once
 and are cached, each row re-runs the Trainer and the evaluators):
 - the default model (no DP: in-batch softmax, user ids, the trained ranker, the item graph);
-- DP training at epsilon = inf: the DP model (no user id, uniformly sampled
+- DP training at epsilon = inf (in --epsilons): the DP model (no user id, uniformly sampled
   negatives, per-example clipping, the public uniformity term, recommend ranked
   by the retrieval score) without noise: what the DP recipe costs before any noise;
 - DP training at each --epsilons value (towers.dp: the noise calibrated by the
@@ -15,11 +15,10 @@ is the wall time of the Trainer and the evaluators.
 
 Writes bench/results/privacy-<dataset>.md.
 
-    .venv/bin/python -m bench.privacy [--datasets movielens-100k] [--epsilons 10,4,1] [--epochs 3] [--output /tmp/mmtower-privacy]
+    .venv/bin/python -m bench.privacy [--datasets movielens-100k] [--epsilons inf,10,4,1] [--epochs 3] [--output /tmp/mmtower-privacy]
 """
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ R10, R50, NDCG10 = metrics.recall_name(10), metrics.recall_name(50), metrics.ndc
 
 def dataset_table(dataset: str, output: str, epsilons: list[float], epochs: int) -> list[str]:
     rows = [("no DP (the default model)", HParams(epochs=epochs))]
-    rows += [(f"DP, epsilon {e:g}", HParams(epochs=epochs, dp_epsilon=e)) for e in [math.inf] + epsilons]
+    rows += [(f"DP, epsilon {e:g}", HParams(epochs=epochs, dp_epsilon=e)) for e in epsilons]
     done = []
     for title, hp in rows:
         result, seconds = run_variant(dataset, output, hp, TEMPORAL, None)
@@ -80,7 +79,7 @@ def dataset_table(dataset: str, output: str, epsilons: list[float], epochs: int)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="movielens-100k", help="comma-separated registered datasets")
-    parser.add_argument("--epsilons", default="10,4,1", help="comma-separated epsilons of the DP rows (an epsilon-inf row is always run)")
+    parser.add_argument("--epsilons", default="inf,10,4,1", help="comma-separated epsilons of the DP rows (inf: the DP recipe without noise)")
     parser.add_argument("--epochs", type=int, default=HParams().epochs, help="training epochs of every row")
     parser.add_argument("--output", default="/tmp/mmtower-privacy", help="run folder (one per dataset beneath it)")
     args = parser.parse_args()
