@@ -79,7 +79,9 @@ def dataset_table(dataset: str, output: str, epsilons: list[float], epochs: int)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="movielens-100k", help="comma-separated registered datasets")
-    parser.add_argument("--epsilons", default="inf,10,4,1", help="comma-separated epsilons of the DP rows (inf: the DP recipe without noise)")
+    parser.add_argument(
+        "--epsilons", default="inf,10,4,1", help="comma-separated epsilons of the DP rows (inf: the DP recipe without noise)"
+    )
     parser.add_argument("--epochs", type=int, default=HParams().epochs, help="training epochs of every row")
     parser.add_argument("--output", default="/tmp/mmtower-privacy", help="run folder (one per dataset beneath it)")
     args = parser.parse_args()

@@ -32,8 +32,6 @@ import tensorflow as tf
 from towers import features as F
 from towers.hparams import HParams
 
-DEFAULT_CLIP = 1.0
-DEFAULT_NEGATIVES = 512
 CHUNK = 128  # examples whose per-example gradients are held at once (memory: CHUNK x weights)
 MAX_NOISE_MULTIPLIER = 1000.0
 
