@@ -322,6 +322,14 @@ def _key_argument(parser) -> None:
     )
 
 
+def _positive_epsilon(text: str) -> float:
+    """--dp-epsilon: a number > 0, or inf (the DP recipe without noise)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"epsilon must be > 0 (or inf), got {text}")
+    return value
+
+
 def _pipeline_arguments(parser, defaults) -> None:
     """What the pipeline computes (pipeline.config.Options): the same flags for `run` and `compile`."""
     from pipeline.config import Options
@@ -378,12 +386,12 @@ def _pipeline_arguments(parser, defaults) -> None:
     )
     parser.add_argument(
         "--dp-epsilon",
-        type=float,
+        type=_positive_epsilon,
         default=defaults.dp_epsilon,
         metavar="EPSILON",
         help="train the two towers with differential privacy (DP-SGD, per training example): the noise is calibrated so the "
         "whole training is (EPSILON, delta)-DP; the query tower then reads no user id, recommend ranks by the retrieval "
-        "score and no co-occurrence graph is built; about 5-10x slower training (docs/privacy.md) (default: off)",
+        "score and no co-occurrence graph is built; training steps 3-5x slower (docs/privacy.md) (default: off)",
     )
     parser.add_argument(
         "--dp-delta",
