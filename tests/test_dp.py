@@ -11,6 +11,7 @@ from tests.test_model import CONTENT_DIMS, HP, ROLES, VOCAB_SIZES, _batch
 from towers import dp
 from towers import features as F
 from towers.model import TwoTowerModel
+from towers.towers import candidate_inputs
 
 pytestmark = pytest.mark.unit
 
@@ -65,14 +66,10 @@ DETERMINISTIC = HP.replace(temperature=1.0, id_dropout=0.0, modality_dropout=0.0
 
 def _dp_model(noise_multiplier: float = 0.0, clip: float = 1e6, batch_size: int = 3):
     batch = _batch()
-    table, examples = dp.item_feature_table([batch], (F.ITEM_INDEX, *_item_inputs()), VOCAB_SIZES[F.VOCAB_ITEM] + F.NUM_OOV_BUCKETS)
+    table, examples = dp.item_feature_table([batch], candidate_inputs(ROLES, CONTENT_DIMS), VOCAB_SIZES[F.VOCAB_ITEM] + F.NUM_OOV_BUCKETS)
     budget = dp.Budget(1.0, 1e-5, noise_multiplier, clip, examples, batch_size, 1, negatives=4)
     model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), DETERMINISTIC, CONTENT_DIMS, roles=ROLES, dp=budget, item_table=table)
     return model, batch
-
-
-def _item_inputs():
-    return (F.tokens_feature(F.TITLE), F.tokens_feature(F.GENRES), F.z_feature(F.YEAR), F.TEXT_EMBEDDING)
 
 
 def test_item_table_holds_each_items_inputs_by_index():
