@@ -481,6 +481,11 @@ def choose_graph_mix(module: exporter.ServingModule, raw_examples_uri: str, cata
     }
 
 
+def _write_json(path: str, value) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(value, f, indent=1)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train retrieval, then ranking; export the serving SavedModel.
 
@@ -548,15 +553,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             new_item_candidates=hp.new_item_candidates,
         ),
     )
+    model_dir = os.path.dirname(os.path.normpath(fn_args.serving_model_dir))  # the Model artifact: files beside Format-Serving
+    tf.io.gfile.makedirs(model_dir)
     if fn_args.custom_config.get(RAW_EXAMPLES_URI_KEY):
         choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI_KEY], catalog_ids, hp.new_item_recall_ratio)
-        tf.io.gfile.makedirs(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)))
-        with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), ITEM_GRAPH_FILE), "w") as f:
-            json.dump({"edges": graph.edge_counts() if graph else {}, **choice}, f, indent=1)
+        _write_json(os.path.join(model_dir, ITEM_GRAPH_FILE), {"edges": graph.edge_counts() if graph else {}, **choice})
     exporter.export(module, fn_args.serving_model_dir)
     if model.dp is not None:
-        with tf.io.gfile.GFile(os.path.join(os.path.dirname(os.path.normpath(fn_args.serving_model_dir)), DP_FILE), "w") as f:
-            json.dump(model.dp.to_dict(), f, indent=1)
+        _write_json(os.path.join(model_dir, DP_FILE), model.dp.to_dict())
     facts = {
         TRAINED_UNTIL: int(train_data[F.TIMESTAMP].max()),
         "warm_started_from": fn_args.base_model if base else None,
