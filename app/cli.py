@@ -186,6 +186,18 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-batch", type=int, default=1024, help="largest batch a request may send (default: 1024)")
     srv.add_argument("--max-message-mib", type=int, default=16, help="largest request or response in MiB (default: 16)")
     srv.add_argument(
+        "--enable-batching",
+        action="store_true",
+        help="run concurrent requests in batches, as TF Serving's --enable_batching, with the default parameters "
+        "of serving/batching.py (up to 32 requests a call, no waiting for more: a lone request is not slowed)",
+    )
+    srv.add_argument(
+        "--batching-parameters-file",
+        default=None,
+        metavar="FILE",
+        help="TF Serving's batching_parameters.txt (implies --enable-batching), e.g. deploy/batching_parameters.txt",
+    )
+    srv.add_argument(
         "--pseudonymize",
         action="store_true",
         help="pseudonymise raw user_id inputs at this edge with the run's key before the model sees them "
@@ -608,7 +620,7 @@ def _forget(args) -> int:
 
 
 def _serve(args) -> int:
-    from serving import predict, server
+    from serving import batching, predict, server
     from towers import privacy
     from towers.contract import RunPaths
 
@@ -622,8 +634,12 @@ def _serve(args) -> int:
         limits=predict.Limits(max_batch=args.max_batch, pseudonym_key=privacy.load_key(args.pseudonym_key) if args.pseudonymize else None),
     )
     try:
+        if args.batching_parameters_file:
+            options = dataclasses.replace(options, batching=batching.read(args.batching_parameters_file))
+        elif args.enable_batching:
+            options = dataclasses.replace(options, batching=batching.BatchingParameters())
         return server.main(config_path, options)
-    except ValueError as error:  # a malformed models.config
+    except (ValueError, OSError) as error:  # a malformed models.config or batching parameters file
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
 

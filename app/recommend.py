@@ -105,8 +105,17 @@ def query_arrays(dtypes: dict, user: dict, timestamp: int) -> dict:
                 [values[name].encode() if dtype.name == "string" else values[name]],
                 dtype=object if dtype.name == "string" else dtype.as_numpy_dtype,
             )
-    inputs[F.HISTORY] = np.array([[item.encode() for item in values[F.HISTORY]]], dtype=object).reshape(1, len(values[F.HISTORY]))
+    inputs[F.HISTORY] = padded_history(values[F.HISTORY])
     return inputs
+
+
+def padded_history(items: list[str]):
+    """The latest F.HISTORY_LENGTH items, padded with '' (the model drops it) to that fixed length: every request
+    then has the same shape, so a batching server (TF Serving's --enable_batching, serving.batching) can batch them."""
+    import numpy as np
+
+    latest = [item.encode() for item in list(items)[-F.HISTORY_LENGTH :]]
+    return np.array([latest + [b""] * (F.HISTORY_LENGTH - len(latest))], dtype=object)
 
 
 def query_inputs(signature, user: dict, timestamp: int) -> dict:

@@ -48,15 +48,18 @@ def _abort(context, error: ServingError):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, models: ModelManager, limits: predict.Limits):
+    def __init__(self, models: ModelManager, limits: predict.Limits, batcher=None):
         self.models = models
         self.limits = limits
+        self.batcher = batcher
 
     def Predict(self, request, context):
         try:
             servable = self.models.get(request.model_spec.name, _version(request.model_spec))
             inputs = {name: to_array(name, proto, self.limits.max_elements) for name, proto in request.inputs.items()}
-            signature, outputs = predict.run(servable, request.model_spec.signature_name, inputs, list(request.output_filter), self.limits)
+            signature, outputs = predict.run(
+                servable, request.model_spec.signature_name, inputs, list(request.output_filter), self.limits, self.batcher
+            )
         except ServingError as error:
             return _abort(context, error)
         except Exception as error:  # never let one request take the server down
@@ -108,6 +111,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def add_services(server: grpc.Server, models: ModelManager, limits: predict.Limits) -> None:
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(models, limits), server)
+def add_services(server: grpc.Server, models: ModelManager, limits: predict.Limits, batcher=None) -> None:
+    """`batcher`: a serving.batching.Batcher for Predict calls (None: each request runs on its own)."""
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(models, limits, batcher), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(models), server)

@@ -99,11 +99,16 @@ def check_inputs(signature_name: str, signature, inputs: dict, limits: Limits) -
 
 
 def run(
-    servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], output_filter=(), limits: Limits = Limits()
+    servable: Servable,
+    signature_name: str,
+    inputs: dict[str, np.ndarray],
+    output_filter=(),
+    limits: Limits = Limits(),
+    batcher=None,
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """-> (signature name, {output name: array}); ServingError for anything the request got wrong."""
-    import tensorflow as tf
+    """-> (signature name, {output name: array}); ServingError for anything the request got wrong.
 
+    `batcher`: a serving.batching.Batcher that runs this request together with concurrent ones."""
     name, signature = signature_def(servable, signature_name)
     check_inputs(name, signature, inputs, limits)
     if limits.pseudonym_key is not None:
@@ -113,6 +118,16 @@ def run(
         raise ServingError(
             StatusCode.INVALID_ARGUMENT, f"output_filter {unknown} not among the outputs of {name!r}: {sorted(signature.outputs)}"
         )
+    if batcher is not None:
+        outputs = batcher.call(servable, name, signature, inputs)
+        return name, {key: outputs[key] for key in (output_filter or outputs)}
+    return name, call(servable, name, signature, inputs, output_filter)
+
+
+def call(servable: Servable, name: str, signature, inputs: dict[str, np.ndarray], output_filter=()) -> dict[str, np.ndarray]:
+    """Runs signature `name` on checked inputs -> {output name: array} (those in `output_filter`, or all)."""
+    import tensorflow as tf
+
     function = servable.model.signatures[name]
     try:
         outputs = function(**{key: tf.constant(value, dtype=tf.as_dtype(signature.inputs[key].dtype)) for key, value in inputs.items()})
@@ -121,8 +136,7 @@ def run(
         raise ServingError(StatusCode.INVALID_ARGUMENT, f"{name}: {_first_line(error)}") from error
     except tf.errors.OpError as error:
         raise ServingError(StatusCode.INTERNAL, f"{name}: {_first_line(error)}") from error
-    wanted = output_filter or outputs.keys()
-    return name, {key: outputs[key].numpy() for key in wanted}
+    return {key: outputs[key].numpy() for key in (output_filter or outputs.keys())}
 
 
 def _first_line(error: Exception) -> str:

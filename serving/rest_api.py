@@ -130,7 +130,9 @@ def predict_response(body: dict, outputs: dict[str, np.ndarray]) -> dict:
     return {"predictions": [{name: values[i] for name, values in columns.items()} for i in range(rows)]}
 
 
-def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: int, read_timeout: float = READ_TIMEOUT_SECONDS):
+def make_handler(
+    models: ModelManager, limits: predict.Limits, max_body_bytes: int, read_timeout: float = READ_TIMEOUT_SECONDS, batcher=None
+):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mmtower-serve"
@@ -194,7 +196,7 @@ def make_handler(models: ModelManager, limits: predict.Limits, max_body_bytes: i
                 raise ServingError(StatusCode.INVALID_ARGUMENT, '"signature_name" must be a string')
             signature_name, signature = predict.signature_def(servable, signature_name)
             inputs = parse_predict_body(body, signature)
-            _, outputs = predict.run(servable, signature_name, inputs, limits=limits)
+            _, outputs = predict.run(servable, signature_name, inputs, limits=limits, batcher=batcher)
             return predict_response(body, outputs)
 
         def do_GET(self):  # noqa: N802 - BaseHTTPRequestHandler's name
@@ -276,5 +278,6 @@ def make_server(
     max_body_bytes: int,
     max_connections: int = MAX_CONNECTIONS,
     read_timeout: float = READ_TIMEOUT_SECONDS,
+    batcher=None,
 ) -> ThreadingHTTPServer:
-    return BoundedHTTPServer((host, port), make_handler(models, limits, max_body_bytes, read_timeout), max_connections)
+    return BoundedHTTPServer((host, port), make_handler(models, limits, max_body_bytes, read_timeout, batcher), max_connections)

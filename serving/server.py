@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from serving import batching, grpc_api, predict, rest_api
 from serving import config as model_config
-from serving import grpc_api, predict, rest_api
 from serving.models import ModelManager
 
 log = logging.getLogger("mmtower.serve")
@@ -37,6 +37,8 @@ class ServerOptions:
       max_message_mib: largest gRPC message / REST body accepted (and sent).
       threads: concurrent requests served.
       limits: per-request batch and tensor size limits.
+      batching: run concurrent Predict requests in batches with these parameters (serving.batching; TF
+        Serving's --enable_batching --batching_parameters_file); None: each request runs on its own.
     """
 
     host: str = "127.0.0.1"
@@ -46,6 +48,7 @@ class ServerOptions:
     max_message_mib: int = 16
     threads: int = 16
     limits: predict.Limits = predict.Limits()
+    batching: batching.BatchingParameters | None = None
 
 
 def load_custom_ops() -> list[str]:
@@ -64,6 +67,7 @@ class Server:
         self.models = ModelManager(model_config.read(config_path), options.poll_seconds)
         self._grpc = None
         self._rest = None
+        self.batcher = None
         self.grpc_port = None
         self.rest_port = None
 
@@ -72,18 +76,22 @@ class Server:
         if ops:
             log.info("custom ops loaded: %s", ", ".join(ops))
         self.models.start()
+        if self.options.batching is not None:
+            self.batcher = batching.Batcher(self.options.batching, predict.call)
         limit = self.options.max_message_mib * MIB
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         )
-        grpc_api.add_services(self._grpc, self.models, self.options.limits)
+        grpc_api.add_services(self._grpc, self.models, self.options.limits, self.batcher)
         self.grpc_port = self._grpc.add_insecure_port(f"{self.options.host}:{self.options.grpc_port}")
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {self.options.host}:{self.options.grpc_port} (in use?)")
         self._grpc.start()
         if self.options.rest_port is not None:
-            self._rest = rest_api.make_server(self.options.host, self.options.rest_port, self.models, self.options.limits, limit)
+            self._rest = rest_api.make_server(
+                self.options.host, self.options.rest_port, self.models, self.options.limits, limit, batcher=self.batcher
+            )
             self.rest_port = self._rest.server_address[1]
             threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True).start()
         return self
@@ -94,6 +102,8 @@ class Server:
             self._rest.server_close()
         if self._grpc is not None:
             self._grpc.stop(grace=1).wait()
+        if self.batcher is not None:
+            self.batcher.stop()
         self.models.stop()
 
     def __enter__(self) -> Server:
@@ -114,6 +124,8 @@ def main(config_path: str, options: ServerOptions) -> int:
     for name, states in served.items():
         versions = ", ".join(f"{s.version} {s.state}" for s in states) or "no version yet (waiting for one)"
         print(f"  {name}: {versions}", flush=True)
+    if options.batching is not None:
+        print("  batching: " + options.batching.to_text().replace("\n", "; ").rstrip("; "), flush=True)
     rest = f", REST on http://{options.host}:{server.rest_port}" if server.rest_port else ""
     print(f"mmtower serve: gRPC on {options.host}:{server.grpc_port}{rest} (models.config: {config_path}); Ctrl-C stops", flush=True)
     try:

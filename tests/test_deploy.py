@@ -9,6 +9,7 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import batching
 from serving import config as model_config
 from towers import contract
 
@@ -56,3 +57,22 @@ def test_docker_compose_mounts_the_serving_folder_at_its_own_path():
     source, target, mode = service["volumes"][0].split(":")
     assert source == target == "${MMTOWER_SERVING_DIR}" and mode == "ro"
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+
+
+BATCHING_FILE = "batching_parameters.txt"
+
+
+def test_both_deployments_batch_with_the_one_batching_parameters_file():
+    with open(os.path.join(DEPLOY, BATCHING_FILE)) as f:
+        text = f.read()
+    batching.parse(text, BATCHING_FILE)  # the file `mmtower serve --batching-parameters-file` reads too
+    assert _load("kubernetes/configmap.yaml")["data"][BATCHING_FILE] == text
+    container = _load("kubernetes/deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    args = dict(arg.lstrip("-").split("=", 1) for arg in container["args"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert args["enable_batching"] == "true"
+    assert args["batching_parameters_file"] == os.path.join(mounts["config"], BATCHING_FILE)
+    service = _load("docker-compose.yml")["services"]["tf-serving"]
+    args = dict(arg.lstrip("-").split("=", 1) for arg in service["command"])
+    assert args["enable_batching"] == "true"
+    assert f"./{BATCHING_FILE}:{args['batching_parameters_file']}:ro" in service["volumes"]

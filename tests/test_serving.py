@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import batching
 from serving import config as model_config
 from serving.client import GrpcClient, RestClient
 from serving.errors import ServingError
@@ -56,12 +57,20 @@ class ToyRecommender(tf.Module):
         scores += tf.cast(tf.strings.length(user_id), tf.float32)[:, None] * 0.0 + tf.cast(tf.shape(history)[1], tf.float32) * 0.0
         return {"item_ids": tf.tile(self.items[None, :], [batch, 1]), "scores": scores}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"), tf.TensorSpec([None, None], tf.string, name="history")])
+    def echo(self, user_id, history):
+        """Per-row outputs that name their row (user_id, its history's length) and one unbatched output."""
+        length = tf.reduce_sum(tf.cast(tf.strings.length(history) > 0, tf.int64), axis=1)
+        return {"user_id": user_id, "history_length": length, "version": self.version}
+
 
 def push(base_path: str, version: int) -> str:
     """Saves a version as the Pusher does: complete in a scratch folder, then renamed into place."""
     module = ToyRecommender(version)
     scratch = os.path.join(base_path, f".partial-{version}")
-    tf.saved_model.save(module, scratch, signatures={"recommend": module.recommend, "serving_default": module.recommend})
+    tf.saved_model.save(
+        module, scratch, signatures={"recommend": module.recommend, "serving_default": module.recommend, "echo": module.echo}
+    )
     os.replace(scratch, os.path.join(base_path, str(version)))
     return os.path.join(base_path, str(version))
 
@@ -139,7 +148,7 @@ def test_grpc_predict_metadata_and_status(grpc_client):
     assert outputs["item_ids"].tolist() == [ITEMS, ITEMS]
     np.testing.assert_allclose(outputs["scores"][0], [1, 0, -1, -2])
     signatures = grpc_client.metadata(MODEL)
-    assert set(signatures) == {"recommend", "serving_default"}
+    assert set(signatures) == {"recommend", "serving_default", "echo"}
     assert set(signatures["recommend"].inputs) == {"user_id", "history", "exclude_seen"}
     assert grpc_client.status(MODEL) == [(1, "AVAILABLE")]
 
@@ -492,3 +501,146 @@ def test_rest_survives_stalled_idle_and_too_many_connections_and_deep_json(serve
     finally:
         rest.shutdown()
         rest.server_close()
+
+
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory):
+    """A server with batching on; a long batch timeout so that concurrent requests surely share calls."""
+    root = str(tmp_path_factory.mktemp("batched"))
+    os.makedirs(os.path.join(root, MODEL))
+    push(os.path.join(root, MODEL), 1)
+    params = batching.BatchingParameters(max_batch_size=8, batch_timeout_micros=200_000, num_batch_threads=1)
+    options = ServerOptions(grpc_port=0, rest_port=0, poll_seconds=0.2, batching=params)
+    with Server(model_config.write_for(root, names=[MODEL]), options) as server:
+        server.models.wait_for(MODEL, 1)
+        yield server
+
+
+def test_batched_requests_each_get_their_own_rows(batched):
+    """Concurrent requests of 1-3 rows and histories of different lengths share calls; each gets exactly its rows."""
+    answers, failures = {}, []
+    barrier = threading.Barrier(12)
+
+    def ask(i: int):
+        rows = i % 3 + 1
+        users = np.array([f"user{i}-{r}".encode() for r in range(rows)], dtype=object)
+        history = (
+            np.array([[b"a"] * (i % 4) + [b""] * (3 - i % 4)] * rows, dtype=object)
+            if i % 2
+            else np.array([[b"a"] * (i % 5)] * rows, dtype=object)
+        )
+        client = GrpcClient(f"127.0.0.1:{batched.grpc_port}")
+        barrier.wait()
+        try:
+            answers[i] = (users, history, client.predict(MODEL, {"user_id": users, "history": history}, "echo"))
+        except Exception as error:  # noqa: BLE001 - every failure is reported
+            failures.append(repr(error))
+        client.close()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    for users, history, outputs in answers.values():
+        assert outputs["user_id"].tolist() == users.tolist()
+        assert outputs["history_length"].tolist() == [int((row != b"").sum()) for row in history]
+        assert float(outputs["version"]) == 1.0  # an unbatched output reaches every request whole
+    assert batched.batcher.requests == 12
+    assert batched.batcher.batches < 12  # calls were shared
+    # REST goes through the same batcher, and output_filter still applies
+    body = requests.post(
+        f"http://127.0.0.1:{batched.rest_port}/v1/models/{MODEL}:predict",
+        json={"signature_name": "echo", "inputs": {"user_id": ["x"], "history": [["a", "b"]]}},
+        timeout=30,
+    ).json()
+    assert body["outputs"]["user_id"] == ["x"] and body["outputs"]["history_length"] == [2]
+    assert batched.batcher.requests == 13
+    remote = GrpcClient(f"127.0.0.1:{batched.grpc_port}")
+    assert set(remote.predict(MODEL, recommend_inputs(2), "recommend", output_filter=["scores"])) == {"scores"}
+    remote.close()
+
+
+def _row_call(servable, signature_name, signature, inputs):
+    """A signature call in plain numpy for Batcher tests: doubles `x`; a row holding -1 is refused."""
+    if (inputs["x"] == -1).any():
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "x holds -1")
+    return {"y": inputs["x"] * 2}
+
+
+class _Signature:
+    """What Batcher reads of a SignatureDef: its outputs' shapes."""
+
+    def __init__(self):
+        from tensorflow.core.protobuf import meta_graph_pb2
+
+        info = meta_graph_pb2.TensorInfo()
+        info.tensor_shape.dim.add(size=-1)
+        self.outputs = {"y": info}
+
+
+class _Servable:
+    name, version = "m", 1
+
+
+def test_one_bad_request_does_not_fail_its_batch():
+    batcher = batching.Batcher(batching.BatchingParameters(max_batch_size=16, batch_timeout_micros=300_000, num_batch_threads=1), _row_call)
+    results, barrier = {}, threading.Barrier(6)
+
+    def ask(i: int):
+        barrier.wait()
+        try:
+            results[i] = batcher.call(_Servable, "s", _Signature(), {"x": np.array([i, -1 if i == 3 else i + 10])})
+        except ServingError as error:
+            results[i] = error
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.stop()
+    assert isinstance(results[3], ServingError) and "x holds -1" in results[3].message
+    for i in (0, 1, 2, 4, 5):
+        assert results[i]["y"].tolist() == [2 * i, 2 * (i + 10)]
+    assert batcher.batches < 6 + 5  # the shared call, then one call per request after it failed
+
+
+def test_a_full_batch_queue_refuses_with_unavailable():
+    release = threading.Event()
+
+    def slow(servable, signature_name, signature, inputs):
+        release.wait(30)
+        return {"y": inputs["x"]}
+
+    batcher = batching.Batcher(batching.BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1), slow)
+    threads = [threading.Thread(target=batcher.call, args=(_Servable, "s", _Signature(), {"x": np.array([i])})) for i in range(2)]
+    for thread in threads:  # one runs (blocked in `slow`), one waits in the queue
+        thread.start()
+        time.sleep(0.2)
+    with pytest.raises(ServingError) as refused:
+        batcher.call(_Servable, "s", _Signature(), {"x": np.array([9])})
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "queue is full" in refused.value.message
+    release.set()
+    for thread in threads:
+        thread.join()
+    batcher.stop()
+
+
+def test_batching_parameters_read_tf_servings_text_format(tmp_path):
+    params = batching.BatchingParameters(max_batch_size=64, batch_timeout_micros=500, num_batch_threads=4, max_enqueued_batches=10)
+    assert batching.parse(params.to_text()) == params
+    text = "# comment\nmax_batch_size { value: 8 }\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\npad_variable_length_inputs: true\n"
+    assert batching.parse(text) == batching.BatchingParameters(max_batch_size=8)  # TF Serving's other fields are accepted
+    bad = tmp_path / "batching_parameters.txt"
+    for text, message in (
+        ("max_batch_sise { value: 8 }", "unknown batching parameter 'max_batch_sise'"),
+        ("max_batch_size: 8", "max_batch_size must read"),
+        ("max_batch_size { value: 0 }", "max_batch_size must be an integer >= 1"),
+        ("max_batch_size { value: 8 } }", "cannot read"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message) as error:
+            batching.read(str(bad))
+        assert str(bad) in str(error.value)
