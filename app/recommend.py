@@ -55,6 +55,29 @@ def check_dataset(paths: RunPaths) -> None:
         )
 
 
+LOCAL_SERVER = "http://127.0.0.1:8501"  # where `mmtower serve` and TF Serving answer REST by default
+
+
+def local_server(paths: RunPaths, url: str = LOCAL_SERVER, timeout: float = 0.5) -> str | None:
+    """`url` when a server there serves this output's newest pushed recommender version, else None.
+
+    Asked over REST, which needs no TensorFlow import: with a server running, `mmtower recommend` answers in
+    about a second instead of loading TensorFlow and the SavedModel (~15 s)."""
+    import json
+    import urllib.request
+
+    newest = latest_version_dir(paths.serving_model_dir())
+    if newest is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}/v1/models/{contract.RECOMMENDER}", timeout=timeout) as response:
+            status = json.load(response)
+        available = {int(s["version"]) for s in status.get("model_version_status", []) if s.get("state") == "AVAILABLE"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no server, or not TF Serving's API
+        return None
+    return url if int(os.path.basename(newest)) in available else None
+
+
 def load_model(paths: RunPaths):
     """The newest pushed SavedModel under <output>/serving/<model>/ (trained on paths.dataset)."""
     import tensorflow as tf
@@ -71,6 +94,11 @@ def load_model(paths: RunPaths):
         raise SetupError(
             f"no pushed model under {paths.serving_model_dir()}: run `mmtower run --output {paths.output}` (or `make run`) first"
         )
+    print(
+        f"Loading TensorFlow and the SavedModel {version_dir} in process (~15 s; with `mmtower serve --output "
+        f"{paths.output}` running, this command asks it instead and answers in about a second)...",
+        flush=True,
+    )
     return tf.saved_model.load(version_dir), version_dir
 
 
@@ -206,8 +234,32 @@ def explanations(outputs: dict, k: int, titles: dict) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class RestDtype:
+    """What query_arrays reads of a tf.DType (`name`, `as_numpy_dtype`), from REST metadata without TensorFlow."""
+
+    name: str
+    as_numpy_dtype: object
+
+
+_REST_DTYPES = {
+    "DT_STRING": ("string", object),
+    "DT_INT64": ("int64", "int64"),
+    "DT_INT32": ("int32", "int32"),
+    "DT_FLOAT": ("float32", "float32"),
+    "DT_DOUBLE": ("float64", "float64"),
+    "DT_BOOL": ("bool", "bool"),
+}
+
+
 def _dtype(info):
-    """tf.DType of a TensorInfo (a proto, or REST's JSON form with "dtype": "DT_STRING")."""
+    """tf.DType of a TensorInfo (a proto, or REST's JSON form with "dtype": "DT_STRING": then, for the common
+    dtypes, a RestDtype, so that asking a server over REST imports no TensorFlow)."""
+    if isinstance(info, dict) and info.get("dtype") in _REST_DTYPES:
+        import numpy as np
+
+        name, numpy_dtype = _REST_DTYPES[info["dtype"]]
+        return RestDtype(name, object if numpy_dtype is object else np.dtype(numpy_dtype).type)
     import tensorflow as tf
     from tensorflow.core.framework import types_pb2
 
@@ -298,8 +350,12 @@ def main(
     explain: bool = False,
     diversity: Diversity | None = None,
     pseudonym_key: str | None = None,
+    in_process: bool = False,
 ) -> int:
     """Prints the top k for a user; `server`: ask a TF Serving API endpoint instead of loading the model here.
+
+    Without `server`, a server on this machine (LOCAL_SERVER) that serves this output's newest model is asked
+    (fast: no TensorFlow import); `in_process`: load the model here even then.
 
     `explain`: under each ranked item, the history items nearest it and its modality mix (towers.explanations).
     `diversity`: re-order the ranked list by MMR and cap items per category (the `recommend_diverse` signature).
@@ -311,6 +367,11 @@ def main(
     the most popular items, or, with `history`, recommendations from that history alone.
     """
     paths = RunPaths(os.path.abspath(output), dataset)
+    if not server and not in_process:
+        server = local_server(paths)
+        if server:
+            check_dataset(paths)
+            protocol = "rest"
     if server:
         from serving.client import connect
 

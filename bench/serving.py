@@ -9,9 +9,12 @@ index switched off (`indexed_items` 0: every item scored exactly, the
 brute-force reference, same graph and weights). For each variant:
 
 - in-process latency of the SavedModel's `recommend` and `query` (batch 1);
-- `mmtower serve` in its own process; 1, 4 and 16 concurrent gRPC clients
-  (threads of this process) -> p50/p95/p99 and QPS; server overhead = gRPC p50
-  at 1 client / in-process p50 on the same inputs;
+- `mmtower serve` in its own process, batching off and on (deploy/batching_parameters.txt,
+  the file the TF Serving manifests use); 1, 4, 16 and 64 concurrent gRPC clients
+  (threads of this process) -> p50/p95/p99 and QPS;
+- server overhead at 1 client: gRPC and in-process (numpy in, numpy out) calls
+  interleaved request by request, and where the extra time goes (an almost empty
+  call's round trip, proto conversions, the rest);
 - ScaNN's recall@10 of `query` against the exact variant, over the same users;
 - search alone: the exact matmul + top-k against ScaNN searching 10%, 20% and
   30% of its tree's leaves, on the same embeddings and real users' queries
@@ -57,9 +60,10 @@ from towers.hparams import (
     HParams,  # noqa: E402
 )
 
-CLIENTS = (1, 4, 16)
+CLIENTS = (1, 4, 16, 64)
 LEAVES_SEARCHED = (0.1, 0.2, 0.3)  # shares of the tree's leaves for the search-only comparison
-REQUESTS = {1: 300, 4: 120, 16: 40}  # per client
+REQUESTS = {1: 300, 4: 120, 16: 40, 64: 12}  # per client
+BATCHING_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "batching_parameters.txt")
 USERS = 200
 
 
@@ -90,6 +94,9 @@ def grow(model_dir: str, size: int, seed: int = 0):
         }
         if getattr(model, "catalog_content_profile", None) is not None:
             items[F.CONTENT_PROFILE] = tf.zeros([n, model.catalog_content_profile.shape[1]])
+        if getattr(model, "catalog_modality_weights", None) is not None:  # the explanations' per-item mix: the real items' mean
+            mix = tf.reduce_mean(model.catalog_modality_weights, axis=0, keepdims=True)
+            items[contract.MODALITY_WEIGHTS_OUTPUT] = tf.tile(mix, [n, 1])
         for name in (F.ITEM_POPULARITY, F.ITEM_FRESHNESS):
             items[name] = tf.fill([n], COLD)
         items[F.ITEM_MODALITIES] = tf.fill([n], NO_CONTENT)
@@ -113,17 +120,78 @@ def latencies(function, inputs: list[dict], repeats: int = 1) -> np.ndarray:
     return np.array(out)
 
 
+def numpy_call(function):
+    """An in-process call as an application makes it: numpy arrays in, numpy arrays out (what the server does too)."""
+
+    def call(**arrays):
+        return {name: value.numpy() for name, value in function(**{k: tf.constant(v) for k, v in arrays.items()}).items()}
+
+    return call
+
+
+def overhead(port: int, function, inputs: list[dict], repeats: int = 3) -> dict:
+    """gRPC vs in-process `recommend`, interleaved request by request (the same machine state for both), and where
+    the gRPC call's extra time goes: the round trip of an almost empty call (GetModelStatus), the request and
+    response conversions on both sides, and the rest (thread hand-offs in client and server, scheduling)."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import tensors
+
+    client = GrpcClient(f"127.0.0.1:{port}")
+    local = numpy_call(function)
+    local(**inputs[0])
+    client.predict(contract.RECOMMENDER, inputs[0], contract.RECOMMEND_SIGNATURE)
+    seconds = {"in-process": [], "gRPC": [], "empty round trip": []}
+    for _ in range(repeats):
+        for request in inputs:
+            for name, call in (
+                ("in-process", lambda: local(**request)),
+                ("gRPC", lambda: client.predict(contract.RECOMMENDER, request, contract.RECOMMEND_SIGNATURE)),
+                ("empty round trip", lambda: client.status(contract.RECOMMENDER)),
+            ):
+                started = time.perf_counter()
+                call()
+                seconds[name].append(time.perf_counter() - started)
+    outputs = local(**inputs[0])
+    message = predict_pb2.PredictRequest()
+    for name, value in inputs[0].items():
+        message.inputs[name].CopyFrom(tensors.to_proto(value))
+    response = predict_pb2.PredictResponse()
+    for name, value in outputs.items():
+        response.outputs[name].CopyFrom(tensors.to_proto(value))
+    wire_request, wire_response = message.SerializeToString(), response.SerializeToString()
+
+    def conversions():
+        request = predict_pb2.PredictRequest()
+        for name, value in inputs[0].items():
+            request.inputs[name].CopyFrom(tensors.to_proto(value))
+        request.SerializeToString()
+        [tensors.to_array(p) for p in predict_pb2.PredictRequest.FromString(wire_request).inputs.values()]
+        reply = predict_pb2.PredictResponse()
+        for name, value in outputs.items():
+            reply.outputs[name].CopyFrom(tensors.to_proto(value))
+        reply.SerializeToString()
+        [tensors.to_array(p) for p in predict_pb2.PredictResponse.FromString(wire_response).outputs.values()]
+
+    seconds["conversions"] = latencies(conversions, [{}] * 200)
+    client.close()
+    p50 = {name: float(np.median(values)) for name, values in seconds.items()}
+    p50["rest"] = p50["gRPC"] - p50["in-process"] - p50["empty round trip"] - p50["conversions"]
+    return p50
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_server(config_path: str) -> tuple[subprocess.Popen, int]:
+def start_server(config_path: str, batching: bool = False) -> tuple[subprocess.Popen, int]:
     port = free_port()
     mmtower = os.path.join(os.path.dirname(sys.executable), "mmtower")
     process = subprocess.Popen(
-        [mmtower, "serve", "--model-config", config_path, "--port", str(port), "--rest-port", "0"],
+        [mmtower, "serve", "--model-config", config_path, "--port", str(port), "--rest-port", "0"]
+        + (["--batching-parameters-file", BATCHING_FILE] if batching else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -249,8 +317,17 @@ def main() -> int:
         "Model: MovieLens-100K two-tower + DCN-v2 ranker (item tower: id + metadata), grown with synthetic items; "
         "`recommend` = retrieve 100 (excluding seen items), rank, return 100. Latencies in ms, batch of 1.",
         "",
-        "| items | retrieval | in-process `query` p50 | in-process `recommend` p50 / p99 | gRPC clients | gRPC p50 / p95 / p99 | QPS | failed | server overhead (gRPC p50 / in-process p50) |",
+        "| items | retrieval | in-process `query` p50 | in-process `recommend` p50 / p99 | server batching | gRPC clients | gRPC p50 / p95 / p99 | QPS | failed |",
         "|---|---|---|---|---|---|---|---|---|",
+    ]
+    overhead_lines = [
+        "",
+        "Server overhead at 1 client, batching off: gRPC and in-process calls interleaved request by request (in-process = numpy "
+        "in, numpy out, as an application calls the SavedModel); the gRPC call's extra time split into an almost empty call's "
+        "round trip (GetModelStatus), the proto conversions on both sides, and the rest (thread hand-offs, scheduling). p50 ms.",
+        "",
+        "| items | retrieval | in-process | gRPC | overhead | empty round trip | conversions | rest |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     summary, findings = [], []
     search_lines = [
@@ -286,20 +363,29 @@ def main() -> int:
             tops[variant] = [query_fn(**request)[contract.ITEM_IDS_OUTPUT].numpy()[0, :10] for request in query_inputs]
             in_query = latencies(query_fn, query_inputs)
             in_recommend = latencies(recommend_fn, tensors)
+            for batching in (False, True):
+                process, port = start_server(config_path, batching)
+                try:
+                    if not batching:
+                        p50 = overhead(port, recommend_fn, inputs)
+                        overhead_lines.append(
+                            f"| {size:,} | {variant} | {p50['in-process'] * 1000:.2f} | {p50['gRPC'] * 1000:.2f} | "
+                            f"{p50['gRPC'] / p50['in-process']:.2f}x | {p50['empty round trip'] * 1000:.2f} | "
+                            f"{p50['conversions'] * 1000:.2f} | {p50['rest'] * 1000:.2f} |"
+                        )
+                        print(overhead_lines[-1], flush=True)
+                    for clients in CLIENTS:
+                        remote, qps, failed = load_test(port, inputs, clients)
+                        lines.append(
+                            f"| {size:,} | {variant} | {ms(in_query, 50)} | {ms(in_recommend, 50)} / {ms(in_recommend, 99)} | "
+                            f"{'on' if batching else 'off'} | {clients} | {ms(remote, 50)} / {ms(remote, 95)} / {ms(remote, 99)} | "
+                            f"{qps:.0f} | {failed} |"
+                        )
+                        print(lines[-1], flush=True)
+                finally:
+                    process.terminate()
+                    process.wait()
             del served
-            process, port = start_server(config_path)
-            try:
-                for clients in CLIENTS:
-                    remote, qps, failed = load_test(port, inputs, clients)
-                    overhead = f"{np.median(remote) / np.median(in_recommend):.2f}x" if clients == 1 else ""
-                    lines.append(
-                        f"| {size:,} | {variant} | {ms(in_query, 50)} | {ms(in_recommend, 50)} / {ms(in_recommend, 99)} | {clients} | "
-                        f"{ms(remote, 50)} / {ms(remote, 95)} / {ms(remote, 99)} | {qps:.0f} | {failed} | {overhead} |"
-                    )
-                    print(lines[-1], flush=True)
-            finally:
-                process.terminate()
-                process.wait()
             summary.append((size, variant, float(np.median(in_query)), float(np.median(in_recommend))))
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops["brute force"], tops["ScaNN"])])
         brute = next(s for s in summary if s[0] == size and s[1] == "brute force")
@@ -310,7 +396,7 @@ def main() -> int:
         )
         print(summary_line, flush=True)
         findings.append(summary_line)
-    lines += [""] + [f"- {line}" for line in findings] + search_lines
+    lines += overhead_lines + [""] + [f"- {line}" for line in findings] + search_lines
     lines += [
         "",
         f"Command: `.venv/bin/python -m bench.serving --sizes {args.sizes} --output {args.output}` ({time.monotonic() - started:.0f} s in all)",

@@ -15,11 +15,8 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from components import drift_validator
+from components.errors import DataValidationError  # noqa: F401 - raised here, imported from here by callers
 from towers.contract import ANOMALIES_FILE
-
-
-class DataValidationError(RuntimeError):
-    """Raised when validated data has anomalies against the curated schema."""
 
 
 def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:

@@ -11,9 +11,9 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from towers import features as F
 from towers.contract import (
@@ -28,6 +28,9 @@ from towers.contract import (
     USERS_FILE,
     VALIDATION_COLD_ITEMS_FILE,
 )
+
+if TYPE_CHECKING:  # frames come from the dataset builders; reading records needs no pandas (a fast `mmtower recommend`)
+    import pandas as pd
 
 
 @dataclass
@@ -238,11 +241,10 @@ def read_records(path: str, lists: tuple[str, ...] = (F.HISTORY,)) -> list[dict]
     `lists`: features read as lists (the others as their one value); pass the dataset's
     FeatureRoles.list_features for records holding multi-valued columns.
     """
-    import tensorflow as tf
+    from mmdata.tfrecord import read_examples  # no TensorFlow import: a fast `mmtower recommend`
 
     rows = []
-    for raw in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
-        ex = tf.train.Example.FromString(raw)
+    for ex in read_examples(path):
         row = {}
         for name, feat in ex.features.feature.items():
             kind = feat.WhichOneof("kind")

@@ -10,17 +10,20 @@ once its `saved_model.pb` exists).
 from __future__ import annotations
 
 import os
-
-from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
+from typing import TYPE_CHECKING
 
 from towers.contract import MODEL_CONFIG_FILE, SERVED_MODELS
+
+if TYPE_CHECKING:  # the protos import TensorFlow (seconds): loaded where a config is built or read
+    from tensorflow_serving.config import model_server_config_pb2
 
 VERSIONS_KEPT = 1  # version policy: serve the newest version only
 
 
 def model_server_config(base_paths: dict[str, str], num_versions: int = VERSIONS_KEPT) -> model_server_config_pb2.ModelServerConfig:
     """A ModelServerConfig serving the newest `num_versions` versions of each model name -> base path."""
+    from tensorflow_serving.config import model_server_config_pb2
+
     config = model_server_config_pb2.ModelServerConfig()
     for name, base_path in base_paths.items():
         model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
@@ -30,6 +33,8 @@ def model_server_config(base_paths: dict[str, str], num_versions: int = VERSIONS
 
 def write(path: str, config: model_server_config_pb2.ModelServerConfig) -> None:
     """Writes `config` as text, atomically (a server polling the file never reads half of it)."""
+    from google.protobuf import text_format
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = f"{path}.partial"
     with open(partial, "w") as f:
@@ -49,6 +54,9 @@ def read(path: str) -> model_server_config_pb2.ModelServerConfig:
     """Parses a models.config; a clear error names the file when it is missing or malformed."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"model config {path} does not exist (the Pusher writes it next to the pushed models)")
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     config = model_server_config_pb2.ModelServerConfig()
     try:
         with open(path) as f:

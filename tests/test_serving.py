@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -644,3 +646,34 @@ def test_batching_parameters_read_tf_servings_text_format(tmp_path):
         with pytest.raises(ValueError, match=message) as error:
             batching.read(str(bad))
         assert str(bad) in str(error.value)
+
+
+def test_recommend_asks_a_local_server_of_this_output_without_importing_tensorflow(tmp_path):
+    """`mmtower recommend` without --server uses a server on this machine that serves the output's newest version,
+    over REST, and so never imports TensorFlow (about a second instead of ~15 s)."""
+    output = tmp_path / "output"
+    base = output / "serving" / MODEL
+    os.makedirs(base)
+    push(str(base), 1)
+    with Server(model_config.write_for(str(output / "serving"), names=[MODEL]), ServerOptions(grpc_port=0, rest_port=0)) as server:
+        server.models.wait_for(MODEL, 1)
+        url = f"http://127.0.0.1:{server.rest_port}"
+        script = f"""
+import sys
+from app import recommend
+from serving.client import RestClient
+from towers.contract import RunPaths
+paths = RunPaths({str(output)!r}, "tuxpaint")
+assert recommend.local_server(paths, {url!r}) == {url!r}
+assert recommend.local_server(paths, "http://127.0.0.1:9") is None  # nothing listens there
+outputs = recommend.remote_outputs(RestClient({url!r}), {{"user_id": "u1", "history": ["a"]}})
+assert outputs["item_ids"][0].tolist() == [b"a", b"b", b"c", b"d"], outputs
+assert "tensorflow" not in sys.modules, "asking a server imported TensorFlow"
+"""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=root, timeout=120)
+        other = tmp_path / "other"
+        os.makedirs(other / "serving" / MODEL / "2")  # another output whose newest version this server does not serve
+        from app import recommend
+
+        assert recommend.local_server(contract.RunPaths(str(other), "tuxpaint"), url) is None
