@@ -191,7 +191,7 @@ def start_server(config_path: str, batching: bool = False) -> tuple[subprocess.P
     mmtower = os.path.join(os.path.dirname(sys.executable), "mmtower")
     process = subprocess.Popen(
         [mmtower, "serve", "--model-config", config_path, "--port", str(port), "--rest-port", "0"]
-        + (["--batching-parameters-file", BATCHING_FILE] if batching else []),
+        + (["--batching-parameters-file", BATCHING_FILE] if batching else ["--no-batching"]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -65,7 +65,8 @@ BATCHING_FILE = "batching_parameters.txt"
 def test_both_deployments_batch_with_the_one_batching_parameters_file():
     with open(os.path.join(DEPLOY, BATCHING_FILE)) as f:
         text = f.read()
-    batching.parse(text, BATCHING_FILE)  # the file `mmtower serve --batching-parameters-file` reads too
+    # the file `mmtower serve --batching-parameters-file` reads too; its values are `mmtower serve`'s defaults
+    assert batching.parse(text, BATCHING_FILE) == batching.BatchingParameters()
     assert _load("kubernetes/configmap.yaml")["data"][BATCHING_FILE] == text
     container = _load("kubernetes/deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
     args = dict(arg.lstrip("-").split("=", 1) for arg in container["args"])
