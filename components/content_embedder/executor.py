@@ -40,7 +40,7 @@ ENCODER_OF = {TEXT: TEXT, IMAGE: IMAGE, AUDIO: AUDIO, VIDEO_FRAMES: IMAGE, VIDEO
 AUDIO_SAMPLE_RATE = 16000  # what the audio encoder expects
 MAX_AUDIO_SECONDS = 30
 # Container formats tensorflow-io reads, by their magic bytes.
-_AUDIO_SUFFIXES = {b"RIFF": ".wav", b"OggS": ".ogg", b"fLaC": ".flac", b"ID3": ".mp3", b"\xff\xfb": ".mp3", b"\xff\xf3": ".mp3"}
+_AUDIO_MAGIC = (b"RIFF", b"OggS", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3")  # WAV, Ogg, FLAC, MP3 (tagged or not)
 QUARANTINE_TAG = "quarantine"
 
 
@@ -57,8 +57,11 @@ class EncoderModelHandler(ModelHandler[str, PredictionResult, Any]):
         return registry.load(self._handle)
 
     def run_inference(self, batch: Sequence[Any], model, inference_args: Optional[dict] = None) -> Iterable[PredictionResult]:
-        inputs = np.stack(batch) if isinstance(batch[0], np.ndarray) else list(batch)
-        outputs = model(tf.constant(inputs)).numpy()
+        if isinstance(batch[0], np.ndarray) and len({len(clip) for clip in batch}) > 1:
+            outputs = _embed_clips(model, batch)
+        else:
+            inputs = np.stack(batch) if isinstance(batch[0], np.ndarray) else list(batch)
+            outputs = model(tf.constant(inputs)).numpy()
         return [PredictionResult(example, output) for example, output in zip(batch, outputs)]
 
     def batch_elements_kwargs(self):
@@ -66,6 +69,20 @@ class EncoderModelHandler(ModelHandler[str, PredictionResult, Any]):
 
     def share_model_across_processes(self) -> bool:
         return False
+
+
+def _embed_clips(model, clips: Sequence[np.ndarray]) -> np.ndarray:
+    """Waveforms of different lengths -> [len(clips), dim]. Through the encoder's `embed_clips` (zero-padded clips
+    and their lengths; the network runs once over all their patches) when it has one; otherwise clip by clip,
+    as a TF-Hub audio encoder's [batch, samples] signature needs rows of one length (padding would change them)."""
+    embed = getattr(getattr(model, "resolved_object", model), "embed_clips", None)
+    if embed is None:
+        return np.concatenate([model(tf.constant(clip[None, :])).numpy() for clip in clips])
+    lengths = np.array([len(clip) for clip in clips], np.int64)
+    padded = np.zeros([len(clips), lengths.max()], np.float32)
+    for row, clip in enumerate(clips):
+        padded[row, : len(clip)] = clip
+    return embed(tf.constant(padded), tf.constant(lengths)).numpy()
 
 
 def _first_bytes(feature, name: str) -> bytes:
@@ -98,34 +115,52 @@ class AudioError(ValueError):
 def decode_audio(data: bytes) -> np.ndarray:
     """Encoded WAV/OGG/FLAC/MP3 -> float32 mono waveform at 16 kHz, at most MAX_AUDIO_SECONDS.
 
+    Decoded from memory with PyAV (FFmpeg, as video sound tracks are: towers/encoders/video.py), not through a
+    temporary file; the sample rate is checked from the stream header before any sample is decoded, and
+    decoding stops after MAX_AUDIO_SECONDS.
+
     Raises:
       AudioError: empty, unsupported or undecodable (e.g. truncated) audio.
     """
-    import tempfile
+    import io
 
-    import tensorflow_io as tfio
+    import av
 
     if not data:
         raise AudioError("no audio")
     if problem := media.size_problem(data):
         raise AudioError(problem)
-    suffix = next((s for magic, s in _AUDIO_SUFFIXES.items() if data.startswith(magic)), None)
-    if suffix is None:
+    if not any(data.startswith(magic) for magic in _AUDIO_MAGIC):
         raise AudioError(f"unsupported audio format (starts with {data[:4]!r})")
-    with tempfile.NamedTemporaryFile(suffix=suffix) as f:  # tensorflow-io reads audio from files
-        f.write(data)
-        f.flush()
-        try:
-            audio = tfio.audio.AudioIOTensor(f.name)
-            rate = int(audio.rate)
+    chunks, rate = [], None
+    try:
+        with av.open(io.BytesIO(data), metadata_errors="replace") as container:
+            if not container.streams.audio:
+                raise AudioError("undecodable audio: no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate
             if problem := media.audio_rate_problem(rate):
                 raise AudioError(problem)
-            samples = audio[: rate * MAX_AUDIO_SECONDS]
-        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, tf.errors.UnknownError) as error:
-            raise AudioError(f"undecodable audio: {error.message.splitlines()[0][:120]}") from None
-    samples = samples.numpy()
-    scale = float(np.iinfo(samples.dtype).max) if samples.dtype.kind in "iu" else 1.0
-    mono = samples.astype(np.float32).mean(axis=1) / scale
+            to_float = av.AudioResampler(format="fltp")  # the sample format only: rate and channels kept
+            limit, samples = rate * MAX_AUDIO_SECONDS, 0
+            for frame in container.decode(stream):
+                if problem := media.audio_rate_problem(frame.sample_rate) or (
+                    f"sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz)" if frame.sample_rate != rate else None
+                ):
+                    raise AudioError(problem)
+                for out in to_float.resample(frame):
+                    mono = out.to_ndarray().mean(axis=0, dtype=np.float32)
+                    chunks.append(mono)
+                    samples += mono.size
+                if samples >= limit:
+                    break
+    except AudioError:
+        raise
+    except av.FFmpegError as error:
+        raise AudioError(f"undecodable audio: {(error.strerror or str(error))[:120]}") from None
+    except Exception as error:  # whatever else a crafted file makes PyAV raise costs that item only
+        raise AudioError(f"undecodable audio: {type(error).__name__}: {str(error)[:120]}") from None
+    mono = np.concatenate(chunks)[: rate * MAX_AUDIO_SECONDS] if chunks else np.zeros(0, np.float32)
     if mono.size == 0:
         raise AudioError("empty audio")
     return resample(mono, rate)
@@ -206,8 +241,8 @@ class ParseItem(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(VIDEO_SOUND, (item_id, clip.audio))
 
 
-# Waveforms differ in length: the audio encoder gets one clip per call (a sound, or a video's sound track).
-_BATCHING = {AUDIO: {"min_batch_size": 1, "max_batch_size": 1}, VIDEO_SOUND: {"min_batch_size": 1, "max_batch_size": 1}}
+# Waveforms differ in length: batches of clips go through the audio encoder's `embed_clips` (_embed_clips).
+_BATCHING = {AUDIO: {"min_batch_size": 1, "max_batch_size": 16}, VIDEO_SOUND: {"min_batch_size": 1, "max_batch_size": 16}}
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

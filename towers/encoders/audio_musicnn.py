@@ -110,6 +110,23 @@ class MusicnnEncoder(tf.Module):
         both = tf.map_fn(self._clip, waveforms, fn_output_signature=tf.TensorSpec([DIM + NUM_TAGS], tf.float32))
         return both[:, :DIM]
 
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms"), tf.TensorSpec([None], tf.int64, name="lengths")]
+    )
+    def embed_clips(self, waveforms, lengths):
+        """Clips of different lengths in one call: [batch, samples] zero-padded after each clip, each clip's
+        length [batch] -> [batch, 200], what __call__ gives for each clip alone. The network runs once over the
+        patches of every clip together (where __call__ runs it clip by clip), which is what batching buys here."""
+        batch = tf.shape(waveforms)[0]
+        clips = tf.TensorArray(tf.float32, size=batch, infer_shape=False, element_shape=tf.TensorShape([None, PATCH_FRAMES, N_MELS]))
+        counts = tf.TensorArray(tf.int32, size=batch)
+        for i in tf.range(batch):
+            clip = patches(log_mel(waveforms[i, : tf.cast(lengths[i], tf.int32)], self.filterbank))
+            clips = clips.write(i, clip)
+            counts = counts.write(i, tf.shape(clip)[0])
+        out = self.network(clips.concat())
+        return tf.math.segment_mean(out["penultimate"], tf.repeat(tf.range(batch), counts.stack()))
+
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms")])
     def tags(self, waveforms):
         """[batch, samples] -> [batch, 50] mean MTT tag probabilities."""
