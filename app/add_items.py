@@ -248,7 +248,9 @@ def add_items(
         if rebuild_index and model.index_type.numpy() == SCANN.encode():
             from towers import scann_index
 
-            scann_index.replace(model.scann_index, scann_index.build_searcher(model.catalog_embeddings.numpy(), 100))
+            scann_index.replace(
+                model.scann_index, scann_index.build_searcher(np.asarray(model.catalog_embeddings.numpy(), np.float32), 100)
+            )
             model.indexed_items.assign(report.catalog_size)
             report.index_rebuilt = True
         models[name] = model

@@ -405,6 +405,13 @@ def _pipeline_arguments(parser, defaults) -> None:
         f"(the ScaNN-enabled image; for large catalogs) (default: {defaults.retrieval_index})",
     )
     parser.add_argument(
+        "--catalog-precision",
+        default=defaults.catalog_precision,
+        choices=["float32", "bfloat16"],
+        help="how the served recommender stores the catalog's candidate embeddings: bfloat16 halves them on disk and in "
+        f"memory (brute-force scores in bfloat16; measured in bench/results/compression.md) (default: {defaults.catalog_precision})",
+    )
+    parser.add_argument(
         "--dp-epsilon",
         type=_positive_epsilon,
         default=defaults.dp_epsilon,
@@ -469,6 +476,7 @@ def _options(args):
         fusion=args.fusion,
         fine_tune_text=args.fine_tune_text,
         retrieval_index=args.retrieval_index,
+        catalog_precision=args.catalog_precision,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,

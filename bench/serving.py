@@ -79,7 +79,7 @@ def train(output: str) -> str:
 def grow(model_dir: str, size: int, seed: int = 0):
     """Loads the trained recommender and appends synthetic items until the catalog has `size`."""
     model = tf.saved_model.load(model_dir)
-    real = model.catalog_embeddings.numpy()
+    real = np.asarray(model.catalog_embeddings.numpy(), np.float32)  # a bfloat16 catalog too
     count = size - len(real)
     rng = np.random.default_rng(seed)
     for start in range(0, count, 200_000):

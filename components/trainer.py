@@ -551,6 +551,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             liked_rating=hp.liked_rating,
             index=hp.retrieval_index,
             new_item_candidates=hp.new_item_candidates,
+            catalog_precision=hp.catalog_precision,
         ),
     )
     model_dir = os.path.dirname(os.path.normpath(fn_args.serving_model_dir))  # the Model artifact: files beside Format-Serving

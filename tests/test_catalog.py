@@ -94,3 +94,30 @@ def test_without_content_the_added_items_carry_no_profile():
     catalog = Catalog(catalog_tables(EMBEDDINGS))
     assert catalog.content_profile is None
     assert F.CONTENT_PROFILE not in catalog.added_items_spec()
+
+
+def test_a_bfloat16_catalog_stores_half_the_bytes_and_scores_as_float32_within_its_precision(tmp_path):
+    from towers.catalog import BFLOAT16, scores
+    from towers.retrieval import brute_force
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=[200, 16]).astype(np.float32)
+    full, half = Catalog(catalog_tables(embeddings)), Catalog(catalog_tables(embeddings), BFLOAT16)
+    assert half.embeddings.dtype == tf.bfloat16 and half.embeddings.numpy().nbytes * 2 == full.embeddings.numpy().nbytes
+    rows = half.embeddings_at(tf.constant([3, 7], tf.int64))
+    assert rows.dtype == tf.float32
+    np.testing.assert_allclose(rows.numpy(), embeddings[[3, 7]], rtol=1 / 128)  # bfloat16 keeps 8 bits of mantissa
+    queries = tf.constant(rng.normal(size=[4, 16]).astype(np.float32))
+    exact, approximate = scores(queries, full.embeddings), scores(queries, half.embeddings)
+    assert approximate.dtype == tf.float32
+    np.testing.assert_allclose(approximate.numpy(), exact.numpy(), atol=0.1 + 0.02 * np.abs(exact.numpy()).max())
+    no_exclusions = tf.zeros([0, 2], tf.int64)
+    top_full = brute_force(queries, full.embeddings.value(), no_exclusions, 10)[1].numpy()
+    top_half = brute_force(queries, half.embeddings.value(), no_exclusions, 10)[1].numpy()
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_full, top_half)]) >= 0.8
+    half.append({ITEM_IDS_INPUT: tf.constant(["x"]), EMBEDDINGS_OUTPUT: tf.constant([[1.0] * 16]), F.ITEM_POPULARITY: tf.constant(["none"])})
+    assert half.embeddings.dtype == tf.bfloat16 and half.embeddings.numpy().shape == (201, 16)
+    tf.saved_model.save(half, str(tmp_path / "catalog"))  # a bfloat16 variable saves and loads like any other
+    assert tf.saved_model.load(str(tmp_path / "catalog")).embeddings.dtype == tf.bfloat16
+    with pytest.raises(ValueError, match="catalog precision must be one of"):
+        Catalog(catalog_tables(embeddings), "int4")

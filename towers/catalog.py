@@ -21,6 +21,18 @@ UNKNOWN = "unknown"  # slice value of an item that is not in the catalog
 UNKNOWN_CATEGORY = -1  # an item's category id when it has none (towers.diversity)
 
 
+FLOAT32, BFLOAT16 = "float32", "bfloat16"
+PRECISIONS = (FLOAT32, BFLOAT16)  # how the candidate embeddings are stored (HParams.catalog_precision)
+
+
+def scores(queries: tf.Tensor, embeddings: tf.Tensor) -> tf.Tensor:
+    """float32 [batch, N]: queries float32 [batch, dim] . embeddings [N, dim]; with bfloat16 embeddings the product
+    runs in bfloat16 (half the bytes read; oneDNN's bfloat16 kernels on CPUs that have them), scores back in float32."""
+    if embeddings.dtype == queries.dtype:
+        return tf.matmul(queries, embeddings, transpose_b=True)
+    return tf.cast(tf.matmul(tf.cast(queries, embeddings.dtype), embeddings, transpose_b=True), tf.float32)
+
+
 @dataclass
 class CatalogTables:
     """What the serving module knows about each catalog item, by catalog position (plain values).
@@ -60,7 +72,8 @@ class Catalog(tf.Module):
     Attributes:
       ids: string [N] item ids (variable `catalog_ids`).
       positions: hash table item id -> catalog position (-1: not in the catalog).
-      embeddings: float32 [N, dim] candidate embeddings.
+      embeddings: [N, dim] candidate embeddings, stored in `precision` (float32, or bfloat16: half the bytes;
+        read them through embeddings_at / scores, which compute in float32 where it matters).
       item_index: int64 [N] the ranker's item id (oov_item_index: no training interactions).
       content_profile: float32 [N, C], or None when the ranker reads no content.
       slices: slice name -> string [N].
@@ -69,13 +82,15 @@ class Catalog(tf.Module):
       categories: int64 [N] category ids (-1: none; items appended later have none).
     """
 
-    def __init__(self, tables: CatalogTables):
+    def __init__(self, tables: CatalogTables, precision: str = FLOAT32):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"catalog precision must be one of {PRECISIONS}, got {precision!r}")
         ids = utf8(tables.ids)
         self.ids = growable(ids, "catalog_ids")
         self.positions = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1, name="catalog_positions")
         self.positions.insert(tf.constant(ids), tf.range(len(ids), dtype=tf.int64))
-        self.embeddings = growable(np.asarray(tables.embeddings, np.float32), "catalog_embeddings")
+        self.embeddings = growable(tf.cast(np.asarray(tables.embeddings, np.float32), precision).numpy(), "catalog_embeddings")
         self.item_index = growable(np.asarray(tables.item_index, np.int64), "catalog_item_index")
         self.content_profile = None
         if tables.content_profile is not None:
@@ -103,6 +118,10 @@ class Catalog(tf.Module):
         """
         return tf.reshape(self.positions.lookup(ids), tf.shape(ids))
 
+    def embeddings_at(self, positions: tf.Tensor) -> tf.Tensor:
+        """float32, the shape of `positions` (int64, all >= 0) + [dim]: those items' candidate embeddings."""
+        return tf.cast(tf.gather(self.embeddings.value(), positions), tf.float32)
+
     def ids_at(self, positions: tf.Tensor) -> tf.Tensor:
         """string, the shape of `positions` (int64, all >= 0): the items' ids."""
         return tf.gather(self.ids.value(), positions)
@@ -124,7 +143,7 @@ class Catalog(tf.Module):
         """
         inputs = {
             F.ITEM_INDEX: tf.gather(self.item_index.value(), positions),
-            F.CANDIDATE_EMBEDDING: tf.gather(self.embeddings.value(), positions),
+            F.CANDIDATE_EMBEDDING: self.embeddings_at(positions),
         }
         if self.content_profile is not None:
             inputs[F.CONTENT_PROFILE] = tf.gather(self.content_profile.value(), positions)
@@ -162,7 +181,7 @@ class Catalog(tf.Module):
         count = tf.size(items[ITEM_IDS_INPUT], out_type=tf.int64)
         self.positions.insert(items[ITEM_IDS_INPUT], start + tf.range(count))
         self.ids.assign(tf.concat([self.ids, items[ITEM_IDS_INPUT]], 0))
-        self.embeddings.assign(tf.concat([self.embeddings, items[EMBEDDINGS_OUTPUT]], 0))
+        self.embeddings.assign(tf.concat([self.embeddings, tf.cast(items[EMBEDDINGS_OUTPUT], self.embeddings.dtype)], 0))
         self.item_index.assign(tf.concat([self.item_index, tf.fill([count], self.oov_item_index)], 0))
         if self.content_profile is not None:
             self.content_profile.assign(tf.concat([self.content_profile, items[F.CONTENT_PROFILE]], 0))

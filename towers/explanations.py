@@ -35,10 +35,9 @@ def explain(catalog: Catalog, modalities: tf.Tensor, positions: tf.Tensor, histo
       positions: int64 [batch, K], all >= 0.
       history: string [batch, H], the query's history item ids ('' pads).
     """
-    embeddings = catalog.embeddings.value()
-    recommended = tf.gather(embeddings, positions)  # [batch, K, dim]
+    recommended = catalog.embeddings_at(positions)  # [batch, K, dim]
     known = catalog.lookup(history)  # [batch, H], -1: padding or not in the catalog
-    past = tf.gather(embeddings, tf.maximum(known, 0))  # [batch, H, dim]
+    past = catalog.embeddings_at(tf.maximum(known, 0))  # [batch, H, dim]
     scores = tf.einsum("bkd,bhd->bkh", recommended, past)
     scores = tf.where((known >= 0)[:, tf.newaxis, :], scores, -float("inf"))
     batch, k = tf.shape(positions)[0], tf.shape(positions)[1]

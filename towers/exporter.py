@@ -67,7 +67,7 @@ import tensorflow as tf
 
 from towers import features as F
 from towers import metrics
-from towers.catalog import Catalog, CatalogTables
+from towers.catalog import FLOAT32, Catalog, CatalogTables
 from towers.contract import (
     DIVERSITY_INPUT,
     EMBED_SIGNATURE,
@@ -157,6 +157,7 @@ class ServingOptions:
       index: BRUTE_FORCE or SCANN (see the module docstring).
       new_item_candidates: `recommend` ranks, beside the retrieved `ranking_candidates`, the best this many
         items without training interactions by retrieval score (brute-force index only).
+      catalog_precision: how the candidate embeddings are stored (towers.catalog.PRECISIONS).
     """
 
     k: int
@@ -164,6 +165,7 @@ class ServingOptions:
     liked_rating: float
     index: str = BRUTE_FORCE
     new_item_candidates: int = 0
+    catalog_precision: str = FLOAT32
 
     def __post_init__(self):
         if self.index not in INDEXES:
@@ -212,7 +214,7 @@ class ServingModule(tf.Module):
         item_spec = _feature_spec(inputs.raw_feature_spec, inputs.roles.candidate_features)
         self.item_encoder = ItemEncoder(models.tft_layer, models.candidate_tower, item_spec, inputs.content_dims)
         self.embed_candidates = self.item_encoder.embed_candidates
-        self.catalog = Catalog(catalog)
+        self.catalog = Catalog(catalog, options.catalog_precision)
         self.graph = GraphTables(size, catalog.graph_neighbours, catalog.graph_weights, catalog.graph_kinds)
         self.seen = SeenItems(users.seen_positions)
         self.retriever = Retriever(self.catalog, options.index, self.ranking_candidates, self.seen.longest)

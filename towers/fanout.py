@@ -125,7 +125,7 @@ class RankingFanout(tf.Module):
         if diversity is None:
             top_logits, order = tf.math.top_k(logits, k=count)
         else:
-            embeddings = tf.gather(self.catalog.embeddings.value(), positions)
+            embeddings = self.catalog.embeddings_at(positions)
             categories = tf.gather(self.catalog.categories.value(), positions)
             order = rerank(logits, embeddings, categories, count, diversity, max_per_category)
             top_logits = tf.gather(logits, order, batch_dims=1)

@@ -60,6 +60,8 @@ class HParams:
       retrieval_index: "brute_force" (score every item; the stock TF Serving
         image serves it) or "scann" (a ScaNN index in the SavedModel; needs the
         ScaNN-enabled image; worth it from about 100k items).
+      catalog_precision: how the served recommender stores its candidate embeddings: "float32", or
+        "bfloat16" (half the bytes; brute-force scores computed in bfloat16; bench/compression).
       ranking_candidates: items retrieved for the ranking model to order
         (`recommend`); also where the ranker's training negatives come from.
       item_graph: `recommend` adds item-graph scores (co-occurrence and content
@@ -118,6 +120,7 @@ class HParams:
     early_stopping_patience: int = 0
     top_k: int = 100
     retrieval_index: str = BRUTE_FORCE
+    catalog_precision: str = "float32"
     ranking_candidates: int = 100
     ranking_negatives: int = 3
     item_graph: bool = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from towers.catalog import Catalog
+from towers.catalog import scores as catalog_scores
 from towers.exclusions import EXCLUDED_SCORE, is_excluded, mask_scores
 from towers.hparams import INDEXES, SCANN
 
@@ -30,7 +31,7 @@ def brute_force(
 
     Args:
       queries: float32 [batch, dim].
-      embeddings: float32 [N, dim] the catalog's candidate embeddings.
+      embeddings: [N, dim] the catalog's candidate embeddings (float32 or bfloat16: towers.catalog.scores).
       exclude: int64 [n, 2] (row, position) pairs not to return (they score EXCLUDED_SCORE).
       k: how many items.
       new_items: how many new items to add after the top `k` (0: none).
@@ -40,7 +41,7 @@ def brute_force(
       (scores float32 [batch, k + new_items], catalog positions int64 [batch, k + new_items]);
       a new item already in the top k scores EXCLUDED_SCORE in the added part.
     """
-    scores = mask_scores(tf.matmul(queries, embeddings, transpose_b=True), exclude)  # [batch, N]
+    scores = mask_scores(catalog_scores(queries, embeddings), exclude)  # [batch, N]
     top_scores, top_positions = top_k(scores, k)
     if not new_items:
         return top_scores, top_positions
@@ -92,7 +93,7 @@ class Retriever(tf.Module):
         if index not in INDEXES:
             raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
         self.catalog = catalog
-        embeddings = catalog.embeddings.numpy()
+        embeddings = tf.cast(catalog.embeddings, tf.float32).numpy()
         self.index_type = tf.Variable(index, trainable=False, name="index_type")
         self.indexed_items = tf.Variable(len(embeddings) if index == SCANN else 0, dtype=tf.int64, trainable=False, name="indexed_items")
         self.scann_index = None
@@ -135,7 +136,7 @@ class Retriever(tf.Module):
         indexed = tf.minimum(self.indexed_items, self.catalog.size())
         ann_scores, ann_positions = self._search_index(queries, k, indexed)
         added = self.catalog.embeddings[indexed:]
-        added_scores, added_order = tf.math.top_k(tf.matmul(queries, added, transpose_b=True), k=tf.minimum(k, tf.shape(added)[0]))
+        added_scores, added_order = tf.math.top_k(catalog_scores(queries, added), k=tf.minimum(k, tf.shape(added)[0]))
         scores = tf.concat([ann_scores, added_scores], axis=1)
         positions = tf.concat([ann_positions, indexed + tf.cast(added_order, tf.int64)], axis=1)
         missing = tf.maximum(k - tf.shape(scores)[1], 0)

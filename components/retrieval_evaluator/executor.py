@@ -181,7 +181,7 @@ def list_metrics(model, positions: np.ndarray) -> dict[str, float]:
     catalog embeddings and categories (a model exported before it had categories: NaN)."""
     categories = getattr(model, "catalog_categories", None)
     return {
-        ev.DIVERSITY: ev.list_diversity(positions, model.catalog_embeddings.numpy()),
+        ev.DIVERSITY: ev.list_diversity(positions, np.asarray(model.catalog_embeddings.numpy(), np.float32)),
         ev.CATEGORY_COVERAGE: ev.category_coverage(positions, categories.numpy()) if categories is not None else float("nan"),
     }
 
@@ -202,7 +202,7 @@ def among_own_kind(
     Query embeddings come from `embed_query`, item embeddings from the
     model's catalog table; exclusions are the same seen items. Only `readable` records (bool [n]) are scored.
     """
-    embeddings = model.catalog_embeddings.numpy()
+    embeddings = np.asarray(model.catalog_embeddings.numpy(), np.float32)
     truth = ev.positions(held_out.items, index)
     targets = ev.targets_by_freshness(truth, cold)
     out = {}
