@@ -249,16 +249,17 @@ def _jsonable(value: np.ndarray):
     return value.tolist()
 
 
-@pytest.mark.slow
-def test_fuzz_every_request_gets_an_answer(served):
-    """Thousands of random gRPC and REST requests: each answered with outputs or a client-error code."""
-    server, _ = served
-    rng = np.random.default_rng(0)
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+FUZZ_NAMES = ["user_id", "history", "exclude_seen", "examples", ""]
+FUZZ_ANSWERS = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, "http 200", "http 400", "http 404"}
+
+
+def _fuzz_grpc(port: int, rng, count: int) -> dict:
+    """`count` random Predict requests (a valid one every tenth) -> {status code: how many}."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    names = ["user_id", "history", "exclude_seen", "examples", ""]
+    names = FUZZ_NAMES
     answered = {}
-    for i in range(2000):
+    for i in range(count):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = str(rng.choice([MODEL, MODEL, MODEL, "nope", ""]))
         request.model_spec.signature_name = str(rng.choice(["recommend", "serving_default", "", "nope"]))
@@ -282,6 +283,17 @@ def test_fuzz_every_request_gets_an_answer(served):
         except grpc.RpcError as error:
             code = error.code()
         answered[code] = answered.get(code, 0) + 1
+    channel.close()
+    return answered
+
+
+@pytest.mark.slow
+def test_fuzz_every_request_gets_an_answer(served):
+    """Thousands of random gRPC and REST requests: each answered with outputs or a client-error code."""
+    server, _ = served
+    rng = np.random.default_rng(0)
+    names = FUZZ_NAMES
+    answered = _fuzz_grpc(server.grpc_port, rng, 2000)
     rest = f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict"
     session = requests.Session()
     for i in range(500):
@@ -298,10 +310,8 @@ def test_fuzz_every_request_gets_an_answer(served):
         body = bodies[int(rng.integers(len(bodies)))]()
         status = session.post(rest, data=body, timeout=10).status_code
         answered[f"http {status}"] = answered.get(f"http {status}", 0) + 1
-    channel.close()
     print("fuzz answers:", {str(k): v for k, v in answered.items()})  # shown with pytest -s
-    allowed = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, "http 200", "http 400", "http 404"}
-    assert set(answered) <= allowed, answered
+    assert set(answered) <= FUZZ_ANSWERS, answered
     assert sum(answered.values()) == 2500
     assert answered[grpc.StatusCode.OK] >= 150 and answered["http 200"] >= 50
     assert GrpcClient(f"127.0.0.1:{server.grpc_port}").status(MODEL)[-1][1] == "AVAILABLE"
@@ -677,3 +687,32 @@ assert "tensorflow" not in sys.modules, "asking a server imported TensorFlow"
         from app import recommend
 
         assert recommend.local_server(contract.RunPaths(str(other), "tuxpaint"), url) is None
+
+
+def test_concurrent_fuzz_against_a_batching_server(tmp_path):
+    """Four clients fuzzing at once a server that batches (its defaults, as `mmtower serve` runs): every request gets
+    an answer, valid ones are batched with the others, and the server stays up."""
+    base = tmp_path / MODEL
+    os.makedirs(base)
+    push(str(base), 1)
+    options = ServerOptions(grpc_port=0, rest_port=None, batching=batching.BatchingParameters())
+    with Server(model_config.write_for(str(tmp_path), names=[MODEL]), options) as server:
+        server.models.wait_for(MODEL, 1)
+        results = [None] * 4
+        threads = [
+            threading.Thread(target=lambda i=i: results.__setitem__(i, _fuzz_grpc(server.grpc_port, np.random.default_rng(i + 1), 300)))
+            for i in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        answered = {}
+        for result in results:
+            for code, count in result.items():
+                answered[code] = answered.get(code, 0) + count
+        print("concurrent fuzz answers:", {str(k): v for k, v in answered.items()}, "batches", server.batcher.batches)
+        assert set(answered) <= FUZZ_ANSWERS, answered
+        assert sum(answered.values()) == 1200 and answered[grpc.StatusCode.OK] >= 100
+        assert server.batcher.requests > 0
+        assert GrpcClient(f"127.0.0.1:{server.grpc_port}").status(MODEL)[-1][1] == "AVAILABLE"
