@@ -115,7 +115,9 @@ def test_a_bfloat16_catalog_stores_half_the_bytes_and_scores_as_float32_within_i
     top_full = brute_force(queries, full.embeddings.value(), no_exclusions, 10)[1].numpy()
     top_half = brute_force(queries, half.embeddings.value(), no_exclusions, 10)[1].numpy()
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_full, top_half)]) >= 0.8
-    half.append({ITEM_IDS_INPUT: tf.constant(["x"]), EMBEDDINGS_OUTPUT: tf.constant([[1.0] * 16]), F.ITEM_POPULARITY: tf.constant(["none"])})
+    half.append(
+        {ITEM_IDS_INPUT: tf.constant(["x"]), EMBEDDINGS_OUTPUT: tf.constant([[1.0] * 16]), F.ITEM_POPULARITY: tf.constant(["none"])}
+    )
     assert half.embeddings.dtype == tf.bfloat16 and half.embeddings.numpy().shape == (201, 16)
     tf.saved_model.save(half, str(tmp_path / "catalog"))  # a bfloat16 variable saves and loads like any other
     assert tf.saved_model.load(str(tmp_path / "catalog")).embeddings.dtype == tf.bfloat16

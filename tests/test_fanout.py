@@ -98,11 +98,14 @@ def test_recommend_lists_are_at_most_ranking_candidates_long():
     assert len(_recommend(_fanout(ranking_candidates=2), [0.9, 0.8, 0.7, 0.6], k=10)[ITEM_IDS_OUTPUT]) == 2
 
 
-def test_an_item_added_to_the_graph_has_no_edges():
+def test_items_added_after_the_graph_have_no_edges_and_no_row():
+    """Candidates at positions past the graph's rows (items appended to the catalog later) score 0 on every kind,
+    exactly as rows of no edges would, without the tables growing."""
     graph = GraphTables(2, np.array([[1], [0]]), np.array([[1.0], [2.0]], np.float32), np.array([0]))
-    graph.append_unlinked(tf.constant(2, tf.int64))
-    assert graph.neighbours.numpy().tolist() == [[1], [0], [-1], [-1]]
-    assert graph.weights.numpy().tolist() == [[1.0], [2.0], [0.0], [0.0]]
+    assert graph.neighbours.dtype == tf.int32
+    recent = tf.constant([[0, 1]], tf.int64)
+    scores = graph.scores(recent, tf.constant([[0, 1, 2, 3]], tf.int64), 2).numpy()
+    assert scores[0, :, 0].tolist() == [0.5, 1.0, 0.0, 0.0]  # items 2 and 3 were added: no edges
+    assert graph.neighbours.numpy().tolist() == [[1], [0]]
     empty = GraphTables(3)
-    empty.append_unlinked(tf.constant(1, tf.int64))
-    assert empty.num_kinds == 0 and empty.neighbours.numpy().shape == (4, 0)
+    assert empty.num_kinds == 0 and empty.scores(recent, tf.constant([[0, 5]], tf.int64), 2).shape == (1, 2, 0)

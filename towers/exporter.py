@@ -281,9 +281,7 @@ class ServingModule(tf.Module):
         Returns:
           int64 scalar: the catalog size.
         """
-        size = self.catalog.append(items)
-        self.graph.append_unlinked(tf.size(items[ITEM_IDS_INPUT], out_type=tf.int64))
-        return size
+        return self.catalog.append(items)  # added items have no graph row: no edges (GraphTables)
 
     def _query_signature(self, extra_inputs: list, body):
         """A tf.function taking one tensor per query feature (scalars [batch], history [batch, None]) + `extra_inputs`.
