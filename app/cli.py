@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="run concurrent requests in batches, as TF Serving's --enable_batching (default: on, with serving/batching.py's "
         "defaults = deploy/batching_parameters.txt: up to 32 requests a call, no waiting for more, so a lone request is not "
-        "slowed; measured 1.4-1.9x the throughput at 64 clients, bench/results/serving.md)",
+        "slowed; measured 1.3-1.9x the throughput at 64 clients, bench/results/serving.md)",
     )
     srv.add_argument(
         "--batching-parameters-file",
