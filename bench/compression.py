@@ -49,7 +49,9 @@ def train(output: str, precision: str):
     config = local_runner.RunConfig(
         dataset=DATASET,
         output=output,
-        options=Options(hparams=HParams(item_modalities=("id", "metadata"), catalog_precision=precision), min_recall_at_100=0.0, min_auc=0.0),
+        options=Options(
+            hparams=HParams(item_modalities=("id", "metadata"), catalog_precision=precision), min_recall_at_100=0.0, min_auc=0.0
+        ),
     )
     paths, _ = local_runner.run(config)
     return paths, summary.read(paths)
