@@ -39,7 +39,7 @@ VIDEO_FRAMES, VIDEO_SOUND = "video_frames", "video_sound"
 ENCODER_OF = {TEXT: TEXT, IMAGE: IMAGE, AUDIO: AUDIO, VIDEO_FRAMES: IMAGE, VIDEO_SOUND: AUDIO}
 AUDIO_SAMPLE_RATE = 16000  # what the audio encoder expects
 MAX_AUDIO_SECONDS = 30
-# Container formats tensorflow-io reads, by their magic bytes.
+# Audio container formats accepted (PyAV decodes them from memory), by their magic bytes.
 _AUDIO_MAGIC = (b"RIFF", b"OggS", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3")  # WAV, Ogg, FLAC, MP3 (tagged or not)
 QUARANTINE_TAG = "quarantine"
 
