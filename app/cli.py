@@ -696,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmtower: {problem}", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv)
+    if args.command != "recommend":  # recommend may ask a server without importing TensorFlow (app.recommend.local_server)
+        # TFX (and with it TensorFlow, Beam) imported first, as the commands always did: `index add-items` ends in a
+        # SIGSEGV at interpreter exit when these libraries are first imported in the order its own imports give.
+        import tfx.v1  # noqa: F401
     from app.recommend import RequestError, SetupError
     from components.errors import DataValidationError
     from mmdata.contract import ContractError
