@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
         "--in-process",
         action="store_true",
         help="load the model in this process even when a local server (REST on 127.0.0.1:8501) serves this output's "
-        "newest model (without --server, such a server is asked: about a second instead of ~15 s)",
+        "newest model (without --server, such a server is asked: about a second instead of ~8 s)",
     )
     _key_argument(rec)
     rec.add_argument(

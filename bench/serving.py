@@ -153,25 +153,16 @@ def overhead(port: int, function, inputs: list[dict], repeats: int = 3) -> dict:
                 call()
                 seconds[name].append(time.perf_counter() - started)
     outputs = local(**inputs[0])
-    message = predict_pb2.PredictRequest()
-    for name, value in inputs[0].items():
-        message.inputs[name].CopyFrom(tensors.to_proto(value))
-    response = predict_pb2.PredictResponse()
-    for name, value in outputs.items():
-        response.outputs[name].CopyFrom(tensors.to_proto(value))
-    wire_request, wire_response = message.SerializeToString(), response.SerializeToString()
+
+    def round_trip(message, arrays: dict, field: str) -> None:  # numpy -> proto -> bytes -> proto -> numpy
+        for name, value in arrays.items():
+            getattr(message, field)[name].CopyFrom(tensors.to_proto(value))
+        parsed = type(message).FromString(message.SerializeToString())
+        [tensors.to_array(p) for p in getattr(parsed, field).values()]
 
     def conversions():
-        request = predict_pb2.PredictRequest()
-        for name, value in inputs[0].items():
-            request.inputs[name].CopyFrom(tensors.to_proto(value))
-        request.SerializeToString()
-        [tensors.to_array(p) for p in predict_pb2.PredictRequest.FromString(wire_request).inputs.values()]
-        reply = predict_pb2.PredictResponse()
-        for name, value in outputs.items():
-            reply.outputs[name].CopyFrom(tensors.to_proto(value))
-        reply.SerializeToString()
-        [tensors.to_array(p) for p in predict_pb2.PredictResponse.FromString(wire_response).outputs.values()]
+        round_trip(predict_pb2.PredictRequest(), inputs[0], "inputs")  # client, then server
+        round_trip(predict_pb2.PredictResponse(), outputs, "outputs")  # server, then client
 
     seconds["conversions"] = latencies(conversions, [{}] * 200)
     client.close()
