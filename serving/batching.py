@@ -97,10 +97,12 @@ def read(path: str) -> BatchingParameters:
 
 
 class _Task:
-    __slots__ = ("key", "servable", "signature", "inputs", "size", "done", "outputs", "error")
+    __slots__ = ("key", "servable", "name", "signature", "inputs", "size", "done", "outputs", "error")
 
-    def __init__(self, key, servable, signature, inputs: dict, size: int):
-        self.key, self.servable, self.signature, self.inputs, self.size = key, servable, signature, inputs, size
+    def __init__(self, servable, name: str, signature, inputs: dict, size: int):
+        shapes = tuple(sorted((input_name, value.dtype.str, value.shape[1:]) for input_name, value in inputs.items()))
+        self.key = (id(servable), name, shapes)  # tasks with one key run in one call
+        self.servable, self.name, self.signature, self.inputs, self.size = servable, name, signature, inputs, size
         self.done = threading.Event()
         self.outputs, self.error = None, None
 
@@ -143,8 +145,7 @@ class Batcher:
         size = batch_size(inputs)
         if size is None or size == 0 or size > self.params.max_batch_size:
             return self._call(servable, signature_name, signature, inputs)  # the graph gives such requests their answer
-        shapes = tuple(sorted((name, value.dtype.str, value.shape[1:]) for name, value in inputs.items()))
-        task = _Task((servable.name, servable.version, id(servable), signature_name, shapes), servable, signature, inputs, size)
+        task = _Task(servable, signature_name, signature, inputs, size)
         with self._cond:
             if self._stopped:
                 raise ServingError(StatusCode.UNAVAILABLE, "the server is stopping")
@@ -204,10 +205,10 @@ class Batcher:
         self.requests += len(batch)
         try:
             if len(batch) == 1:
-                first.finish(self._call(first.servable, first.key[3], first.signature, first.inputs))
+                first.finish(self._call(first.servable, first.name, first.signature, first.inputs))
                 return
             inputs = {name: np.concatenate([task.inputs[name] for task in batch]) for name in first.inputs}
-            outputs = self._call(first.servable, first.key[3], first.signature, inputs)
+            outputs = self._call(first.servable, first.name, first.signature, inputs)
             parts = self._split(first.signature, outputs, [task.size for task in batch])
         except Exception as error:  # noqa: BLE001 - delivered to the request(s), never raised in this thread
             if len(batch) == 1:
@@ -217,7 +218,7 @@ class Batcher:
         if parts is None:  # the batched call failed or its outputs do not split: each request on its own
             for task in batch:
                 try:
-                    task.finish(self._call(task.servable, task.key[3], task.signature, task.inputs))
+                    task.finish(self._call(task.servable, task.name, task.signature, task.inputs))
                 except Exception as error:  # noqa: BLE001
                     task.finish(error=_as_serving_error(error))
             return
