@@ -353,6 +353,7 @@ def _positive_epsilon(text: str) -> float:
 def _pipeline_arguments(parser, defaults) -> None:
     """What the pipeline computes (pipeline.config.Options): the same flags for `run` and `compile`."""
     from pipeline.config import Options
+    from towers import hparams
 
     base = Options()
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})")
@@ -379,6 +380,14 @@ def _pipeline_arguments(parser, defaults) -> None:
         help=f"query/candidate embedding size (default: {defaults.embedding_dim})",
     )
     parser.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias (logQ) correction")
+    parser.add_argument(
+        "--negatives",
+        default=defaults.negatives,
+        choices=list(hparams.NEGATIVES),
+        help="what the retrieval softmax contrasts each item with: the batch's other items, logQ-corrected (in_batch, "
+        "any catalog size) or every training item (catalog: the exact softmax, one item-tower pass over the vocabulary "
+        f"per step; worse for new items on MovieLens-100K, docs/model.md) (default: {defaults.negatives})",
+    )
     parser.add_argument(
         "--history-encoder",
         default=defaults.history_encoder,
@@ -472,6 +481,7 @@ def _options(args):
         learning_rate=args.learning_rate,
         embedding_dim=args.embedding_dim,
         use_logq=not args.no_logq,
+        negatives=args.negatives,
         history_encoder=args.history_encoder,
         fusion=args.fusion,
         fine_tune_text=args.fine_tune_text,

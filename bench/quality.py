@@ -59,6 +59,7 @@ VARIANTS = {  # --variants key -> (row title, HParams changes)
         "the model before issue 14's additions (mean history, gate fusion, no item graph)",
         dict(history_encoder="mean", item_graph=False),
     ),
+    "catalog-negatives": ("catalog softmax (every training item a negative, negatives=catalog)", dict(negatives="catalog")),
     "id-only": ("ID-only item tower (full query tower)", dict(item_modalities=("id",))),
     "tfrs": ("TFRS tutorial two-tower (user id / item id, no logQ)", dict(item_modalities=("id",), query_features=("id",), use_logq=False)),
 }

@@ -34,7 +34,7 @@ from towers.contract import (
     TEXT_ENCODER_KEY,
     WARM_START_DIR,
 )
-from towers.hparams import HParams
+from towers.hparams import CATALOG, HParams
 from towers.model import TwoTowerModel, item_sampling_probability
 from towers.ranking import ENGAGEMENT_LOGIT, RankingModel, RetrievalScoreRanker
 from towers.towers import candidate_inputs, content_profile, profile_modalities
@@ -286,6 +286,12 @@ def train(
     budget, item_table = None, None
     if hp.dp_epsilon > 0:
         budget, item_table = private_training(fn_args, tft_output, hp, roles, content, content_by_index, fine_tune or base is not None)
+    elif hp.negatives == CATALOG:
+        if fine_tune:
+            raise ValueError(
+                "catalog negatives run the item tower over every item per step: drop --fine-tune-text or use in-batch negatives"
+            )
+        item_table, _ = item_table_of(fn_args, tft_output, roles, content, content_by_index)
     with distribution_strategy(hp.distribution).scope():
         model = TwoTowerModel(
             vocab_sizes(tft_output, roles), probability, hp, content_dims(content), history_content, text_encoder, roles, budget, item_table
@@ -317,6 +323,14 @@ def train(
     return model, report
 
 
+def item_table_of(fn_args, tft_output, roles: F.FeatureRoles, content: dict, content_by_index: dict) -> tuple[dict[str, np.ndarray], int]:
+    """Each vocabulary item's candidate-tower inputs by item index, from one pass over the training split
+    (towers.dp.item_feature_table) -> (the table, training examples read)."""
+    rows = len(_decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))) + F.NUM_OOV_BUCKETS
+    batches = _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=0, content_by_index=content_by_index)
+    return dp_lib.item_feature_table(batches, candidate_inputs(roles, content_dims(content)), rows)
+
+
 def private_training(
     fn_args, tft_output, hp: HParams, roles: F.FeatureRoles, content: dict, content_by_index: dict, refused: bool
 ) -> tuple[dp_lib.Budget, dict[str, np.ndarray]]:
@@ -325,9 +339,7 @@ def private_training(
         raise ValueError(
             "differentially private training starts from scratch with a frozen text encoder: drop --warm-start / --fine-tune-text"
         )
-    rows = len(_decode(tft_output.vocabulary_by_name(F.VOCAB_ITEM))) + F.NUM_OOV_BUCKETS
-    batches = _dataset(fn_args, fn_args.train_files, tft_output, 4096, shuffle=False, seed=hp.seed, content_by_index=content_by_index)
-    item_table, examples = dp_lib.item_feature_table(batches, candidate_inputs(roles, content_dims(content)), rows)
+    item_table, examples = item_table_of(fn_args, tft_output, roles, content, content_by_index)
     budget = dp_lib.Budget.plan(hp.dp_epsilon, hp.dp_delta, hp.dp_clip, examples, hp.batch_size, hp.epochs, hp.dp_negatives)
     absl.logging.info("differentially private training: %s", budget)
     return budget, item_table

@@ -140,6 +140,30 @@ def test_compute_loss_uses_item_frequencies():
     assert float(without.compute_loss(batch)) != pytest.approx(loss, rel=1e-4)
 
 
+def test_catalog_negatives_are_the_exact_softmax_over_the_vocabulary():
+    """hp.negatives "catalog": each query against every vocabulary item of the item table (the OOV row is not an
+    item), summed over the batch; an example whose item is out of the vocabulary adds nothing."""
+    batch = _batch()
+    table_names = (F.ITEM_INDEX, F.tokens_feature(F.TITLE), F.tokens_feature(F.GENRES), F.z_feature(F.YEAR), F.TEXT_EMBEDDING)
+    rows = VOCAB_SIZES[F.VOCAB_ITEM] + F.NUM_OOV_BUCKETS
+    table = {name: np.repeat(batch[name].numpy()[:1], rows, axis=0) for name in table_names}
+    table[F.ITEM_INDEX] = np.arange(rows, dtype=np.int64)
+    table[F.z_feature(F.YEAR)] = np.linspace(-1, 1, rows).astype(np.float32)
+    hp = HP.replace(negatives="catalog", temperature=0.5)
+    model = TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), hp, CONTENT_DIMS, roles=ROLES, item_table=table)
+    loss = float(model.compute_loss(batch))
+    queries = model.query_tower(batch).numpy()
+    items = model.candidate_tower({name: values[: VOCAB_SIZES[F.VOCAB_ITEM]] for name, values in table.items()}).numpy()
+    logits = queries @ items.T / 0.5
+    labels = batch[F.ITEM_INDEX].numpy()  # 0, 3 in the vocabulary; 4: out of it
+    expected = sum(np.log(np.exp(logits[i]).sum()) - logits[i, labels[i]] for i in range(2))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="item table"):
+        TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), hp, CONTENT_DIMS, roles=ROLES)
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        TwoTowerModel(VOCAB_SIZES, np.full(5, 0.2, np.float32), HP.replace(negatives="sampled"), CONTENT_DIMS, roles=ROLES)
+
+
 def test_gate_ignores_missing_modalities():
     """Row 0 has everything; row 1 has no text embedding; row 2's item is unseen (OOV id)."""
     tower = CandidateTower(VOCAB_SIZES, HP, CONTENT_DIMS, roles=ROLES)

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 BRUTE_FORCE = "brute_force"  # retrieval_index: score every item
 SCANN = "scann"  # retrieval_index: a ScaNN index in the SavedModel
 INDEXES = (BRUTE_FORCE, SCANN)
+IN_BATCH = "in_batch"  # negatives: the other examples' items in the batch (logQ-corrected)
+CATALOG = "catalog"  # negatives: every item of the training vocabulary (full softmax)
+NEGATIVES = (IN_BATCH, CATALOG)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class HParams:
       fine_tune_text: train the text encoder's weights with the item tower
         (the tower then reads each item's text, not its precomputed embedding;
         about 6 s per training step on 2 CPU cores). Off: the encoder is frozen.
+      negatives: what the retrieval softmax contrasts each example's item with: "in_batch" (the other
+        examples' items, a sample biased towards popular items, corrected by logQ: scales to any catalog)
+        or "catalog" (every item of the training vocabulary: the exact softmax; costs one item-tower pass
+        over the vocabulary per step, so for catalogs up to ~50k items).
       use_logq: apply sampling-bias (logQ) correction to in-batch negatives.
       learning_rate: Adam learning rate.
       batch_size: training batch size (also the number of in-batch negatives).
@@ -113,6 +120,7 @@ class HParams:
     history_heads: int = 2
     fusion: str = "gate"
     fine_tune_text: bool = False
+    negatives: str = IN_BATCH
     use_logq: bool = True
     learning_rate: float = 0.003
     batch_size: int = 512

@@ -8,7 +8,7 @@ import tensorflow_recommenders as tfrs
 
 from towers import dp as dp_lib
 from towers import features as F
-from towers.hparams import HParams
+from towers.hparams import CATALOG, NEGATIVES, HParams
 from towers.towers import CandidateTower, QueryTower, shared_content_projection
 
 
@@ -34,14 +34,15 @@ def item_sampling_probability(item_vocab: list[str], counts: dict[str, int]) -> 
 
 
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax retrieval with sampling-bias correction and accidental-hit removal.
+    """Softmax retrieval: over in-batch negatives with sampling-bias correction and accidental-hit removal, or
+    (hp.negatives "catalog") over every item of `item_table`.
 
     `history_content`: optional content table for the query tower (see towers.HistoryContent).
     `text_encoder`: optional trainable text encoder for the candidate tower (fine-tuning).
     `roles`: the dataset's declared user and item features (towers.features.FeatureRoles).
     `dp`: differentially private training (towers.dp): each example's gradient is clipped and noised, and its
     softmax is over `dp.negatives` items drawn uniformly from `item_table` (item index -> candidate inputs)
-    instead of the other examples' items; None: the usual in-batch softmax.
+    instead of the other examples' items; None: the usual softmax.
     """
 
     def __init__(
@@ -57,11 +58,13 @@ class TwoTowerModel(tfrs.Model):
         item_table: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
+        if hp.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {hp.negatives!r}")
         self.hp = hp
         self.dp = dp
         self.item_table = {name: tf.constant(values) for name, values in (item_table or {}).items()}
-        if dp is not None and not self.item_table:
-            raise ValueError("differentially private training needs the item table its negatives are drawn from")
+        if (dp is not None or hp.negatives == CATALOG) and not self.item_table:
+            raise ValueError("differentially private training and catalog negatives need the item table of their negatives")
         # the shared content coordinates compare the history's content with the item's: only with a history in the query
         shared = shared_content_projection(hp) if history_content is not None and "history" in hp.query_features else None
         self.query_tower = QueryTower(vocab_sizes, hp, history_content, shared, roles)
@@ -71,8 +74,10 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
         queries = self.query_tower(features, training=training)
-        candidates = self.candidate_tower(features, training=training)
         item_index = features[F.ITEM_INDEX]
+        if self.hp.negatives == CATALOG:
+            return self.catalog_loss(queries, item_index, training)
+        candidates = self.candidate_tower(features, training=training)
         probability = tf.gather(self.sampling_probability, item_index) if self.hp.use_logq else None
         return self.task(
             queries,
@@ -82,6 +87,17 @@ class TwoTowerModel(tfrs.Model):
             compute_metrics=False,
             training=training,
         )
+
+    def catalog_loss(self, queries: tf.Tensor, item_index: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """The exact softmax loss, summed over the batch like TFRS's Retrieval task: each query [batch, dim] against
+        every vocabulary item of the item table, its own item `item_index` [batch] the label. An example whose item
+        is out of the vocabulary (the validation split's new items) has no label and adds nothing."""
+        vocabulary = tf.shape(self.item_table[F.ITEM_INDEX])[0] - F.NUM_OOV_BUCKETS
+        items = self.candidate_tower({name: values[:vocabulary] for name, values in self.item_table.items()}, training=training)
+        logits = tf.matmul(queries, items, transpose_b=True) / self.hp.temperature
+        known = item_index < tf.cast(vocabulary, item_index.dtype)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.where(known, item_index, 0), logits)
+        return tf.reduce_sum(tf.where(known, losses, 0.0))
 
     def example_losses(self, features: dict, negatives: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
         """float32 [batch]: each example's softmax loss over its item and the `negatives` (item indices [S], their
