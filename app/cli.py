@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         help="share of the eval split's items that are new items: their interactions before the eval period are removed, so they appear in no training example or history (default: the dataset's, 0.1 for tuxpaint, 0 for movielens)",
     )
     run.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes; 1 = in memory (default: 2)")
+    _encoder_argument(run)
     run.add_argument(
         "--spans",
         type=int,
@@ -291,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
         help="new items: JSON lines (.jsonl: item_id and optionally title, item_text, genres [list], year, image and audio paths relative to the file) or a catalog TFRecord (.tfrecord, .tfrecord.gz)",
     )
     add.add_argument("--output", default="output", help="the --output of the run (default: ./output)")
+    _encoder_argument(add)
     add.add_argument(
         "--rebuild-index",
         action="store_true",
@@ -348,6 +350,31 @@ def _positive_epsilon(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"epsilon must be > 0 (or inf), got {text}")
     return value
+
+
+def _encoder_argument(parser) -> None:
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="MODALITY=HANDLE",
+        help="the content encoder of a modality (repeatable): a name from `mmtower encoders list` (e.g. "
+        "image=image-float16: the image network as TFLite in float16, 1.6x faster, half the size), a SavedModel "
+        "path or a TF-Hub/Kaggle handle (default: the local exports). `index add-items` must use the run's encoders",
+    )
+
+
+def _encoder_handles(values: list[str]) -> dict[str, str] | None:
+    """--encoder MODALITY=HANDLE values -> {modality: handle} (registry names resolved to their local exports)."""
+    from towers.encoders import registry
+
+    handles = {}
+    for value in values:
+        modality, _, handle = value.partition("=")
+        if modality not in registry.MODALITY_ENCODERS or not handle:
+            raise ValueError(f"--encoder {value!r}: expected MODALITY=HANDLE with MODALITY one of {', '.join(registry.MODALITY_ENCODERS)}")
+        handles[modality] = registry.resolve(handle)
+    return handles or None
 
 
 def _pipeline_arguments(parser, defaults) -> None:
@@ -592,6 +619,7 @@ def _run(args) -> int:
             requests=args.requests,
             pseudonymize=not args.no_pseudonymize,
             pseudonym_key=args.pseudonym_key,
+            encoder_handles=_encoder_handles(args.encoder),
         )
     except ValueError as error:
         print(f"mmtower: {error}", file=sys.stderr)
@@ -677,8 +705,8 @@ def _index(args) -> int:
     from app import add_items as index
 
     try:
-        return index.main(args.output, args.file, rebuild_index=args.rebuild_index)
-    except ValueError as error:  # a malformed items file
+        return index.main(args.output, args.file, rebuild_index=args.rebuild_index, encoder_handles=_encoder_handles(args.encoder))
+    except ValueError as error:  # a malformed items file or --encoder
         print(f"mmtower: {error}", file=sys.stderr)
         return 2
 

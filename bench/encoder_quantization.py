@@ -34,6 +34,7 @@ from bench import results  # noqa: E402
 from bench.encoder_throughput import _bytes  # noqa: E402
 from towers import features as F  # noqa: E402
 from towers.encoders import image_efficientnet, registry, text_minilm  # noqa: E402
+from towers.encoders.lite import Runner, convert  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "int8")
 BATCH = 32
@@ -56,35 +57,6 @@ def network(modality: str, records: list[bytes]):
     encoder = image_efficientnet.build()
     pixels = np.stack([image_efficientnet.decode_image(tf.constant(_bytes(r, F.IMAGE))).numpy() for r in records])
     return encoder.embed_pixels.get_concrete_function(), encoder, pixels
-
-
-def convert(function, module, precision: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    if precision != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # weights to int8, activations quantized on the fly
-    if precision == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
-
-
-class Lite:
-    """A TFLite model called on batches of any size."""
-
-    def __init__(self, path: str, threads: int):
-        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads)
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.shape = None
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if self.shape != batch.shape:
-            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
-            self.shape = batch.shape
-        self.interpreter.set_tensor(self.input["index"], batch.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"]).copy()
 
 
 def neighbour_recall(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:
@@ -122,7 +94,7 @@ def modality_rows(modality: str, records: list[bytes], threads: int, rounds: int
             with open(path, "wb") as f:
                 f.write(convert(function, module, precision))
             started = time.perf_counter()
-            lite = Lite(path, threads)
+            lite = Runner(path, threads)
             lite(batches[0])
             variants[precision] = (path, lite, time.perf_counter() - started)
         # throughput: every path on the same batch in turn, `rounds` times (the machine's load hits all alike)

@@ -36,8 +36,8 @@ class RunConfig:
       spans: build the dataset as this many cumulative snapshots (examples/span-<k>/).
       direct_num_workers: Beam DirectRunner processes; 1 runs in memory.
       beam_pipeline_args: Beam options instead of the DirectRunner's (pipeline.beam_profiles: Dataflow, Flink, Spark).
-      encoder_handles: modality -> encoder handle; default: the local exports
-        (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
+      encoder_handles: modality -> encoder handle, for the modalities the dataset has; the others: the
+        local exports (`mmtower encoders export`). A TF-Hub/Kaggle handle works the same.
       requests: a log of requests (mmdata.requests) to compare with the training split for skew.
       pseudonymize: replace user ids by keyed hashes as the data is read (towers.privacy; default on).
       pseudonym_key: the key's file (None: $MMTOWER_PSEUDONYM_KEY, else the default key file).
@@ -75,9 +75,8 @@ def beam_args(num_workers: int) -> list[str]:
 
 def pipeline_config(config: RunConfig, paths: RunPaths) -> PipelineConfig:
     """The PipelineConfig of a local run: this machine's folders, encoders and schemas, the DirectRunner."""
-    handles = config.encoder_handles or {
-        name: encoders.local_handle(name) for name in encoders.encoders_for(registry.get(config.dataset).modalities)
-    }
+    handles = {name: encoders.local_handle(name) for name in encoders.encoders_for(registry.get(config.dataset).modalities)}
+    handles.update({name: handle for name, handle in (config.encoder_handles or {}).items() if name in handles})
     return PipelineConfig(
         dataset=config.dataset,
         data_root=paths.data_dir,

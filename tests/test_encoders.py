@@ -138,6 +138,30 @@ def test_efficientnet_lite0_matches_pytorch(tmp_path):
     assert np.abs(got - want).max() < IMAGE_TOLERANCE
 
 
+def test_image_float16_variant_exports_loads_and_matches_pytorch(tmp_path):
+    """`image-float16` (the image network as TFLite, float16 weights): exported by registry.export, loaded by
+    registry.load from its folder, called like the SavedModel; close to the PyTorch reference (float16 weights)."""
+    from towers.encoders import registry
+
+    with open(IMAGE_REFERENCE) as f:
+        reference = json.load(f)["features"]
+    handle = registry.export(registry.IMAGE_FLOAT16, str(tmp_path))
+    assert handle == registry.resolve(registry.IMAGE_FLOAT16, str(tmp_path))
+    assert sorted(os.listdir(handle)) == ["encoder.json", "encoder.tflite"]
+    assert os.path.getsize(os.path.join(handle, "encoder.tflite")) < 8 * 2**20  # float32 weights: 13 MiB
+    encoder = registry.load(handle)
+    names = sorted(reference)
+    encoded = [open(os.path.join(IMAGES, f"{name}.png"), "rb").read() for name in names]
+    got = encoder(tf.constant(encoded)).numpy()
+    want = np.array([reference[name] for name in names], np.float32)
+    assert got.shape == (len(names), registry.ENCODERS["image"].dim)
+    cosine = np.sum(got * want, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() > 0.999 and np.abs(got - want).max() > IMAGE_TOLERANCE  # close, and not the float32 network
+    assert encoder(tf.constant(encoded[:1])).numpy() == pytest.approx(got[:1], abs=1e-5)  # another batch shape
+    with pytest.raises(ValueError, match="cannot be fine-tuned"):
+        registry.load(handle, trainable=True)
+
+
 def test_image_decoding_composites_transparency_on_white():
     from towers.encoders import image_efficientnet
 

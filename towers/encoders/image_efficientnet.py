@@ -64,6 +64,11 @@ def decode_image(data: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(square, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
 
 
+def pixels(images: tf.Tensor) -> tf.Tensor:
+    """Encoded images string [batch] -> float32 [batch, 224, 224, 3] (decode_image on each)."""
+    return tf.map_fn(decode_image, images, fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32))
+
+
 class EfficientNetLite0Encoder(tf.Module):
     """Images -> 1,280-d pooled EfficientNet-Lite0 features.
 
@@ -137,8 +142,7 @@ class EfficientNetLite0Encoder(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def __call__(self, images):
-        pixels = tf.map_fn(decode_image, images, fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32))
-        return self.features(pixels)
+        return self.features(pixels(images))
 
 
 def build() -> EfficientNetLite0Encoder:
