@@ -236,7 +236,7 @@ def add_items(
     for name in (contract.RECOMMENDER, contract.RANKER):
         model = recommender if name == contract.RECOMMENDER else tf.saved_model.load(path[name])
         items = {contract.ITEM_IDS_INPUT: tf.constant(ids), contract.EMBEDDINGS_OUTPUT: tf.constant(embeddings)}
-        if getattr(model, "catalog_content_profile", None) is not None:
+        if _takes_content_profile(model):
             profile_modalities = [m.decode() for m in model.profile_modalities.numpy()]
             items[F.CONTENT_PROFILE] = content_profile([per_modality[m] for m in profile_modalities])
         if getattr(model, "catalog_modality_weights", None) is not None:  # what explains the new items' mix
@@ -274,6 +274,13 @@ def served_features(output: str) -> F.FeatureRoles:
     if not newest or not newest.get("pipeline"):
         raise FileNotFoundError(f"no pushed model under {output}: run `mmtower run --output {output}` first")
     return Manifest.read(RunPaths(os.path.abspath(output), newest["pipeline"].removeprefix("mmtower-")).data_dir).roles
+
+
+def _takes_content_profile(model) -> bool:
+    """Whether a loaded recommender/ranker's add_items takes content profiles (versions before the projected
+    catalog stored the profiles themselves)."""
+    dim = getattr(model, "catalog_profile_dim", None)
+    return int(dim.numpy()) > 0 if dim is not None else getattr(model, "catalog_content_profile", None) is not None
 
 
 def main(output: str, path: str, rebuild_index: bool = False, encoder_handles: dict[str, str] | None = None) -> int:

@@ -92,8 +92,8 @@ def grow(model_dir: str, size: int, seed: int = 0):
             contract.ITEM_IDS_INPUT: tf.constant([f"synthetic-{start + i:07d}" for i in range(n)]),
             contract.EMBEDDINGS_OUTPUT: tf.constant(embeddings),
         }
-        if getattr(model, "catalog_content_profile", None) is not None:
-            items[F.CONTENT_PROFILE] = tf.zeros([n, model.catalog_content_profile.shape[1]])
+        if int(model.catalog_profile_dim.numpy()):
+            items[F.CONTENT_PROFILE] = tf.zeros([n, int(model.catalog_profile_dim.numpy())])
         if getattr(model, "catalog_modality_weights", None) is not None:  # the explanations' per-item mix: the real items' mean
             mix = tf.reduce_mean(model.catalog_modality_weights, axis=0, keepdims=True)
             items[contract.MODALITY_WEIGHTS_OUTPUT] = tf.tile(mix, [n, 1])

@@ -58,8 +58,8 @@ def test_ranker_inputs_gather_item_index_embedding_and_content_profile():
     inputs = Catalog(catalog_tables(EMBEDDINGS, new={0}, content_profile=profile)).ranker_inputs(tf.constant([2, 0], tf.int64))
     assert inputs[F.ITEM_INDEX].numpy().tolist() == [2, 3]
     np.testing.assert_allclose(inputs[F.CANDIDATE_EMBEDDING].numpy(), [[0.5, 0.5], [0.1, 0.9]])
-    np.testing.assert_allclose(inputs[F.CONTENT_PROFILE].numpy(), [[3.0], [1.0]])
-    assert F.CONTENT_PROFILE not in Catalog(catalog_tables(EMBEDDINGS)).ranker_inputs(tf.constant([0], tf.int64))
+    np.testing.assert_allclose(inputs[F.CONTENT_PROJECTION].numpy(), [[3.0], [1.0]])
+    assert F.CONTENT_PROJECTION not in Catalog(catalog_tables(EMBEDDINGS)).ranker_inputs(tf.constant([0], tf.int64))
 
 
 def test_slices_of_an_item_not_in_the_catalog_are_unknown():
@@ -86,13 +86,13 @@ def test_appended_items_get_the_next_positions_and_the_oov_index():
     assert catalog.item_index.numpy().tolist() == [0, 1, 2, 3, 3]  # 3: the OOV index
     assert catalog.new_items().numpy().tolist() == [False, False, False, True, True]
     np.testing.assert_allclose(catalog.embeddings.numpy()[3:], [[1.0, 0.0], [0.0, 1.0]])
-    np.testing.assert_allclose(catalog.content_profile.numpy()[:, 0], [0, 0, 0, 7, 8])
+    np.testing.assert_allclose(catalog.content_projection.numpy()[:, 0], [0, 0, 0, 7, 8])
     assert catalog.slices[F.ITEM_POPULARITY].numpy().tolist() == [b"head"] * 3 + [b"none"] * 2
 
 
 def test_without_content_the_added_items_carry_no_profile():
     catalog = Catalog(catalog_tables(EMBEDDINGS))
-    assert catalog.content_profile is None
+    assert catalog.content_projection is None and catalog.profile_dim == 0
     assert F.CONTENT_PROFILE not in catalog.added_items_spec()
 
 

@@ -159,7 +159,7 @@ def test_the_saved_models_have_their_signatures_and_the_attributes_others_read(e
     assert model.graph_mix.numpy().shape == (0,) and float(model.new_item_boost.numpy()) == 0.0
     assert int(model.graph_history.numpy()) == GRAPH_HISTORY
     assert model.index_type.numpy() == b"brute_force" and int(model.indexed_items.numpy()) == 0
-    assert getattr(model, "catalog_content_profile", None) is None
+    assert getattr(model, "catalog_content_projection", None) is None and int(model.catalog_profile_dim.numpy()) == 0
 
 
 def test_a_scann_indexed_module_retrieves_as_brute_force_on_a_tiny_catalog():

@@ -56,6 +56,19 @@ def test_ranking_model_uses_dcn_cross_layers():
     assert sum(isinstance(layer, tfrs.layers.dcn.Cross) for layer in model.cross_layers) == 3
 
 
+def test_a_projected_content_profile_gives_the_ranker_the_same_outputs():
+    """The served catalog stores project_content(profile) (64 values, not the profile's 1,864 on tuxpaint): fed as
+    F.CONTENT_PROJECTION, the ranker's outputs are those of the profile itself."""
+    model = RankingModel(VOCAB_SIZES, HP, CONTENT_DIM)
+    inputs = _inputs()
+    direct = model(inputs)
+    projected = {name: value for name, value in inputs.items() if name != F.CONTENT_PROFILE}
+    projected[F.CONTENT_PROJECTION] = model.project_content(inputs[F.CONTENT_PROFILE])
+    assert projected[F.CONTENT_PROJECTION].shape == (3, HP.fusion_dim)
+    for name, value in model(projected).items():
+        np.testing.assert_allclose(value.numpy(), direct[name].numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_rating_loss_ignores_negatives_and_weights_combine():
     model = RankingModel(VOCAB_SIZES, HP.replace(engagement_loss_weight=0.0, like_loss_weight=0.0, rating_loss_weight=1.0), CONTENT_DIM)
     features = {

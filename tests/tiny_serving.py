@@ -90,8 +90,8 @@ class ToyRanker(tf.Module):
     def __call__(self, inputs: dict) -> dict:
         logit = tf.gather(self.bias, inputs[F.ITEM_INDEX])
         logit += self.retrieval_weight * tf.reduce_sum(inputs[F.QUERY_EMBEDDING] * inputs[F.CANDIDATE_EMBEDDING], axis=1)
-        if F.CONTENT_PROFILE in inputs:
-            logit += tf.reduce_sum(inputs[F.CONTENT_PROFILE], axis=1)
+        if F.CONTENT_PROJECTION in inputs:  # the catalog's rows: the profile itself (Catalog's default projection)
+            logit += tf.reduce_sum(inputs[F.CONTENT_PROJECTION], axis=1)
         return {
             ENGAGEMENT_LOGIT: logit,
             ENGAGEMENT_OUTPUT: tf.sigmoid(logit),

@@ -75,14 +75,17 @@ class Catalog(tf.Module):
       embeddings: [N, dim] candidate embeddings, stored in `precision` (float32, or bfloat16: half the bytes;
         read them through embeddings_at / scores, which compute in float32 where it matters).
       item_index: int64 [N] the ranker's item id (oov_item_index: no training interactions).
-      content_profile: float32 [N, C], or None when the ranker reads no content.
+      content_projection: float32 [N, P] each item's content profile as the ranker reads it: `project` of the
+        profile [N, C], applied once when the item is stored (the ranker's projection: P = 64 values instead of
+        C = 1,864 on tuxpaint); None when the ranker reads no content.
+      profile_dim: C (0 without content): what `append` takes.
       slices: slice name -> string [N].
       oov_item_index: int64 scalar variable.
       modality_weights: float32 [N, M] fusion gate weights, or None.
       categories: int64 [N] category ids (-1: none; items appended later have none).
     """
 
-    def __init__(self, tables: CatalogTables, precision: str = FLOAT32):
+    def __init__(self, tables: CatalogTables, precision: str = FLOAT32, project=tf.identity):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"catalog precision must be one of {PRECISIONS}, got {precision!r}")
@@ -92,9 +95,12 @@ class Catalog(tf.Module):
         self.positions.insert(tf.constant(ids), tf.range(len(ids), dtype=tf.int64))
         self.embeddings = growable(tf.cast(np.asarray(tables.embeddings, np.float32), precision).numpy(), "catalog_embeddings")
         self.item_index = growable(np.asarray(tables.item_index, np.int64), "catalog_item_index")
-        self.content_profile = None
+        self.project = project
+        self.content_projection, self.profile_dim = None, 0
         if tables.content_profile is not None:
-            self.content_profile = growable(np.asarray(tables.content_profile, np.float32), "catalog_content_profile")
+            profile = np.asarray(tables.content_profile, np.float32)
+            self.profile_dim = profile.shape[1]
+            self.content_projection = growable(np.asarray(project(profile), np.float32), "catalog_content_projection")
         self.slices = {name: growable(utf8(values), name) for name, values in tables.slices.items()}
         self.oov_item_index = tf.Variable(tables.oov_item_index, dtype=tf.int64, trainable=False, name="oov_item_index")
         categories = np.full(len(ids), UNKNOWN_CATEGORY, np.int64) if tables.categories is None else tables.categories
@@ -139,14 +145,14 @@ class Catalog(tf.Module):
 
         Returns:
           F.ITEM_INDEX int64 [n], F.CANDIDATE_EMBEDDING float32 [n, dim] and, when the
-          ranker reads content, F.CONTENT_PROFILE float32 [n, C].
+          ranker reads content, F.CONTENT_PROJECTION float32 [n, P].
         """
         inputs = {
             F.ITEM_INDEX: tf.gather(self.item_index.value(), positions),
             F.CANDIDATE_EMBEDDING: self.embeddings_at(positions),
         }
-        if self.content_profile is not None:
-            inputs[F.CONTENT_PROFILE] = tf.gather(self.content_profile.value(), positions)
+        if self.content_projection is not None:
+            inputs[F.CONTENT_PROJECTION] = tf.gather(self.content_projection.value(), positions)
         return inputs
 
     def slices_at(self, positions: tf.Tensor) -> dict:
@@ -161,8 +167,8 @@ class Catalog(tf.Module):
             ITEM_IDS_INPUT: tf.TensorSpec([None], tf.string),
             EMBEDDINGS_OUTPUT: tf.TensorSpec([None, self.embeddings.shape[1]], tf.float32),
         }
-        if self.content_profile is not None:
-            spec[F.CONTENT_PROFILE] = tf.TensorSpec([None, self.content_profile.shape[1]], tf.float32)
+        if self.content_projection is not None:
+            spec[F.CONTENT_PROFILE] = tf.TensorSpec([None, self.profile_dim], tf.float32)
         if self.modality_weights is not None:
             spec[MODALITY_WEIGHTS_OUTPUT] = tf.TensorSpec([None, self.modality_weights.shape[1]], tf.float32)
         spec.update({name: tf.TensorSpec([None], tf.string) for name in self.slices})
@@ -183,8 +189,9 @@ class Catalog(tf.Module):
         self.ids.assign(tf.concat([self.ids, items[ITEM_IDS_INPUT]], 0))
         self.embeddings.assign(tf.concat([self.embeddings, tf.cast(items[EMBEDDINGS_OUTPUT], self.embeddings.dtype)], 0))
         self.item_index.assign(tf.concat([self.item_index, tf.fill([count], self.oov_item_index)], 0))
-        if self.content_profile is not None:
-            self.content_profile.assign(tf.concat([self.content_profile, items[F.CONTENT_PROFILE]], 0))
+        if self.content_projection is not None:
+            projected = tf.cast(self.project(items[F.CONTENT_PROFILE]), tf.float32)
+            self.content_projection.assign(tf.concat([self.content_projection, projected], 0))
         if self.modality_weights is not None:
             self.modality_weights.assign(tf.concat([self.modality_weights, items[MODALITY_WEIGHTS_OUTPUT]], 0))
         self.categories.assign(tf.concat([self.categories, tf.fill([count], tf.constant(UNKNOWN_CATEGORY, tf.int64))], 0))

@@ -190,7 +190,8 @@ class ServingModule(tf.Module):
 
     Attributes (besides the pieces: catalog, graph, seen, retriever, fanout, item_encoder), under the names
     a loaded model is read by (app.add_items, bench/, the Trainer, the tests): catalog_ids,
-    catalog_embeddings, catalog_item_index, catalog_content_profile, catalog_modality_weights, catalog_categories,
+    catalog_embeddings, catalog_item_index, catalog_content_projection, catalog_profile_dim (the content profile
+    size add_items takes; 0: none), catalog_modality_weights, catalog_categories,
     catalog_slices, catalog_positions,
     oov_item_index, graph_neighbours, graph_weights, graph_kinds, num_graph_kinds, graph_mix,
     graph_history, new_item_boost, seen_values, seen_row_splits, index_type, indexed_items,
@@ -214,7 +215,10 @@ class ServingModule(tf.Module):
         item_spec = _feature_spec(inputs.raw_feature_spec, inputs.roles.candidate_features)
         self.item_encoder = ItemEncoder(models.tft_layer, models.candidate_tower, item_spec, inputs.content_dims)
         self.embed_candidates = self.item_encoder.embed_candidates
-        self.catalog = Catalog(catalog, options.catalog_precision)
+        # the ranker's content projection is applied once per item as it is stored (exact: its first, linear op)
+        ranker = models.ranker
+        project = ranker.project_content if getattr(ranker, "content_projection", None) is not None else tf.identity
+        self.catalog = Catalog(catalog, options.catalog_precision, project)
         self.graph = GraphTables(size, catalog.graph_neighbours, catalog.graph_weights, catalog.graph_kinds)
         self.seen = SeenItems(users.seen_positions)
         self.retriever = Retriever(self.catalog, options.index, self.ranking_candidates, self.seen.longest)
@@ -252,7 +256,8 @@ class ServingModule(tf.Module):
         self.catalog_positions = catalog.positions
         self.catalog_embeddings = catalog.embeddings
         self.catalog_item_index = catalog.item_index
-        self.catalog_content_profile = catalog.content_profile
+        self.catalog_content_projection = catalog.content_projection
+        self.catalog_profile_dim = tf.Variable(catalog.profile_dim, dtype=tf.int64, trainable=False, name="catalog_profile_dim")
         self.catalog_modality_weights = catalog.modality_weights
         self.catalog_categories = catalog.categories
         self.catalog_slices = catalog.slices

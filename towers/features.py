@@ -68,6 +68,7 @@ NUM_OOV_BUCKETS = 1
 QUERY_EMBEDDING = "query_embedding"
 CANDIDATE_EMBEDDING = "candidate_embedding"
 CONTENT_PROFILE = "content_profile"
+CONTENT_PROJECTION = "content_projection"  # the ranker's projection of a content profile: what the served catalog stores
 # Ranking labels. ENGAGED: 1.0 for an interaction, 0.0 for a retrieved item the
 # user did not interact with. LIKED: 1.0 iff an interaction's rating is at least
 # HParams.liked_rating (defined for interactions only).

@@ -46,7 +46,8 @@ class RankingModel(tfrs.Model):
 
     Call inputs (batch B): F.USER_INDEX, F.ITEM_INDEX int64 [B];
     F.QUERY_EMBEDDING, F.CANDIDATE_EMBEDDING float32 [B, D]; F.TIME_CONTEXT
-    [B, 4]; F.CONTENT_PROFILE [B, content_dim] when content_dim > 0.
+    [B, 4]; F.CONTENT_PROFILE [B, content_dim] when content_dim > 0, or instead F.CONTENT_PROJECTION
+    [B, fusion_dim] (project_content of it).
     Call outputs [B]: ENGAGEMENT_LOGIT, ENGAGEMENT_OUTPUT, LIKE_LOGIT, LIKE_OUTPUT, RATING_OUTPUT.
     """
 
@@ -83,6 +84,11 @@ class RankingModel(tfrs.Model):
             loss=tf.keras.losses.MeanSquaredError(), metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")]
         )
 
+    def project_content(self, profile: tf.Tensor) -> tf.Tensor:
+        """Content profiles [n, content_dim] -> [n, fusion_dim]: the ranker's first (linear) operation on them, so
+        the served catalog stores this instead of the profile (exact; 1,864 -> 64 values per item on tuxpaint)."""
+        return self.content_projection(profile)
+
     def call(self, inputs: dict, training=None) -> dict[str, tf.Tensor]:
         query, candidate = inputs[F.QUERY_EMBEDDING], inputs[F.CANDIDATE_EMBEDDING]
         parts = [
@@ -94,8 +100,10 @@ class RankingModel(tfrs.Model):
             tf.reduce_sum(query * candidate, axis=1, keepdims=True),  # the retrieval score
             tf.cast(inputs[F.TIME_CONTEXT], tf.float32),
         ]
-        if self.content_projection is not None:
-            parts.append(self.content_projection(inputs[F.CONTENT_PROFILE]))
+        if F.CONTENT_PROJECTION in inputs:  # the served catalog's rows: projected once, when stored (Catalog)
+            parts.append(inputs[F.CONTENT_PROJECTION])
+        elif self.content_projection is not None:
+            parts.append(self.project_content(inputs[F.CONTENT_PROFILE]))
         x0 = tf.concat(parts, axis=1)
         x = x0
         for cross in self.cross_layers:
