@@ -69,7 +69,9 @@ def main() -> int:
             seconds.append(time.perf_counter() - started)
         ms = np.array(seconds) * 1000
         embedding = sum(int(np.prod(v.shape)) for v in model.trainable_variables if "embedding" in v.name)
-        dense = sum(int(np.prod(v.shape)) for v in model.trainable_variables if "embedding" not in v.name and "content_projection" not in v.name)
+        dense = sum(
+            int(np.prod(v.shape)) for v in model.trainable_variables if "embedding" not in v.name and "content_projection" not in v.name
+        )
         lines.append(f"| {label} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | {dense:,} | {embedding:,} |")
         print(lines[-1], flush=True)
     lines += ["", f"Command: `.venv/bin/python -m bench.ranker_cost --rows {args.rows} --calls {args.calls}`"]
