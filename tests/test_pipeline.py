@@ -153,6 +153,20 @@ def test_run_refuses_a_span_the_dataset_cannot_have(spans, tmp_path, capsys):
     assert not (tmp_path / "data").exists()  # refused before building anything
 
 
+def test_run_refuses_a_malformed_encoder_and_resolves_registry_names(tmp_path, capsys):
+    from app.cli import _encoder_handles, main
+    from towers.encoders import registry
+
+    assert main(["run", "--output", str(tmp_path), "--encoder", "picture=image-float16"]) == 2
+    assert "expected MODALITY=HANDLE" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before building anything
+    handles = _encoder_handles(["image=image-float16", "text=https://tfhub.dev/some/encoder/1"])
+    assert handles == {"image": registry.local_handle(registry.IMAGE_FLOAT16), "text": "https://tfhub.dev/some/encoder/1"}
+    config = local_runner.RunConfig(dataset="tuxpaint", output=str(tmp_path), encoder_handles={"image": handles["image"], "video": "x"})
+    chosen = local_runner.pipeline_config(config, RunPaths(str(tmp_path), "tuxpaint")).encoder_handles
+    assert chosen == {"text": registry.local_handle("text"), "image": handles["image"], "audio": registry.local_handle("audio")}
+
+
 @pytest.mark.parametrize("k", ["-5", "0", "1000", "ten"])
 def test_recommend_refuses_a_list_length_the_models_cannot_give(k, tmp_path, capsys):
     from app.cli import main
