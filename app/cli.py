@@ -359,7 +359,7 @@ def _encoder_argument(parser) -> None:
         default=[],
         metavar="MODALITY=HANDLE",
         help="the content encoder of a modality (repeatable): a name from `mmtower encoders list` (e.g. "
-        "image=image-float16: the image network as TFLite in float16, 1.6x faster, half the size), a SavedModel "
+        "image=image-float16: the image network as TFLite in float16, 1.6x its speed, half its size), a SavedModel "
         "path or a TF-Hub/Kaggle handle (default: the local exports). `index add-items` must use the run's encoders",
     )
 
