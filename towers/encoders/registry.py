@@ -82,7 +82,8 @@ def encoders_for(modalities) -> tuple[str, ...]:
     return tuple(names)
 
 
-MODALITY_ENCODERS = ("text", "image", "audio")  # the modalities an encoder handle is given for
+# the modalities an encoder handle is given for: the encoders named after them (variants such as image-float16 are not)
+MODALITY_ENCODERS = tuple(name for name, spec in ENCODERS.items() if spec.write is None)
 
 
 def resolve(handle: str, encoders_dir: str | None = None) -> str:
