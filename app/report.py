@@ -161,6 +161,25 @@ def format_item_graph(graph: dict) -> str:
     )
 
 
+def format_training_cost(cost: dict) -> str:
+    """The Trainer's cost per model epoch and per stage ('' when it recorded none)."""
+    if not cost:
+        return ""
+
+    def model(name: str, timing: dict) -> str:
+        if not timing.get("epochs"):
+            return f"{name} not trained"
+        seconds = timing["seconds_per_epoch"]
+        later = seconds[1:] or seconds
+        return (
+            f"{name} {timing['epochs']} epochs of {timing['steps_per_epoch']:,} steps, {sum(later) / len(later):.1f} s/epoch "
+            f"({timing['ms_per_step']:.0f} ms/step; the first epoch {seconds[0]:.1f} s with tracing)"
+        )
+
+    stages = ", ".join(f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in cost.get("stage_seconds", {}).items())
+    return f"Training cost: {model('two towers', cost['two_towers'])}; {model('ranker', cost['ranker'])}; Trainer stages: {stages}"
+
+
 NOT_BLESSED_HINT = (
     "  A model that fails a check is not pushed; the one served (if any) stays. Tiny demo runs (--max-users) rarely pass: "
     "lower the floors with --min-auc / --min-recall (see `mmtower run --help`), or train on more users."
@@ -191,6 +210,8 @@ def format_run(summary: RunSummary, wall_times: dict[str, float]) -> str:
             f"Content: items embedded per modality: {embedded or 'none'}; {summary.content_quarantined} could not be encoded ({summary.content_quarantine_file})"
         )
     if line := format_item_graph(summary.item_graph):
+        lines.append(line)
+    if line := format_training_cost(summary.training_cost):
         lines.append(line)
     if line := format_attribution(summary.retrieval_report):
         lines.append(line)

@@ -26,6 +26,7 @@ class RunSummary:
     content_quarantine_file: str | None = None
     content_items: dict[str, int] = field(default_factory=dict)  # modality -> items with that embedding
     item_graph: dict = field(default_factory=dict)  # the Trainer's item_graph.json: edges, the weights chosen on validation
+    training_cost: dict = field(default_factory=dict)  # the Trainer's training_cost.json: seconds per epoch and per stage
     ranking_failures: list[str] = field(default_factory=list)  # TFMA's failed thresholds, readable (ranking_failures)
     drift: dict = field(default_factory=dict)  # the DriftValidator's drift.json: features compared, distance, threshold, verdict
     privacy: dict = field(default_factory=dict)  # pseudonymisation and k-anonymity of the built users (privacy_report)
@@ -179,11 +180,14 @@ def read(paths: RunPaths) -> RunSummary:
         summary.content_items = {modality: len(items) for modality, items in read_item_embeddings(content.uri).items()}
     if model := _latest(store, "Model", TRAINER, name):
         summary.model_uri = model.uri
-        from towers.contract import DP_FILE, ITEM_GRAPH_FILE
+        from towers.contract import DP_FILE, ITEM_GRAPH_FILE, TRAINING_COST_FILE
 
         if os.path.exists(graph_file := os.path.join(model.uri, ITEM_GRAPH_FILE)):
             with open(graph_file) as f:
                 summary.item_graph = json.load(f)
+        if os.path.exists(cost_file := os.path.join(model.uri, TRAINING_COST_FILE)):
+            with open(cost_file) as f:
+                summary.training_cost = json.load(f)
         if os.path.exists(dp_file := os.path.join(model.uri, DP_FILE)):
             with open(dp_file) as f:
                 summary.differential_privacy = json.load(f)

@@ -6,8 +6,10 @@ model code lives in towers/; this module only reads artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 
 import absl.logging
 import numpy as np
@@ -32,6 +34,7 @@ from towers.contract import (
     ITEM_GRAPH_FILE,
     RAW_EXAMPLES_URI_KEY,
     TEXT_ENCODER_KEY,
+    TRAINING_COST_FILE,
     WARM_START_DIR,
 )
 from towers.hparams import CATALOG, HParams
@@ -42,6 +45,54 @@ from towers.towers import candidate_inputs, content_profile, profile_modalities
 RETRIEVAL_STATE, RANKING_STATE = "retrieval", "ranking"
 TRAINED_UNTIL = "trained_until"  # warm_start fact: the latest timestamp the model was trained on
 CHOICE_EVENTS = 20_000  # validation events the item-graph weights are chosen on, at most
+
+
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Wall seconds and steps of each training epoch, the validation-loss pass left out (the first epoch includes
+    tracing the training step): what a model costs to train, reported in TRAINING_COST_FILE."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self.steps = 0
+        self._start: float | None = None
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_test_begin(self, logs=None):  # fit's validation pass: the epoch's training is over
+        self._close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._close()
+
+    def _close(self) -> None:
+        if self._start is not None:
+            self.seconds.append(time.perf_counter() - self._start)
+            self.steps, self._start = self._steps, None
+
+    def report(self) -> dict:
+        """{"epochs", "steps_per_epoch", "seconds_per_epoch": [...], "ms_per_step": over the epochs after the first}."""
+        later = self.seconds[1:] or self.seconds
+        per_step = 1000.0 * sum(later) / max(len(later) * self.steps, 1)
+        return {
+            "epochs": len(self.seconds),
+            "steps_per_epoch": self.steps,
+            "seconds_per_epoch": [round(seconds, 2) for seconds in self.seconds],
+            "ms_per_step": round(per_step, 1),
+        }
+
+
+@contextlib.contextmanager
+def timed(stages: dict, name: str):
+    """Records the wall seconds of the block in stages[name]."""
+    started = time.perf_counter()
+    yield
+    stages[name] = round(time.perf_counter() - started, 2)
 
 
 def feature_roles(custom_config: dict) -> F.FeatureRoles:
@@ -258,8 +309,10 @@ def train(
     content: dict[str, dict[str, np.ndarray]],
     base: str | None = None,
     after: int | None = None,
+    callbacks: tuple = (),
 ) -> tuple[TwoTowerModel, dict]:
     """Trains the two-tower model: from scratch, or from `base` (a warm-start folder) on the events after `after` (its data's end).
+    `callbacks`: more Keras callbacks for its fit.
 
     Returns (model, per vocabulary the ids whose rows were kept / new / dropped; empty from scratch).
     """
@@ -314,7 +367,7 @@ def train(
         if next(iter(train_ds), None) is None:
             absl.logging.warning("no training events after %d (the base model's data): the model keeps the base model's weights", after)
             return model, report
-    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
+    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir), *callbacks]
     if hp.early_stopping_patience > 0:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True)
@@ -355,12 +408,14 @@ def train_ranker(
     content_only: np.ndarray,
     base: str | None = None,
     after: int | None = None,
+    callbacks: tuple = (),
 ) -> RankingModel:
     """Trains the ranking model on training interactions + negatives retrieved for them (components.ranking_data).
 
     `content_only`: the catalog's candidate embeddings without ids (embed_catalog), what the
     ranker sees for an example whose item id is dropped (hp.id_dropout).
     With `base` (a warm-start folder), starts from its ranking model and trains on the interactions after `after`.
+    `callbacks`: Keras callbacks for its fit.
     """
     tf.keras.utils.set_random_seed(hp.seed)
     base_vocabs = vocab_sizes(tft_output, F.NO_FEATURES)  # the ranker's tables: user and item ids
@@ -406,7 +461,7 @@ def train_ranker(
         hp.ranking_candidates,
         int(rows[F.LIKED].sum()),
     )
-    ranker.fit(dataset, epochs=hp.ranking_epochs, verbose=2)
+    ranker.fit(dataset, epochs=hp.ranking_epochs, callbacks=list(callbacks), verbose=2)
     return ranker
 
 
@@ -518,7 +573,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         absl.logging.info("%s embeddings for %d items", modality, len(embeddings))
     base = base_state(fn_args)
     after = warm_start.facts(os.path.join(base, RETRIEVAL_STATE))[TRAINED_UNTIL] if base else None  # the base model's data ends here
-    model, warm_start_report = train(fn_args, tft_output, hp, content, base, after)
+    retrieval_timer, ranking_timer, stages = EpochTimer(), EpochTimer(), {}
+    with timed(stages, "two_towers"):
+        model, warm_start_report = train(fn_args, tft_output, hp, content, base, after, callbacks=(retrieval_timer,))
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
@@ -536,13 +593,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     attributes = catalog_attributes(fn_args.custom_config[CATALOG_PATH_KEY], roles, catalog_ids)
     if hp.item_graph:
         content_rows = item_graph.item_content(len(catalog_ids), {item.encode(): i for item, i in catalog_index.items()}, content)
-        graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
+        with timed(stages, "item_graph"):
+            graph = item_graph.build(train_data[F.USER_INDEX], positions, len(catalog_ids), content_rows, attributes)
         absl.logging.info("item graph: %s edges", graph.edge_counts())
     catalog = catalog_tables(catalog_ids, catalog_embeddings, item_vocab, tft_output, content, hp, fine_tuned_text, graph, modality_weights)
     catalog.categories = category_ids(attributes)
     seen = seen_positions(train_data[F.USER_INDEX], positions, num_user_rows)
     if model.dp is None:
-        ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after)
+        with timed(stages, "ranker"):
+            ranker = train_ranker(tft_output, hp, train_data, catalog, positions, seen, content_only, base, after, (ranking_timer,))
     else:  # a ranker trained on the events would not be covered by the budget
         ranker = RetrievalScoreRanker(hp.temperature)
     activity = slices.user_activity(np.bincount(train_data[F.USER_INDEX], minlength=num_user_rows).tolist())
@@ -569,9 +628,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     model_dir = os.path.dirname(os.path.normpath(fn_args.serving_model_dir))  # the Model artifact: files beside Format-Serving
     tf.io.gfile.makedirs(model_dir)
     if fn_args.custom_config.get(RAW_EXAMPLES_URI_KEY):
-        choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI_KEY], catalog_ids, hp.new_item_recall_ratio)
+        with timed(stages, "graph_mix_choice"):
+            choice = choose_graph_mix(module, fn_args.custom_config[RAW_EXAMPLES_URI_KEY], catalog_ids, hp.new_item_recall_ratio)
         _write_json(os.path.join(model_dir, ITEM_GRAPH_FILE), {"edges": graph.edge_counts() if graph else {}, **choice})
-    exporter.export(module, fn_args.serving_model_dir)
+    with timed(stages, "export"):
+        exporter.export(module, fn_args.serving_model_dir)
+    cost = {"two_towers": retrieval_timer.report(), "ranker": ranking_timer.report(), "stage_seconds": stages}
+    _write_json(os.path.join(model_dir, TRAINING_COST_FILE), cost)
+    absl.logging.info("training cost: %s", cost)
     if model.dp is not None:
         _write_json(os.path.join(model_dir, DP_FILE), model.dp.to_dict())
     facts = {

@@ -129,3 +129,15 @@ def test_privacy_line_reports_pseudonyms_and_k_anonymity(tmp_path):
     assert line.startswith(f"Privacy: user ids pseudonymised (key id {found['pseudonym_key_id']}); k-anonymity over gender")
     assert "of 943 users in groups under 5" in line
     assert format_privacy({}) == "" and privacy_report(str(tmp_path / "none")) == {}
+
+
+def test_training_cost_line_gives_seconds_per_epoch_after_the_first_and_each_stage():
+    cost = {
+        "two_towers": {"epochs": 3, "steps_per_epoch": 76, "seconds_per_epoch": [30.0, 20.0, 22.0], "ms_per_step": 276.3},
+        "ranker": {"epochs": 0, "steps_per_epoch": 0, "seconds_per_epoch": [], "ms_per_step": 0.0},
+        "stage_seconds": {"two_towers": 75.2, "item_graph": 1.25},
+    }
+    line = report.format_training_cost(cost)
+    assert line.startswith("Training cost: two towers 3 epochs of 76 steps, 21.0 s/epoch (276 ms/step; the first epoch 30.0 s")
+    assert "ranker not trained" in line and line.endswith("Trainer stages: two towers 75.2 s, item graph 1.2 s")
+    assert report.format_training_cost({}) == ""

@@ -40,3 +40,28 @@ def test_distribution_strategy_follows_the_hardware():
     model.fit(np.ones([8, 2], np.float32), np.ones([8, 1], np.float32), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="distribution must be"):
         trainer.distribution_strategy("tpu-pod")
+
+
+def test_epoch_timer_counts_each_training_epoch_and_leaves_the_validation_pass_out():
+    class SlowValidation(tf.keras.callbacks.Callback):  # a validation pass that would dominate the epoch if it were timed
+        def on_test_begin(self, logs=None):
+            import time
+
+            time.sleep(0.5)
+
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones([10, 3], np.float32), np.ones([10, 1], np.float32)
+    timer = trainer.EpochTimer()
+    model.fit(x, y, batch_size=4, epochs=3, validation_data=(x, y), callbacks=[timer, SlowValidation()], verbose=0)
+    report = timer.report()
+    assert report["epochs"] == 3 and report["steps_per_epoch"] == 3  # 10 examples in batches of 4
+    assert len(report["seconds_per_epoch"]) == 3 and all(0 < s < 0.5 for s in report["seconds_per_epoch"][1:])
+    assert report["ms_per_step"] > 0
+
+
+def test_timed_records_a_stage_in_seconds():
+    stages = {}
+    with trainer.timed(stages, "export"):
+        pass
+    assert list(stages) == ["export"] and 0 <= stages["export"] < 1

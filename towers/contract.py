@@ -42,6 +42,7 @@ DRIFT_FILE = "drift.json"  # the DriftValidator's report: features compared, dis
 WARM_START_DIR = "warm_start"  # beside Format-Serving in a Model artifact: what the next run can warm-start from
 DP_FILE = "differential_privacy.json"  # beside Format-Serving when trained with DP: towers.dp.Budget
 ITEM_GRAPH_FILE = "item_graph.json"  # beside Format-Serving: the graph's edges and the weights chosen on validation
+TRAINING_COST_FILE = "training_cost.json"  # beside Format-Serving: seconds per epoch of each model and of the Trainer's stages
 
 # --- Components whose outputs the app reads back from ML Metadata (their node ids) ----
 CONTENT_EMBEDDER = "ContentEmbedder"
