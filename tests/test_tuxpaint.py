@@ -118,6 +118,29 @@ def test_true_affinities_explain_the_simulated_choices():
     assert np.mean(lift) > 0.5
 
 
+def test_the_posterior_predictive_infers_a_users_taste_from_their_first_choices():
+    frame = simulator.simulate(TRAITS, num_users=60, seed=7)
+    affinity, quality = simulator.true_affinities(TRAITS, num_users=60, seed=7)
+    position = {item: i for i, item in enumerate(TRAITS.item_ids)}
+    rng = np.random.default_rng(0)
+    hits = {"posterior": [], "quality alone": [], "true affinity": []}  # share of the later choices in the top 10
+    for user, rows in frame.groupby(F.USER_ID):
+        chosen = [position[item] for item in rows.sort_values(F.TIMESTAMP)[F.ITEM_ID]]
+        if len(chosen) < 8:
+            continue
+        seen, later = chosen[: len(chosen) // 2], chosen[len(chosen) // 2 :]
+        predictive, effective = simulator.posterior_predictive(TRAITS, quality, np.array(seen), 100, rng)
+        assert predictive[seen].sum() == 0 and abs(predictive.sum() - 1) < 1e-6 and 1 <= effective <= 100 * 2 * 2
+        for name, scores in (("posterior", predictive), ("quality alone", quality), ("true affinity", affinity[user])):
+            top = [i for i in np.argsort(-scores) if i not in seen][:10]
+            hits[name].append(np.isin(later, top).mean())
+    mean = {name: np.mean(values) for name, values in hits.items()}
+    assert len(hits["posterior"]) > 20
+    # The first choices tell the user's taste: the later ones rank higher than by popularity alone, and lower
+    # than if the taste were known.
+    assert mean["quality alone"] + 0.05 < mean["posterior"] < mean["true affinity"], mean
+
+
 def test_a_decompression_bomb_and_a_latin1_caption_are_named_not_fatal(stamps):
     from tests.test_content_embedder import _png_header
 
