@@ -202,6 +202,18 @@ def test_served_blend_is_the_one_chosen_on_validation(run):
     assert "recommend = ranker + item graph" in report.format_run(summary.read(paths), {})
 
 
+def test_the_run_records_what_each_model_cost_to_train(run):
+    paths, _ = run
+    cost = summary.read(paths).training_cost
+    for model in ("two_towers", "ranker"):
+        timing = cost[model]
+        assert timing["epochs"] >= 1 and timing["steps_per_epoch"] >= 1 and timing["ms_per_step"] > 0
+        assert len(timing["seconds_per_epoch"]) == timing["epochs"] and min(timing["seconds_per_epoch"]) > 0
+    assert set(cost["stage_seconds"]) == {"two_towers", "item_graph", "ranker", "graph_mix_choice", "export"}
+    assert cost["stage_seconds"]["two_towers"] >= sum(cost["two_towers"]["seconds_per_epoch"])  # the epochs are part of the stage
+    assert "Training cost: two towers" in report.format_run(summary.read(paths), {})
+
+
 def test_both_evaluators_slice_by_item_and_user(run):
     import tensorflow_model_analysis as tfma
 
