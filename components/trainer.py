@@ -82,7 +82,7 @@ class EpochTimer(tf.keras.callbacks.Callback):
         return {
             "epochs": len(self.seconds),
             "steps_per_epoch": self.steps,
-            "seconds_per_epoch": [round(seconds, 2) for seconds in self.seconds],
+            "seconds_per_epoch": [round(seconds, 3) for seconds in self.seconds],
             "ms_per_step": round(per_step, 1),
         }
 
