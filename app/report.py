@@ -169,11 +169,9 @@ def format_training_cost(cost: dict) -> str:
     def model(name: str, timing: dict) -> str:
         if not timing.get("epochs"):
             return f"{name} not trained"
-        seconds = timing["seconds_per_epoch"]
-        later = seconds[1:] or seconds
         return (
-            f"{name} {timing['epochs']} epochs of {timing['steps_per_epoch']:,} steps, {sum(later) / len(later):.1f} s/epoch "
-            f"({timing['ms_per_step']:.0f} ms/step; the first epoch {seconds[0]:.1f} s with tracing)"
+            f"{name} {timing['epochs']} epochs of {timing['steps_per_epoch']:,} steps, {timing['mean_seconds_per_epoch']:.1f} s/epoch "
+            f"({timing['ms_per_step']:.0f} ms/step; the first epoch {timing['seconds_per_epoch'][0]:.1f} s with tracing)"
         )
 
     stages = ", ".join(f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in cost.get("stage_seconds", {}).items())

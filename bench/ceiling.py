@@ -44,36 +44,13 @@ from bench import results  # noqa: E402
 from components import baselines as bl  # noqa: E402
 from components import evaluation as ev  # noqa: E402
 from mmdata import simulator, tuxpaint  # noqa: E402
-from mmdata.records import Manifest  # noqa: E402
+from mmdata.records import Manifest, split_dir  # noqa: E402
 from towers import contract, metrics, privacy  # noqa: E402
 from towers.contract import RunPaths  # noqa: E402
 
 DATASET = "tuxpaint"
 R10 = metrics.recall_name(10)
 SPLITS = (contract.TRAIN_SPLIT, contract.VALIDATION_SPLIT, contract.EVAL_SPLIT)
-
-
-def read_split(paths: RunPaths, split: str) -> ev.Events:
-    """The built dataset's events of one split (what ImportExampleGen reads)."""
-    spans = sorted(os.listdir(os.path.join(paths.data_dir, "examples")))
-    parts = [ev.read_events(os.path.join(paths.data_dir, "examples", span, split)) for span in spans]
-    return ev.Events(
-        np.concatenate([p.users for p in parts]),
-        np.concatenate([p.items for p in parts]),
-        np.concatenate([p.timestamps for p in parts]),
-        [h for p in parts for h in p.histories],
-    )
-
-
-def timelines(index: dict[bytes, int], splits: dict[str, ev.Events]) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
-    """user -> (timestamps, catalog positions) of all their events, in time order."""
-    users = np.concatenate([e.users for e in splits.values()])
-    times = np.concatenate([e.timestamps for e in splits.values()])
-    items = np.concatenate([ev.positions(e.items, index) for e in splits.values()])
-    order = np.lexsort((times, users))
-    users, times, items = users[order], times[order], items[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    return {users[s]: (times[s:e], items[s:e]) for s, e in zip(starts, np.r_[starts[1:], len(users)])}
 
 
 def hits_of(scores: np.ndarray, events: ev.Events, seen: list[np.ndarray], index: dict[bytes, int]) -> np.ndarray:
@@ -90,7 +67,7 @@ def main() -> int:
     args = parser.parse_args()
     paths = RunPaths(os.path.abspath(args.output), DATASET)
     run = run_summary.read(paths)
-    splits = {split: read_split(paths, split) for split in SPLITS}
+    splits = {split: ev.read_events(split_dir(paths.data_dir, split)) for split in SPLITS}  # the latest span, as ExampleGen reads
     _, traits, _ = tuxpaint.load_catalog()
     manifest = Manifest.read(paths.data_dir)
     index = ev.catalog_index(traits.item_ids)
@@ -106,7 +83,6 @@ def main() -> int:
     if baseline is None:
         raise SystemExit(f"the best baseline {best} needs the content embeddings, which this bench does not read")
     seen = ev.SeenItems(index, *splits.values())
-    timeline = timelines(index, splits)
     served = {
         contract.VALIDATION_SPLIT: (run.item_graph.get("chosen") or {}).get(R10, float("nan")),
         contract.EVAL_SPLIT: run.recommend_metrics.get(R10, float("nan")),
@@ -125,9 +101,8 @@ def main() -> int:
         rows = {bl.label(best, params): hits_of(baseline(events.histories), events, excluded, index)}
         started, effective, posterior = time.monotonic(), [], np.zeros([len(events), len(index)])
         for row, (user, timestamp) in enumerate(zip(events.users, events.timestamps)):
-            times, items = timeline[user]
-            before = items[: int(np.searchsorted(times, timestamp, side="left"))]
-            posterior[row], sample_size = simulator.posterior_predictive(traits, quality, before[before >= 0], args.samples, rng)
+            history = seen.history(user, timestamp)
+            posterior[row], sample_size = simulator.posterior_predictive(traits, quality, history, args.samples, rng)
             effective.append(sample_size)
             if (row + 1) % 500 == 0:
                 print(f"  {split}: {row + 1:,}/{len(events):,} events, {time.monotonic() - started:.0f} s", flush=True)

@@ -129,9 +129,13 @@ class SeenItems:
 
     def before(self, user: bytes, timestamp: int) -> np.ndarray:
         """Catalog positions the user had seen before `timestamp` (may repeat)."""
+        return np.concatenate([self._train.get(user, self._empty), self.history(user, timestamp)])
+
+    def history(self, user: bytes, timestamp: int) -> np.ndarray:
+        """Catalog positions of the user's events (any split, in the catalog) strictly before `timestamp`, oldest first."""
         times, items = self._timeline.get(user, (self._empty, self._empty))
         earlier = items[: int(np.searchsorted(times, timestamp, side="left"))]
-        return np.concatenate([self._train.get(user, self._empty), earlier[earlier >= 0]])
+        return earlier[earlier >= 0]
 
     def for_events(self, events: Events) -> list[np.ndarray]:
         return [self.before(user, t) for user, t in zip(events.users, events.timestamps)]

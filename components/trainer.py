@@ -76,14 +76,16 @@ class EpochTimer(tf.keras.callbacks.Callback):
             self.steps, self._start = self._steps, None
 
     def report(self) -> dict:
-        """{"epochs", "steps_per_epoch", "seconds_per_epoch": [...], "ms_per_step": over the epochs after the first}."""
+        """{"epochs", "steps_per_epoch", "seconds_per_epoch": [...], and over the epochs after the first (tracing left
+        out; the first when it is the only one) "mean_seconds_per_epoch" and "ms_per_step"}."""
         later = self.seconds[1:] or self.seconds
-        per_step = 1000.0 * sum(later) / max(len(later) * self.steps, 1)
+        mean = sum(later) / max(len(later), 1)
         return {
             "epochs": len(self.seconds),
             "steps_per_epoch": self.steps,
             "seconds_per_epoch": [round(seconds, 3) for seconds in self.seconds],
-            "ms_per_step": round(per_step, 1),
+            "mean_seconds_per_epoch": round(mean, 3),
+            "ms_per_step": round(1000.0 * mean / max(self.steps, 1), 1),
         }
 
 

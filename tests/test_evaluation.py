@@ -29,6 +29,9 @@ def test_seen_items_are_every_earlier_item_in_any_split_and_every_training_item(
     assert sorted(set(seen.before(b"u", 9).tolist())) == [0, 1, 2, 3]  # ... and d, an earlier eval event
     assert seen.before(b"u", 2).tolist().count(2) == 0  # not the item of the same second
     assert seen.before(b"v", 4).tolist() == [] and seen.before(b"nobody", 4).tolist() == []
+    # the user's events before a time, in time order (train's later b is not among them): what a history reads
+    assert seen.history(b"u", 9).tolist() == [0, 2, 3, 1] and seen.history(b"u", 3).tolist() == [0, 2]
+    assert seen.history(b"nobody", 4).tolist() == []
 
 
 def test_top_k_excludes_and_restricts_and_breaks_ties_by_position():

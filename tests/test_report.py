@@ -133,8 +133,14 @@ def test_privacy_line_reports_pseudonyms_and_k_anonymity(tmp_path):
 
 def test_training_cost_line_gives_seconds_per_epoch_after_the_first_and_each_stage():
     cost = {
-        "two_towers": {"epochs": 3, "steps_per_epoch": 76, "seconds_per_epoch": [30.0, 20.0, 22.0], "ms_per_step": 276.3},
-        "ranker": {"epochs": 0, "steps_per_epoch": 0, "seconds_per_epoch": [], "ms_per_step": 0.0},
+        "two_towers": {
+            "epochs": 3,
+            "steps_per_epoch": 76,
+            "seconds_per_epoch": [30.0, 20.0, 22.0],
+            "mean_seconds_per_epoch": 21.0,
+            "ms_per_step": 276.3,
+        },
+        "ranker": {"epochs": 0, "steps_per_epoch": 0, "seconds_per_epoch": [], "mean_seconds_per_epoch": 0.0, "ms_per_step": 0.0},
         "stage_seconds": {"two_towers": 75.2, "item_graph": 1.25},
     }
     line = report.format_training_cost(cost)

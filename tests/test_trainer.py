@@ -58,6 +58,8 @@ def test_epoch_timer_counts_each_training_epoch_and_leaves_the_validation_pass_o
     assert report["epochs"] == 3 and report["steps_per_epoch"] == 3  # 10 examples in batches of 4
     assert len(report["seconds_per_epoch"]) == 3 and all(0 <= s < 0.5 for s in report["seconds_per_epoch"][1:])
     assert report["ms_per_step"] > 0
+    later = report["seconds_per_epoch"][1:]
+    assert report["mean_seconds_per_epoch"] == pytest.approx(sum(later) / 2, abs=2e-3)  # the first epoch (tracing) left out
 
 
 def test_timed_records_a_stage_in_seconds():
